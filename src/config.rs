@@ -1,0 +1,420 @@
+//! Configuration: defaults -> TOML file -> env `WHARF__SECTION__KEY` -> CLI overrides, parsed
+//! into [`RawConfig`] (unknown keys rejected) and validated once into [`Config`]. Leaf module.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the config file is looked for when neither `--config` nor `WHARF_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/wharf.toml";
+
+/// A configuration problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("{key}: {reason}")]
+    Key { key: &'static str, reason: String },
+}
+
+fn key_err(key: &'static str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Key { key, reason: reason.to_string() }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub storage: RawStorage,
+    pub upstream: RawUpstream,
+    pub schedule: RawSchedule,
+    pub sync: RawSync,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub public_url: Option<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer { listen: "127.0.0.1:5000".into(), public_url: None }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStorage {
+    pub data_dir: PathBuf,
+    pub tree_dir: Option<PathBuf>,
+    pub gc_grace: String,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage { data_dir: "/var/lib/wharf".into(), tree_dir: None, gc_grace: "7days".into() }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    pub url: String,
+    pub repositories: Option<Vec<String>>,
+    pub tags: Option<String>,
+    pub username: String,
+    pub password_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSchedule {
+    pub sync: String,
+}
+
+impl Default for RawSchedule {
+    fn default() -> Self {
+        RawSchedule { sync: "0 */10 * * * *".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSync {
+    /// Blob downloads in flight at once.
+    pub concurrency: usize,
+    /// Attempts per upstream request on 5xx, 429, resets and timeouts.
+    pub retries: u32,
+    /// Timeout to connect and for each upstream request that is not a blob body.
+    pub request_timeout: String,
+    /// Timeout for one whole blob download.
+    pub blob_timeout: String,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        RawSync {
+            concurrency: 4,
+            retries: 4,
+            request_timeout: "30s".into(),
+            blob_timeout: "30min".into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub tree_dir: PathBuf,
+    pub gc_grace: Duration,
+    pub upstream: UpstreamConfig,
+    pub sync_schedule: String,
+    pub sync: SyncSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub source: UpstreamSource,
+    /// `None`: every repository in the catalog.
+    pub repositories: Option<Vec<globset::GlobMatcher>>,
+    pub tags: regex::Regex,
+}
+
+#[derive(Debug, Clone)]
+pub enum UpstreamSource {
+    Registry { url: reqwest::Url, credentials: Option<Credentials> },
+    OciDir(PathBuf),
+}
+
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <redacted>)", self.username)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub concurrency: usize,
+    pub retries: u32,
+    pub request_timeout: Duration,
+    pub blob_timeout: Duration,
+}
+
+impl Config {
+    /// The redb file.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("wharf.redb")
+    }
+
+    /// Temp files for the tree: same filesystem, outside the published paths.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+
+    /// The local control socket of a running `wharf serve`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
+}
+
+/// Overrides given on the command line, applied last.
+#[derive(Debug, Default, Clone)]
+pub struct CliOverrides {
+    /// `(section.key, TOML value)` pairs, e.g. `("server.listen", "\"127.0.0.1:0\"")`.
+    pub values: Vec<(String, toml::Value)>,
+}
+
+/// Load the layered configuration. `file` is optional only when `required` is false
+/// (the default path may be absent).
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    cli: &CliOverrides,
+) -> Result<Config, ConfigError> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Parse { path: path.into(), source: Box::new(e) })?
+        }
+        None => toml::Table::new(),
+    };
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix("WHARF__") else { continue };
+        let Some((section, key)) = rest.split_once("__") else {
+            return Err(ConfigError::Env { var, reason: "expected WHARF__SECTION__KEY".into() });
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        set(&mut table, &section, &key, env_value(&value));
+    }
+    for (path, value) in &cli.values {
+        let (section, key) = path.split_once('.').expect("CLI override keys are section.key");
+        set(&mut table, section, key, value.clone());
+    }
+    let raw: RawConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+        ConfigError::Invalid(e.message().to_owned())
+    })?;
+    validate(raw)
+}
+
+/// An env value is TOML if it parses as a TOML value (`4`, `true`, `["a","b"]`), else a string.
+fn env_value(s: &str) -> toml::Value {
+    format!("v = {s}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(s.to_owned()))
+}
+
+fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
+    let entry = table
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = entry {
+        t.insert(key.to_owned(), value);
+    } else {
+        *entry = toml::Value::Table(toml::Table::from_iter([(key.to_owned(), value)]));
+    }
+}
+
+fn duration(key: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(s).map_err(|e| key_err(key, format!("{s:?}: {e}")))
+}
+
+/// Check a 6-field cron expression the way the scheduler will read it.
+pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(s)
+        .map_err(|e| format!("{s:?} is not a 6-field cron expression (seconds first): {e}"))
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let listen: SocketAddr = raw
+        .server
+        .listen
+        .parse()
+        .map_err(|e| key_err("server.listen", format!("{:?}: {e}", raw.server.listen)))?;
+    let public_url = raw.server.public_url.unwrap_or_else(|| format!("http://{listen}"));
+    let parsed = reqwest::Url::parse(&public_url)
+        .map_err(|e| key_err("server.public_url", format!("{public_url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
+        return Err(key_err("server.public_url", "must be an http(s) URL without a query"));
+    }
+    let public_url = public_url.trim_end_matches('/').to_owned();
+
+    if !raw.storage.data_dir.is_absolute() && raw.storage.data_dir.as_os_str().is_empty() {
+        return Err(key_err("storage.data_dir", "must not be empty"));
+    }
+    let data_dir = absolute(&raw.storage.data_dir);
+    let tree_dir = raw.storage.tree_dir.map(|t| absolute(&t)).unwrap_or_else(|| data_dir.join("tree"));
+    let gc_grace = duration("storage.gc_grace", &raw.storage.gc_grace)?;
+
+    let upstream = validate_upstream(raw.upstream)?;
+    parse_cron(&raw.schedule.sync).map_err(|e| key_err("schedule.sync", e))?;
+
+    let s = raw.sync;
+    if s.concurrency == 0 || s.concurrency > 64 {
+        return Err(key_err("sync.concurrency", "must be between 1 and 64"));
+    }
+    if s.retries == 0 || s.retries > 20 {
+        return Err(key_err("sync.retries", "must be between 1 and 20"));
+    }
+    let sync = SyncSettings {
+        concurrency: s.concurrency,
+        retries: s.retries,
+        request_timeout: duration("sync.request_timeout", &s.request_timeout)?,
+        blob_timeout: duration("sync.blob_timeout", &s.blob_timeout)?,
+    };
+    Ok(Config {
+        listen,
+        public_url,
+        data_dir,
+        tree_dir,
+        gc_grace,
+        upstream,
+        sync_schedule: raw.schedule.sync,
+        sync,
+    })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+fn validate_upstream(u: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    let source = if let Some(path) = u.url.strip_prefix("oci:") {
+        if path.is_empty() {
+            return Err(key_err("upstream.url", "oci: needs a directory, e.g. oci:/srv/layouts"));
+        }
+        UpstreamSource::OciDir(absolute(Path::new(path)))
+    } else if u.url.is_empty() {
+        return Err(key_err("upstream.url", "missing: a registry URL or oci:/path is required"));
+    } else {
+        let mut url = reqwest::Url::parse(&u.url)
+            .map_err(|e| key_err("upstream.url", format!("{:?}: {e}", u.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(key_err("upstream.url", "must be http(s):// or oci:"));
+        }
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let credentials = if u.username.is_empty() {
+            None
+        } else {
+            if u.password_file.is_empty() {
+                return Err(key_err("upstream.password_file", "required when username is set"));
+            }
+            let password = std::fs::read_to_string(&u.password_file)
+                .map_err(|e| key_err("upstream.password_file", format!("{}: {e}", u.password_file)))?;
+            Some(Credentials { username: u.username, password: password.trim_end().to_owned() })
+        };
+        UpstreamSource::Registry { url, credentials }
+    };
+    let repositories = u
+        .repositories
+        .map(|pats| {
+            pats.iter()
+                .map(|p| {
+                    globset::GlobBuilder::new(p)
+                        .literal_separator(true)
+                        .build()
+                        .map(|g| g.compile_matcher())
+                        .map_err(|e| key_err("upstream.repositories", format!("{p:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let tags_src = u.tags.unwrap_or_else(|| ".*".into());
+    let tags = regex::Regex::new(&format!("^(?:{tags_src})$"))
+        .map_err(|e| key_err("upstream.tags", format!("{tags_src:?}: {e}")))?;
+    Ok(UpstreamConfig { source, repositories, tags })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env = env.iter().map(|(a, b)| (a.to_string(), b.to_string()));
+        load(Some(&path), env, &CliOverrides::default())
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let c = load_str(
+            "[upstream]\nurl = \"http://r:5000\"\n[server]\nlisten = \"127.0.0.1:1\"\n",
+            &[("WHARF__SERVER__LISTEN", "127.0.0.1:2"), ("WHARF__SYNC__CONCURRENCY", "7")],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.sync.concurrency, 7);
+        assert_eq!(c.public_url, "http://127.0.0.1:2");
+        assert_eq!(c.tree_dir, Path::new("/var/lib/wharf/tree"));
+        assert_eq!(c.gc_grace, Duration::from_secs(7 * 86400));
+        let cli = CliOverrides {
+            values: vec![("server.listen".into(), toml::Value::String("127.0.0.1:3".into()))],
+        };
+        let c = load(None, [("WHARF__UPSTREAM__URL".into(), "oci:/x".into())], &cli).unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert!(matches!(c.upstream.source, UpstreamSource::OciDir(_)));
+    }
+
+    #[test]
+    fn rejects_bad_input_clearly() {
+        let cases = [
+            ("[upstream]\nurl = \"http://r\"\nbogus = 1\n", "bogus"),
+            ("[upstreem]\nurl = \"http://r\"\n", "upstreem"),
+            ("[upstream]\nurl = \"ftp://r\"\n", "upstream.url"),
+            ("[upstream]\n", "upstream.url"),
+            ("[upstream]\nurl = \"http://r\"\ntags = \"(\"\n", "upstream.tags"),
+            ("[upstream]\nurl = \"http://r\"\n[schedule]\nsync = \"*/5 * * * *\"\n", "schedule.sync"),
+            ("[upstream]\nurl = \"http://r\"\n[server]\nlisten = \"nope\"\n", "server.listen"),
+            ("[upstream]\nurl = \"http://r\"\n[sync]\nconcurrency = 0\n", "sync.concurrency"),
+            ("[upstream]\nurl = \"http://r\"\n[storage]\ngc_grace = \"soon\"\n", "storage.gc_grace"),
+            ("[upstream]\nurl = \"http://r\"\nusername = \"u\"\n", "upstream.password_file"),
+        ];
+        for (toml, needle) in cases {
+            let err = load_str(toml, &[]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{toml:?} -> {err}");
+        }
+        let err = load_str("[upstream]\nurl = \"http://r\"\n", &[("WHARF__NOPE", "1")]).unwrap_err();
+        assert!(err.to_string().contains("WHARF__NOPE"), "{err}");
+    }
+
+    #[test]
+    fn globs_do_not_cross_slashes() {
+        let c = load_str("[upstream]\nurl = \"http://r\"\nrepositories = [\"library/*\"]\n", &[])
+            .unwrap();
+        let pats = c.upstream.repositories.unwrap();
+        assert!(pats[0].is_match("library/busybox"));
+        assert!(!pats[0].is_match("library/a/b"));
+        assert!(c.upstream.tags.is_match("anything"));
+    }
+}

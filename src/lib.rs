@@ -1,0 +1,10 @@
+//! Wharf: a container registry front for a volunteer mirror network.
+//! See ARCHITECTURE.md for the code map and the invariants.
+
+pub mod clock;
+pub mod config;
+pub mod model;
+pub mod registry;
+pub mod store;
+pub mod sync;
+pub mod tree;

@@ -1,0 +1,17 @@
+//! Domain types shared by every layer: names, references, digests, media types, the parsed
+//! shape of a manifest and sync-run reports. Leaf module: imports nothing from the crate.
+
+mod layout;
+mod manifest;
+mod names;
+mod run;
+
+pub use manifest::{
+    BlobRef, ChildManifest, ManifestError, ManifestShape, Platform, media_type, platform_of_config,
+};
+pub use layout::{RepoLayout, TagEntry};
+pub use names::{Digest, NameError, Reference, RepoName, Tag};
+pub use run::{RepoReport, RunOutcome, SyncRun};
+
+/// The tree's content generation: increases exactly when the published tree changes.
+pub type Generation = u64;

@@ -1,0 +1,235 @@
+//! The registry pull API (`/v2/...`) and the tree Wharf serves itself (`/tree/...`).
+//! Handlers are thin: parse at the edge (`route`), one store call, map the result.
+//! Architecture invariant: no request here opens a write transaction.
+//! Imports `model`, `store`; never `admin`.
+
+mod errors;
+mod negotiate;
+mod route;
+
+use std::path::Path;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Method;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use crate::model::{Digest, Reference, RepoName};
+use crate::store::{Lookup, ManifestHit, Store};
+
+pub use errors::RegistryError;
+use negotiate::{Accepted, Choice};
+use route::V2Route;
+
+const API_VERSION: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
+const CONTENT_DIGEST: &str = "Docker-Content-Digest";
+/// Distribution's cap on one page of `_catalog` / `tags/list`.
+const MAX_PAGE: usize = 1000;
+
+/// What the registry handlers share.
+pub struct RegistryState {
+    pub store: Store,
+    /// Without a trailing slash.
+    pub public_url: String,
+}
+
+impl RegistryState {
+    /// The fallback blob URL: Wharf's own tree.
+    fn blob_url(&self, digest: &Digest) -> String {
+        format!("{}/tree/blobs/sha256/{}", self.public_url, digest.hex())
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, tree_dir: &Path) {
+    cfg.service(
+        web::scope("/v2")
+            .wrap(DefaultHeaders::new().add(API_VERSION))
+            .route("", web::route().to(base))
+            .route("/", web::route().to(base))
+            .default_service(web::to(dispatch)),
+    )
+    .service(
+        // No listing (not enabled), Range and HEAD supported, `..` rejected by actix-files.
+        actix_files::Files::new("/tree", tree_dir),
+    );
+}
+
+fn read_method(req: &HttpRequest) -> Result<bool, RegistryError> {
+    match *req.method() {
+        Method::GET => Ok(false),
+        Method::HEAD => Ok(true),
+        _ => Err(RegistryError::Unsupported),
+    }
+}
+
+async fn base(req: HttpRequest) -> Result<HttpResponse, RegistryError> {
+    read_method(&req)?;
+    Ok(HttpResponse::Ok().content_type("application/json").body("{}"))
+}
+
+async fn dispatch(
+    req: HttpRequest,
+    state: web::Data<RegistryState>,
+) -> Result<HttpResponse, RegistryError> {
+    let rest = req.path().strip_prefix("/v2/").unwrap_or_default();
+    let route = route::parse(rest);
+    let head = read_method(&req)?;
+    match route? {
+        V2Route::Catalog => catalog(&req, &state).await,
+        V2Route::Tags(name) => tags(&req, &state, name).await,
+        V2Route::Manifest(name, reference) => manifest(&req, &state, name, reference).await,
+        V2Route::Blob(name, digest) => blob(&state, name, digest, head).await,
+        V2Route::Upload => Err(RegistryError::Unsupported),
+        V2Route::Unknown => Err(RegistryError::NotFound),
+    }
+}
+
+fn found<T>(l: Lookup<T>, unknown: RegistryError) -> Result<T, RegistryError> {
+    match l {
+        Lookup::Found(t) => Ok(t),
+        Lookup::NameUnknown => Err(RegistryError::NameUnknown),
+        Lookup::Unknown => Err(unknown),
+    }
+}
+
+async fn catalog(req: &HttpRequest, state: &RegistryState) -> Result<HttpResponse, RegistryError> {
+    let names = state.store.catalog().await?.into_iter().map(String::from).collect();
+    let (page, next) = paginate(names, req.query_string())?;
+    Ok(paged_response(next, "/v2/_catalog", serde_json::json!({ "repositories": page })))
+}
+
+async fn tags(
+    req: &HttpRequest,
+    state: &RegistryState,
+    name: RepoName,
+) -> Result<HttpResponse, RegistryError> {
+    let tags = state.store.tags(&name).await?.ok_or(RegistryError::NameUnknown)?;
+    let (page, next) = paginate(tags.into_iter().map(String::from).collect(), req.query_string())?;
+    let path = format!("/v2/{name}/tags/list");
+    Ok(paged_response(next, &path, serde_json::json!({ "name": name.as_str(), "tags": page })))
+}
+
+async fn manifest(
+    req: &HttpRequest,
+    state: &RegistryState,
+    name: RepoName,
+    reference: Reference,
+) -> Result<HttpResponse, RegistryError> {
+    let unknown = || RegistryError::ManifestUnknown(format!("{name}:{reference}"));
+    let hit = match &reference {
+        Reference::Tag(t) => state.store.manifest_by_tag(&name, t).await?,
+        Reference::Digest(d) => state.store.manifest_by_digest(&name, d).await?,
+    };
+    let hit = found(hit, unknown())?;
+    let by_tag = matches!(reference, Reference::Tag(_));
+    let accepted = Accepted::from_headers(req.headers());
+    let hit = match negotiate::choose(&accepted, &hit.media_type, by_tag, &hit.children) {
+        Choice::Serve => hit,
+        Choice::Child(d) => found(state.store.manifest_by_digest(&name, &d).await?, unknown())?,
+        Choice::Refuse(why) => return Err(RegistryError::ManifestUnknown(why)),
+    };
+    Ok(manifest_response(req, hit))
+}
+
+fn manifest_response(req: &HttpRequest, hit: ManifestHit) -> HttpResponse {
+    let etag = format!("\"{}\"", hit.digest);
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').map(str::trim).any(|t| t == etag || t == "*" || t == hit.digest.as_str()));
+    let mut res = if not_modified { HttpResponse::NotModified() } else { HttpResponse::Ok() };
+    res.insert_header((header::CONTENT_TYPE, hit.media_type))
+        .insert_header((CONTENT_DIGEST, hit.digest.as_str()))
+        .insert_header((header::ETAG, etag));
+    if not_modified {
+        res.finish()
+    } else {
+        // HEAD: actix sends Content-Length of this body and omits the body itself.
+        res.body(hit.bytes)
+    }
+}
+
+async fn blob(
+    state: &RegistryState,
+    name: RepoName,
+    digest: Digest,
+    head: bool,
+) -> Result<HttpResponse, RegistryError> {
+    let size = found(state.store.repo_blob_size(&name, &digest).await?, RegistryError::BlobUnknown)?;
+    if head {
+        return Ok(HttpResponse::Ok()
+            .insert_header((CONTENT_DIGEST, digest.as_str()))
+            .content_type("application/octet-stream")
+            .no_chunking(size)
+            .streaming(futures_util::stream::empty::<Result<web::Bytes, actix_web::Error>>()));
+    }
+    Ok(HttpResponse::TemporaryRedirect()
+        .insert_header((header::LOCATION, state.blob_url(&digest)))
+        .insert_header((CONTENT_DIGEST, digest.as_str()))
+        .finish())
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    n: Option<String>,
+    last: Option<String>,
+}
+
+/// One page of a sorted list: items after `last` (exclusive), at most `n`. Returns the page and
+/// the `last` value of the next page, if there is one.
+fn paginate(items: Vec<String>, query: &str) -> Result<(Vec<String>, Option<(usize, String)>), RegistryError> {
+    let q = web::Query::<PageQuery>::from_query(query)
+        .map_err(|e| RegistryError::PaginationNumberInvalid(e.to_string()))?;
+    let n = match q.n.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<usize>()
+                .map_err(|_| RegistryError::PaginationNumberInvalid(format!("n={s:?}")))?
+                .min(MAX_PAGE),
+        ),
+    };
+    let start = match q.last.as_deref() {
+        Some(last) if !last.is_empty() => items.partition_point(|i| i.as_str() <= last),
+        _ => 0,
+    };
+    let rest = items.len() - start;
+    let take = n.unwrap_or(rest).min(rest);
+    let page: Vec<String> = items.into_iter().skip(start).take(take).collect();
+    let next = (take < rest && take > 0).then(|| (take, page[take - 1].clone()));
+    Ok((page, next))
+}
+
+fn paged_response(next: Option<(usize, String)>, path: &str, body: serde_json::Value) -> HttpResponse {
+    let mut res = HttpResponse::Ok();
+    if let Some((n, last)) = next {
+        // Names and tags are validated: no characters that need escaping in a query.
+        let link = format!("<{path}?last={last}&n={n}>; rel=\"next\"");
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            res.insert_header((header::LINK, v));
+        }
+    }
+    res.json(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pagination() {
+        let all = items(&["a", "b", "c", "d"]);
+        assert_eq!(paginate(all.clone(), "").unwrap(), (all.clone(), None));
+        assert_eq!(paginate(all.clone(), "n=2").unwrap(), (items(&["a", "b"]), Some((2, "b".into()))));
+        assert_eq!(paginate(all.clone(), "n=2&last=b").unwrap(), (items(&["c", "d"]), None));
+        assert_eq!(paginate(all.clone(), "last=bb").unwrap(), (items(&["c", "d"]), None));
+        assert_eq!(paginate(all.clone(), "n=0").unwrap(), (vec![], None));
+        assert!(matches!(paginate(all.clone(), "n=-1"), Err(RegistryError::PaginationNumberInvalid(_))));
+        assert!(matches!(paginate(all, "n=x"), Err(RegistryError::PaginationNumberInvalid(_))));
+    }
+}

@@ -1,0 +1,372 @@
+//! The store: every piece of state in one redb file. All redb access lives in this module;
+//! no redb type leaks out. Every transaction runs in a named `spawn_blocking`.
+//! Imports `model` only (and `clock` types by value); never actix, askama or reqwest.
+
+mod commit;
+mod records;
+mod tables;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use crate::model::{
+    ChildManifest, Digest, Generation, RepoLayout, RepoName, SyncRun, Tag, TagEntry,
+};
+
+pub use commit::{CommitOutcome, NewManifest, SyncCommit, TagDiff};
+use records::{StoredManifest, StoredRun, StoredTag, decode, encode};
+use tables::*;
+
+/// The schema this build writes. Opening an older store migrates it; a newer one is refused.
+pub const SCHEMA_VERSION: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store {0} is open in another process (is `wharf serve` running?)")]
+    Locked(String),
+    #[error("the store was written by a newer Wharf (schema {found}, this build knows {known})")]
+    TooNew { found: u64, known: u64 },
+    #[error("store record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store I/O: {0}")]
+    Db(#[from] redb::Error),
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The outcome of a lookup scoped to a repository.
+#[derive(Debug)]
+pub enum Lookup<T> {
+    Found(T),
+    /// The repository does not exist.
+    NameUnknown,
+    /// The repository exists; the thing asked for is not in it.
+    Unknown,
+}
+
+/// A manifest as served: exact bytes plus what negotiation needs.
+#[derive(Debug, Clone)]
+pub struct ManifestHit {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    pub children: Vec<ChildManifest>,
+}
+
+/// The store handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Open (or create) the store file, creating tables and migrating old schemas.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Locked(path.display().to_string())
+            }
+            other => other.into(),
+        })?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let fresh = meta.is_empty()?;
+            let found = meta.get(KEY_SCHEMA)?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::TooNew { found: v, known: SCHEMA_VERSION });
+                }
+                Some(v) => migrate(v)?,
+                None if fresh => {}
+                None => return Err(StoreError::Corrupt("meta table without schema_version".into())),
+            }
+            meta.insert(KEY_SCHEMA, SCHEMA_VERSION)?;
+            txn.open_table(REPOS)?;
+            txn.open_table(TAGS)?;
+            txn.open_table(MANIFESTS)?;
+            txn.open_table(MANIFEST_BYTES)?;
+            txn.open_table(BLOBS)?;
+            txn.open_table(REPO_CONTENT)?;
+            txn.open_table(RUNS)?;
+        }
+        txn.commit()?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    async fn blocking<T, F>(&self, name: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        let span = tracing::trace_span!("store", op = name);
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&db)))
+            .await
+            .map_err(|e| StoreError::Task(format!("{name}: {e}")))?
+    }
+
+    /// The current tree generation (0 before the first publish).
+    pub async fn generation(&self) -> Result<Generation, StoreError> {
+        self.blocking("generation", |db| {
+            let txn = db.begin_read()?;
+            Ok(txn.open_table(META)?.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// Every repository with at least one tag, sorted.
+    pub async fn catalog(&self) -> Result<Vec<RepoName>, StoreError> {
+        self.blocking("catalog", |db| {
+            let txn = db.begin_read()?;
+            let repos = txn.open_table(REPOS)?;
+            let mut out = Vec::new();
+            for row in repos.iter()? {
+                out.push(parse_key::<RepoName>("repos", row?.0.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The repository's tags, sorted; `None` if the repository is unknown.
+    pub async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<Tag>>, StoreError> {
+        let repo = repo.clone();
+        self.blocking("tags", move |db| {
+            let txn = db.begin_read()?;
+            if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
+                return Ok(None);
+            }
+            let tags = txn.open_table(TAGS)?;
+            let mut out = Vec::new();
+            for row in tags.range((repo.as_str(), "")..(repo.as_str(), KEY_END))? {
+                out.push(parse_key::<Tag>("tags", row?.0.value().1)?);
+            }
+            Ok(Some(out))
+        })
+        .await
+    }
+
+    /// The manifest a tag points to.
+    pub async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Lookup<ManifestHit>, StoreError> {
+        let (repo, tag) = (repo.clone(), tag.clone());
+        self.blocking("manifest_by_tag", move |db| {
+            let txn = db.begin_read()?;
+            if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
+                return Ok(Lookup::NameUnknown);
+            }
+            let Some(row) = txn.open_table(TAGS)?.get((repo.as_str(), tag.as_str()))? else {
+                return Ok(Lookup::Unknown);
+            };
+            let StoredTag::V1 { digest, .. } = decode("tags", row.value())?;
+            read_manifest(&txn, &digest)
+        })
+        .await
+    }
+
+    /// A manifest by digest, if the repository's tags reach it.
+    pub async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Lookup<ManifestHit>, StoreError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.blocking("manifest_by_digest", move |db| {
+            let txn = db.begin_read()?;
+            if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
+                return Ok(Lookup::NameUnknown);
+            }
+            if txn.open_table(REPO_CONTENT)?.get((repo.as_str(), digest.as_str()))?.is_none() {
+                return Ok(Lookup::Unknown);
+            }
+            read_manifest(&txn, &digest)
+        })
+        .await
+    }
+
+    /// The size of a blob the repository's tags reach.
+    pub async fn repo_blob_size(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Lookup<u64>, StoreError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.blocking("repo_blob_size", move |db| {
+            let txn = db.begin_read()?;
+            if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
+                return Ok(Lookup::NameUnknown);
+            }
+            Ok(match txn.open_table(REPO_CONTENT)?.get((repo.as_str(), digest.as_str()))? {
+                Some(size) => Lookup::Found(size.value()),
+                None => Lookup::Unknown,
+            })
+        })
+        .await
+    }
+
+    /// Every repository's current tags, for the next sync to compare against.
+    pub async fn current_tags(
+        &self,
+    ) -> Result<BTreeMap<RepoName, BTreeMap<Tag, Digest>>, StoreError> {
+        self.blocking("current_tags", |db| {
+            let txn = db.begin_read()?;
+            let mut out: BTreeMap<RepoName, BTreeMap<Tag, Digest>> = BTreeMap::new();
+            for row in txn.open_table(TAGS)?.iter()? {
+                let (k, v) = row?;
+                let (repo, tag) = k.value();
+                let StoredTag::V1 { digest, .. } = decode("tags", v.value())?;
+                out.entry(parse_key("tags", repo)?)
+                    .or_default()
+                    .insert(parse_key("tags", tag)?, digest);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Which of `digests` the store already has manifest records for.
+    pub async fn known_manifests(
+        &self,
+        digests: Vec<Digest>,
+    ) -> Result<Vec<Digest>, StoreError> {
+        self.blocking("known_manifests", move |db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(MANIFESTS)?;
+            let mut out = Vec::new();
+            for d in digests {
+                if table.get(d.as_str())?.is_some() {
+                    out.push(d);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Every repository as the tree should publish it.
+    pub async fn layouts(&self) -> Result<Vec<RepoLayout>, StoreError> {
+        self.blocking("layouts", |db| {
+            let txn = db.begin_read()?;
+            let manifests = txn.open_table(MANIFESTS)?;
+            let content = txn.open_table(REPO_CONTENT)?;
+            let mut by_repo: BTreeMap<String, Vec<TagEntry>> = BTreeMap::new();
+            for row in txn.open_table(TAGS)?.iter()? {
+                let (k, v) = row?;
+                let (repo, tag) = k.value();
+                let StoredTag::V1 { digest, .. } = decode("tags", v.value())?;
+                let m = manifests
+                    .get(digest.as_str())?
+                    .ok_or_else(|| StoreError::Corrupt(format!("tag {repo}:{tag} -> {digest}")))?;
+                let StoredManifest::V1 { media_type, size, platform, .. } =
+                    decode("manifests", m.value())?;
+                by_repo.entry(repo.to_owned()).or_default().push(TagEntry {
+                    tag: parse_key("tags", tag)?,
+                    digest,
+                    media_type,
+                    size,
+                    platform,
+                });
+            }
+            let mut out = Vec::new();
+            for (repo, tags) in by_repo {
+                let mut digests = Vec::new();
+                for row in content.range((repo.as_str(), "")..(repo.as_str(), KEY_END))? {
+                    digests.push(parse_key("repo_content", row?.0.value().1)?);
+                }
+                out.push(RepoLayout { repo: parse_key("tags", &repo)?, tags, content: digests });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Record a finished sync run; returns its id.
+    pub async fn record_run(&self, mut run: SyncRun) -> Result<u64, StoreError> {
+        self.blocking("record_run", move |db| {
+            let txn = db.begin_write()?;
+            let id = {
+                let mut meta = txn.open_table(META)?;
+                let id = meta.get(KEY_NEXT_RUN)?.map(|v| v.value()).unwrap_or(1);
+                meta.insert(KEY_NEXT_RUN, id + 1)?;
+                run.id = id;
+                txn.open_table(RUNS)?.insert(id, encode(&StoredRun::V1(run)).as_slice())?;
+                id
+            };
+            txn.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// The most recent runs, newest first.
+    pub async fn recent_runs(&self, limit: usize) -> Result<Vec<SyncRun>, StoreError> {
+        self.blocking("recent_runs", move |db| {
+            let txn = db.begin_read()?;
+            let mut out = Vec::new();
+            for row in txn.open_table(RUNS)?.iter()?.rev().take(limit) {
+                let StoredRun::V1(run) = decode("sync_runs", row?.1.value())?;
+                out.push(run);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Apply a sync's results in one write transaction; see [`commit`].
+    pub async fn commit_sync(&self, change: SyncCommit) -> Result<CommitOutcome, StoreError> {
+        self.blocking("commit_sync", move |db| commit::apply(db, change)).await
+    }
+}
+
+/// Migrate a store from schema `from` to [`SCHEMA_VERSION`]. Schema 1 is the first.
+fn migrate(from: u64) -> Result<(), StoreError> {
+    match from {
+        SCHEMA_VERSION => Ok(()),
+        other => Err(StoreError::Corrupt(format!("unknown schema version {other}"))),
+    }
+}
+
+fn parse_key<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt(format!("{table}: bad key {s:?}")))
+}
+
+fn read_manifest(
+    txn: &redb::ReadTransaction,
+    digest: &Digest,
+) -> Result<Lookup<ManifestHit>, StoreError> {
+    let Some(rec) = txn.open_table(MANIFESTS)?.get(digest.as_str())? else {
+        return Ok(Lookup::Unknown);
+    };
+    let StoredManifest::V1 { media_type, children, .. } = decode("manifests", rec.value())?;
+    let bytes = txn
+        .open_table(MANIFEST_BYTES)?
+        .get(digest.as_str())?
+        .ok_or_else(|| StoreError::Corrupt(format!("manifest bytes missing for {digest}")))?
+        .value()
+        .to_vec();
+    Ok(Lookup::Found(ManifestHit { digest: digest.clone(), media_type, bytes, children }))
+}

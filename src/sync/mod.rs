@@ -1,0 +1,475 @@
+//! Sync: copy the chosen repositories from the upstream into the store and the mirror tree.
+//! The job is [`run_once`]; the scheduler decides when it runs and that runs never overlap.
+//!
+//! Order of publication (architecture invariant): pool files (verified) -> store commit
+//! (tags, generation) -> repository layouts -> collected pool files removed -> generation
+//! marker, last. A failed tag keeps its previous digest; a failed repository keeps its
+//! previous tags; neither stops the others.
+//! Imports `model`, `store`, `tree`, `config`, `clock`; never actix or askama.
+
+mod auth;
+mod oci_dir;
+mod progress;
+mod registry_client;
+mod upstream;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{StreamExt, stream};
+
+use crate::clock::Clock;
+use crate::config::{Config, SyncSettings, UpstreamConfig};
+use crate::model::{
+    BlobRef, Digest, ManifestShape, RepoName, RepoReport, RunOutcome, SyncRun, Tag, media_type,
+    platform_of_config,
+};
+use crate::store::{NewManifest, Store, StoreError, SyncCommit};
+use crate::tree::{Marker, MirrorTree, TreeError};
+
+pub use progress::{ProgressSnapshot, SyncProgress};
+pub use upstream::{FetchedManifest, Upstream, UpstreamError};
+
+/// Index nesting deeper than this is refused (an index of indexes of images is the most seen).
+const MAX_INDEX_DEPTH: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("cannot list repositories at {upstream}: {source}")]
+    Listing { upstream: String, source: UpstreamError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("publishing the tree: {0}")]
+    Tree(#[from] TreeError),
+    #[error("upstream: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("sync task failed: {0}")]
+    Task(String),
+}
+
+/// Everything a sync run needs.
+pub struct SyncCtx {
+    pub store: Store,
+    pub tree: MirrorTree,
+    pub upstream: Upstream,
+    pub filter: UpstreamConfig,
+    pub settings: SyncSettings,
+    pub grace: std::time::Duration,
+    pub clock: Arc<dyn Clock>,
+    pub progress: Arc<SyncProgress>,
+}
+
+impl SyncCtx {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        tree: MirrorTree,
+        clock: Arc<dyn Clock>,
+    ) -> Result<SyncCtx, SyncError> {
+        Ok(SyncCtx {
+            store,
+            tree,
+            upstream: Upstream::new(&config.upstream.source, &config.sync)?,
+            filter: config.upstream.clone(),
+            settings: config.sync.clone(),
+            grace: config.gc_grace,
+            clock,
+            progress: Arc::default(),
+        })
+    }
+}
+
+/// One sync run: fetch, commit, publish, record. Errors inside the run are reported in the
+/// returned [`SyncRun`]; `Err` only when the run could not even be recorded.
+pub async fn run_once(ctx: &SyncCtx) -> Result<SyncRun, SyncError> {
+    let started_at = ctx.clock.now();
+    ctx.progress.start();
+    let generation_before = ctx.store.generation().await?;
+    let mut run = SyncRun {
+        id: 0,
+        started_at,
+        finished_at: started_at,
+        outcome: RunOutcome::Ok,
+        generation_before,
+        generation_after: generation_before,
+        repos: Vec::new(),
+        error: None,
+        blobs_collected: 0,
+    };
+    if let Err(e) = sync_and_publish(ctx, &mut run).await {
+        tracing::error!(error = %e, "sync failed");
+        run.error = Some(e.to_string());
+    }
+    let failed_repos = run.repos.iter().filter(|r| !r.errors.is_empty()).count();
+    run.outcome = if run.error.is_some() || (failed_repos > 0 && failed_repos == run.repos.len()) {
+        RunOutcome::Failed
+    } else if failed_repos > 0 {
+        RunOutcome::Partial
+    } else {
+        RunOutcome::Ok
+    };
+    run.finished_at = ctx.clock.now();
+    ctx.progress.finish();
+    run.id = ctx.store.record_run(run.clone()).await?;
+    tracing::info!(
+        run = run.id,
+        outcome = ?run.outcome,
+        generation = run.generation_after,
+        blobs = run.blobs_fetched(),
+        bytes = run.bytes_fetched(),
+        "sync finished"
+    );
+    Ok(run)
+}
+
+async fn sync_and_publish(ctx: &SyncCtx, run: &mut SyncRun) -> Result<(), SyncError> {
+    let names = wanted_repositories(ctx).await?;
+    let current = ctx.store.current_tags().await?;
+    let mut commit = SyncCommit {
+        now: ctx.clock.now(),
+        grace: chrono::Duration::from_std(ctx.grace).unwrap_or(chrono::Duration::MAX),
+        ..SyncCommit::default()
+    };
+    ctx.progress.repos(names.len() as u64);
+    for repo in &names {
+        ctx.progress.set_current(repo.as_str());
+        let empty = BTreeMap::new();
+        let out = sync_repo(ctx, repo, current.get(repo).unwrap_or(&empty)).await;
+        commit.repos.insert(repo.clone(), out.tags);
+        commit.manifests.extend(out.manifests);
+        commit.blobs.extend(out.blobs);
+        run.repos.push(out.report);
+        ctx.progress.repo_done();
+    }
+    let wanted: HashSet<&RepoName> = names.iter().collect();
+    commit.removed_repos = current.keys().filter(|r| !wanted.contains(r)).cloned().collect();
+    for r in &commit.removed_repos {
+        run.repos.push(RepoReport { repo: r.to_string(), ..RepoReport::default() });
+    }
+
+    ctx.progress.set_current("publishing");
+    let outcome = ctx.store.commit_sync(commit).await?;
+    for report in &mut run.repos {
+        if let Some(d) = report.repo.parse().ok().and_then(|r: RepoName| outcome.diffs.get(&r)) {
+            report.tags_added = d.added;
+            report.tags_moved = d.moved;
+            report.tags_removed = d.removed;
+            report.tags_unchanged = d.unchanged;
+        }
+    }
+    run.generation_after = outcome.generation;
+    run.blobs_collected = outcome.collected.len() as u32;
+    publish(ctx, outcome.generation, outcome.collected).await
+}
+
+/// Bring the tree in line with the store: layouts, collected pool files, marker (last).
+pub async fn publish(
+    ctx: &SyncCtx,
+    generation: u64,
+    collected: Vec<Digest>,
+) -> Result<(), SyncError> {
+    let layouts = ctx.store.layouts().await?;
+    let tree = ctx.tree.clone();
+    let now = ctx.clock.now();
+    tokio::task::spawn_blocking(move || {
+        let keep = layouts.iter().map(|l| l.repo.clone()).collect();
+        for layout in &layouts {
+            tree.publish_layout(layout)?;
+        }
+        tree.remove_other_layouts(&keep)?;
+        for d in &collected {
+            tree.remove_pool_file(d)?;
+        }
+        if tree.read_marker().map(|m| m.generation) != Some(generation) {
+            tree.write_marker(&Marker { generation, published_at: now })?;
+        }
+        Ok::<_, TreeError>(())
+    })
+    .await
+    .map_err(|e| SyncError::Task(e.to_string()))??;
+    Ok(())
+}
+
+fn is_literal(glob: &str) -> bool {
+    !glob.contains(['*', '?', '[', ']', '{', '}', '\\'])
+}
+
+/// The repositories this run syncs: literal names as given, globs matched against the catalog.
+async fn wanted_repositories(ctx: &SyncCtx) -> Result<Vec<RepoName>, SyncError> {
+    let listing = |source| SyncError::Listing { upstream: ctx.upstream.describe(), source };
+    let names: Vec<String> = match &ctx.filter.repositories {
+        Some(pats) if pats.iter().all(|p| is_literal(p.glob().glob())) => {
+            pats.iter().map(|p| p.glob().glob().to_owned()).collect()
+        }
+        Some(pats) => {
+            let mut names: Vec<String> = ctx
+                .upstream
+                .repositories()
+                .await
+                .map_err(listing)?
+                .into_iter()
+                .filter(|n| pats.iter().any(|p| p.is_match(n)))
+                .collect();
+            names.extend(pats.iter().map(|p| p.glob().glob()).filter(|g| is_literal(g)).map(str::to_owned));
+            names
+        }
+        None => ctx.upstream.repositories().await.map_err(listing)?,
+    };
+    let mut out: Vec<RepoName> = names
+        .into_iter()
+        .filter_map(|n| match n.parse() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping upstream repository");
+                None
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// What one repository contributes to the commit.
+struct RepoOutcome {
+    tags: BTreeMap<Tag, Digest>,
+    manifests: Vec<NewManifest>,
+    blobs: Vec<(Digest, u64)>,
+    report: RepoReport,
+}
+
+/// How a tag resolved.
+enum Resolution {
+    /// Same digest as last time.
+    Unchanged(Digest),
+    /// Points to `digest`; `manifests` are the ones not yet in the store.
+    Changed { digest: Digest, manifests: Vec<NewManifest> },
+    /// Gone between listing and fetching, or an obsolete schema: not published.
+    Skipped(String),
+}
+
+async fn sync_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) -> RepoOutcome {
+    let t0 = Instant::now();
+    let mut out = RepoOutcome {
+        tags: old.clone(),
+        manifests: Vec::new(),
+        blobs: Vec::new(),
+        report: RepoReport { repo: repo.to_string(), ..RepoReport::default() },
+    };
+    let listed = match ctx.upstream.tags(repo.as_str()).await {
+        Ok(t) => t,
+        Err(UpstreamError::NotFound(_)) => Vec::new(),
+        Err(e) => {
+            out.report.errors.push(format!("listing tags: {e}"));
+            out.report.duration_ms = t0.elapsed().as_millis() as u64;
+            return out;
+        }
+    };
+    let wanted: Vec<Tag> = listed
+        .iter()
+        .filter(|t| ctx.filter.tags.is_match(t))
+        .filter_map(|t| t.parse().map_err(|e| tracing::warn!(%repo, error = %e, "skipping tag")).ok())
+        .collect();
+    let wanted_set: HashSet<&Tag> = wanted.iter().collect();
+    out.tags.retain(|t, _| wanted_set.contains(t));
+
+    let resolved: Vec<(Tag, Result<Resolution, String>)> = stream::iter(wanted.iter().cloned())
+        .map(|tag| async move {
+            let r = resolve_tag(ctx, repo, &tag, old.get(&tag)).await;
+            (tag, r)
+        })
+        .buffer_unordered(ctx.settings.concurrency)
+        .collect()
+        .await;
+
+    // Every blob the new manifests need that the pool does not have yet, fetched once.
+    let mut needed: BTreeMap<Digest, BlobRef> = BTreeMap::new();
+    for (_, r) in &resolved {
+        if let Ok(Resolution::Changed { manifests, .. }) = r {
+            for m in manifests {
+                out.report.manifests_fetched += 1;
+                for b in &m.blobs {
+                    if !ctx.tree.has(&b.digest) {
+                        needed.insert(b.digest.clone(), b.clone());
+                    }
+                }
+            }
+        }
+    }
+    ctx.progress.blobs_planned(needed.len() as u64);
+    let fetched: HashMap<Digest, Result<u64, String>> = stream::iter(needed.into_values())
+        .map(|b| async move {
+            let r = ctx.upstream.fetch_blob(repo.as_str(), &b, &ctx.tree).await;
+            if let Ok(n) = &r {
+                ctx.progress.blob_done(*n);
+            }
+            (b.digest, r.map_err(|e| e.to_string()))
+        })
+        .buffer_unordered(ctx.settings.concurrency)
+        .collect()
+        .await;
+    for (d, r) in &fetched {
+        if let Ok(n) = r {
+            out.report.blobs_fetched += 1;
+            out.report.bytes_fetched += n;
+            out.blobs.push((d.clone(), *n));
+        }
+    }
+
+    for (tag, r) in resolved {
+        match r {
+            Ok(Resolution::Unchanged(d)) => {
+                out.tags.insert(tag, d);
+            }
+            Ok(Resolution::Skipped(why)) => {
+                tracing::warn!(%repo, %tag, "skipped: {why}");
+                out.tags.remove(&tag);
+            }
+            Ok(Resolution::Changed { digest, manifests }) => {
+                match finish_tag(ctx, manifests, &fetched).await {
+                    Ok(ms) => {
+                        out.manifests.extend(ms);
+                        out.tags.insert(tag, digest);
+                    }
+                    Err(e) => out.report.errors.push(format!("{tag}: {e}")),
+                }
+            }
+            Err(e) => out.report.errors.push(format!("{tag}: {e}")),
+        }
+    }
+    out.report.duration_ms = t0.elapsed().as_millis() as u64;
+    out
+}
+
+/// Check a changed tag's blobs all arrived, fill in platforms, and put its manifests in the
+/// pool. Nothing of a tag with a missing blob is published.
+async fn finish_tag(
+    ctx: &SyncCtx,
+    mut manifests: Vec<NewManifest>,
+    fetched: &HashMap<Digest, Result<u64, String>>,
+) -> Result<Vec<NewManifest>, String> {
+    for m in &manifests {
+        for b in &m.blobs {
+            if let Some(Err(e)) = fetched.get(&b.digest) {
+                return Err(format!("blob {}: {e}", b.digest));
+            }
+            if !ctx.tree.has(&b.digest) {
+                return Err(format!("blob {} missing", b.digest));
+            }
+        }
+    }
+    let tree = ctx.tree.clone();
+    tokio::task::spawn_blocking(move || {
+        for m in &mut manifests {
+            if m.platform.is_none() && !media_type::is_index(&m.media_type) {
+                let config = m.blobs.first().map(|b| tree.pool_path(&b.digest));
+                m.platform = config.and_then(|p| std::fs::read(p).ok()).and_then(|b| platform_of_config(&b));
+            }
+            tree.put_bytes(&m.digest, &m.bytes).map_err(|e| e.to_string())?;
+        }
+        Ok(manifests)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+async fn resolve_tag(
+    ctx: &SyncCtx,
+    repo: &RepoName,
+    tag: &Tag,
+    old: Option<&Digest>,
+) -> Result<Resolution, String> {
+    let head = match ctx.upstream.manifest_digest(repo.as_str(), tag.as_str()).await {
+        Ok(d) => d,
+        Err(UpstreamError::NotFound(_)) => return Ok(Resolution::Skipped("gone upstream".into())),
+        Err(e) => return Err(e.to_string()),
+    };
+    if let Some(d) = head {
+        if Some(&d) == old {
+            return Ok(Resolution::Unchanged(d));
+        }
+        if !ctx.store.known_manifests(vec![d.clone()]).await.map_err(|e| e.to_string())?.is_empty() {
+            return Ok(Resolution::Changed { digest: d, manifests: Vec::new() });
+        }
+    }
+    let top = match fetch_manifest(ctx, repo, tag.as_str(), None).await {
+        Err(FetchError::Schema1) => {
+            return Ok(Resolution::Skipped("Docker schema 1 manifests are not supported".into()));
+        }
+        Err(FetchError::Other(e)) => return Err(e),
+        Ok(m) => m,
+    };
+    let digest = top.digest.clone();
+    if Some(&digest) == old {
+        return Ok(Resolution::Unchanged(digest));
+    }
+    let mut manifests = vec![top];
+    let mut level = 0;
+    let mut frontier: Vec<Digest> =
+        manifests[0].children.iter().map(|c| c.digest.clone()).collect();
+    while !frontier.is_empty() {
+        level += 1;
+        if level > MAX_INDEX_DEPTH {
+            return Err(format!("index nesting deeper than {MAX_INDEX_DEPTH}"));
+        }
+        let known: HashSet<Digest> = ctx
+            .store
+            .known_manifests(frontier.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        let mut next = Vec::new();
+        for d in frontier.into_iter().filter(|d| !known.contains(d)) {
+            if manifests.iter().any(|m| m.digest == d) {
+                continue;
+            }
+            let child = fetch_manifest(ctx, repo, d.as_str(), Some(&d)).await.map_err(|e| match e {
+                FetchError::Schema1 => format!("child {d} is a schema 1 manifest"),
+                FetchError::Other(e) => format!("child {d}: {e}"),
+            })?;
+            next.extend(child.children.iter().map(|c| c.digest.clone()));
+            manifests.push(child);
+        }
+        frontier = next;
+    }
+    Ok(Resolution::Changed { digest, manifests })
+}
+
+enum FetchError {
+    Schema1,
+    Other(String),
+}
+
+/// Fetch and verify one manifest: its bytes must hash to what was asked for and to what the
+/// upstream claimed.
+async fn fetch_manifest(
+    ctx: &SyncCtx,
+    repo: &RepoName,
+    reference: &str,
+    expected: Option<&Digest>,
+) -> Result<NewManifest, FetchError> {
+    let other = |e: String| FetchError::Other(e);
+    let f = ctx.upstream.manifest(repo.as_str(), reference).await.map_err(|e| other(e.to_string()))?;
+    let digest = Digest::of(&f.bytes);
+    for claimed in [expected, f.claimed_digest.as_ref()].into_iter().flatten() {
+        if claimed != &digest {
+            return Err(other(format!(
+                "manifest digest mismatch: expected {claimed}, bytes hash to {digest}"
+            )));
+        }
+    }
+    let mt = ManifestShape::media_type_of(&f.bytes, f.content_type.as_deref())
+        .map_err(|e| other(e.to_string()))?;
+    if media_type::is_schema1(&mt) {
+        return Err(FetchError::Schema1);
+    }
+    let shape = ManifestShape::parse(&f.bytes, &mt).map_err(|e| other(e.to_string()))?;
+    let blobs = shape.blobs();
+    let children = match shape {
+        ManifestShape::Index { children } => children,
+        ManifestShape::Image { .. } => Vec::new(),
+    };
+    Ok(NewManifest { digest, media_type: mt, bytes: f.bytes, children, blobs, platform: None })
+}

@@ -1,0 +1,345 @@
+//! A Registry v2 pull client: anonymous, Basic and Bearer auth, pagination, retries with
+//! backoff on 5xx, 429, resets and timeouts.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LINK, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode, Url};
+
+use crate::config::{Credentials, SyncSettings};
+use crate::model::{BlobRef, Digest, media_type};
+use crate::tree::MirrorTree;
+
+use super::auth::{Challenge, TokenCache, TokenResponse};
+use super::{FetchedManifest, UpstreamError};
+
+const PAGE_SIZE: u32 = 1000;
+/// Guard against a server whose `Link` never ends.
+const MAX_PAGES: usize = 10_000;
+
+pub struct RegistryClient {
+    http: reqwest::Client,
+    base: Url,
+    credentials: Option<Credentials>,
+    tokens: TokenCache,
+    /// The server asked for Basic auth once; send it up front from then on.
+    basic: std::sync::atomic::AtomicBool,
+    settings: SyncSettings,
+}
+
+enum Auth {
+    None,
+    Basic,
+    Bearer(String),
+}
+
+impl RegistryClient {
+    pub fn new(
+        base: Url,
+        credentials: Option<Credentials>,
+        settings: SyncSettings,
+    ) -> Result<Self, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.request_timeout)
+            .redirect(reqwest::redirect::Policy::limited(10))
+            .build()
+            .map_err(|e| UpstreamError::Setup(e.to_string()))?;
+        Ok(RegistryClient {
+            http,
+            base,
+            credentials,
+            tokens: TokenCache::default(),
+            basic: Default::default(),
+            settings,
+        })
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base.join(path).expect("registry paths are valid URL paths")
+    }
+
+    fn auth_for(&self, scope: &str) -> Auth {
+        if let Some(t) = self.tokens.get(scope, Instant::now()) {
+            Auth::Bearer(t)
+        } else if self.credentials.is_some() && self.basic.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            Auth::Basic
+        } else {
+            Auth::None
+        }
+    }
+
+    /// Send one request with auth, retrying transient failures. Returns a success response,
+    /// or `NotFound` for 404, or the error.
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        scope: &str,
+        accept: Option<&str>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut attempt = 0;
+        let mut reauthed = false;
+        loop {
+            attempt += 1;
+            let mut req = self.http.request(method.clone(), url.clone()).timeout(timeout);
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            req = match (self.auth_for(scope), &self.credentials) {
+                (Auth::Bearer(t), _) => req.bearer_auth(t),
+                (Auth::Basic, Some(c)) => req.basic_auth(&c.username, Some(&c.password)),
+                _ => req,
+            };
+            let result = req.send().await;
+            let err = match result {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthed => {
+                    reauthed = true;
+                    self.authenticate(&resp, scope).await?;
+                    attempt -= 1;
+                    continue;
+                }
+                Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+                    return Err(UpstreamError::NotFound(url.to_string()));
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                    let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+                    let e = UpstreamError::Status { url: url.to_string(), status: status.as_u16(), body };
+                    if !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
+                        return Err(e);
+                    }
+                    if let Some(secs) = retry_after.filter(|_| attempt < self.settings.retries) {
+                        tokio::time::sleep(Duration::from_secs(secs.min(60))).await;
+                        continue;
+                    }
+                    e
+                }
+                Err(e) => UpstreamError::Transport { url: url.to_string(), source: e },
+            };
+            if attempt >= self.settings.retries {
+                return Err(err);
+            }
+            tracing::debug!(%url, attempt, error = %err, "retrying upstream request");
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    /// Answer a 401: fetch a Bearer token for the challenge, or switch to Basic.
+    async fn authenticate(&self, resp: &reqwest::Response, scope: &str) -> Result<(), UpstreamError> {
+        let header = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        match Challenge::parse(header) {
+            Some(Challenge::Basic) => {
+                if self.credentials.is_none() {
+                    return Err(UpstreamError::Auth(
+                        "upstream wants Basic auth; set upstream.username and password_file".into(),
+                    ));
+                }
+                self.basic.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Some(Challenge::Bearer { realm, service, scope: asked }) => {
+                let mut url = Url::parse(&realm)
+                    .map_err(|e| UpstreamError::Auth(format!("bad token realm {realm:?}: {e}")))?;
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(s) = &service {
+                        q.append_pair("service", s);
+                    }
+                    q.append_pair("scope", asked.as_deref().unwrap_or(scope));
+                }
+                let mut req = self.http.get(url.clone()).timeout(self.settings.request_timeout);
+                if let Some(c) = &self.credentials {
+                    req = req.basic_auth(&c.username, Some(&c.password));
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| UpstreamError::Transport { url: url.to_string(), source: e })?;
+                if !resp.status().is_success() {
+                    return Err(UpstreamError::Auth(format!(
+                        "token endpoint {realm} answered {}",
+                        resp.status()
+                    )));
+                }
+                let token: TokenResponse = resp
+                    .json()
+                    .await
+                    .map_err(|e| UpstreamError::Auth(format!("token endpoint {realm}: {e}")))?;
+                let token = token
+                    .into_token(Instant::now())
+                    .ok_or_else(|| UpstreamError::Auth(format!("token endpoint {realm} sent no token")))?;
+                self.tokens.put(scope, token);
+                Ok(())
+            }
+            None => Err(UpstreamError::Auth(format!(
+                "upstream refused access (401) with an unsupported challenge {header:?}"
+            ))),
+        }
+    }
+
+    /// Follow `n`/`last`/`Link` pagination, collecting the array field `key`.
+    async fn paginated(&self, path: &str, key: &str, scope: &str) -> Result<Vec<String>, UpstreamError> {
+        let mut url = self.url(&format!("{path}?n={PAGE_SIZE}"));
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let resp = self.send(Method::GET, &url, scope, None, self.settings.request_timeout).await?;
+            let next = resp
+                .headers()
+                .get(LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link)
+                .and_then(|l| url.join(&l).ok());
+            let body: serde_json::Value = resp.json().await.map_err(|e| {
+                UpstreamError::Invalid(format!("{url}: not a JSON page: {e}"))
+            })?;
+            if let Some(items) = body.get(key).and_then(|v| v.as_array()) {
+                out.extend(items.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+            }
+            match next {
+                Some(n) => url = n,
+                None => return Ok(out),
+            }
+        }
+        Err(UpstreamError::Invalid(format!("{path}: more than {MAX_PAGES} pages")))
+    }
+
+    pub async fn repositories(&self) -> Result<Vec<String>, UpstreamError> {
+        self.paginated("v2/_catalog", "repositories", "registry:catalog:*").await
+    }
+
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>, UpstreamError> {
+        self.paginated(&format!("v2/{repo}/tags/list"), "tags", &pull_scope(repo)).await
+    }
+
+    /// The digest a tag points to, from a HEAD (cheap, and not counted by rate limits).
+    pub async fn manifest_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>, UpstreamError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{tag}"));
+        let resp = self
+            .send(Method::HEAD, &url, &pull_scope(repo), Some(media_type::ACCEPT_ALL), self.settings.request_timeout)
+            .await?;
+        Ok(header_digest(&resp))
+    }
+
+    pub async fn manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest, UpstreamError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
+        let resp = self
+            .send(Method::GET, &url, &pull_scope(repo), Some(media_type::ACCEPT_ALL), self.settings.request_timeout)
+            .await?;
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+        let claimed = header_digest(&resp);
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::Transport { url: url.to_string(), source: e })?;
+        Ok(FetchedManifest { bytes: bytes.to_vec(), content_type, claimed_digest: claimed })
+    }
+
+    /// Download a blob into the pool, verifying its digest and size. Retries restart it.
+    pub async fn fetch_blob(&self, repo: &str, blob: &BlobRef, tree: &MirrorTree) -> Result<u64, UpstreamError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{}", blob.digest));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let resp = self
+                    .send(Method::GET, &url, &pull_scope(repo), None, self.settings.blob_timeout)
+                    .await?;
+                let mut writer = tree.writer(blob.digest.clone()).await?;
+                let mut body = resp.bytes_stream();
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk
+                        .map_err(|e| UpstreamError::Interrupted { url: url.to_string(), source: e })?;
+                    writer.write(&chunk).await?;
+                    if writer.written() > blob.size {
+                        break; // longer than declared: finish() reports the mismatch
+                    }
+                }
+                Ok::<_, UpstreamError>(writer.finish(Some(blob.size)).await?)
+            }
+            .await;
+            match result {
+                // `send` already retried the request itself; this retries a broken body.
+                Err(e @ UpstreamError::Interrupted { .. }) if attempt < self.settings.retries => {
+                    tracing::debug!(%url, attempt, error = %e, "retrying blob download");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn pull_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+fn header_digest(resp: &reqwest::Response) -> Option<Digest> {
+    resp.headers().get("docker-content-digest")?.to_str().ok()?.parse().ok()
+}
+
+/// Exponential backoff with jitter: ~250 ms, 500 ms, 1 s, ... capped at 10 s.
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)).min(10_000);
+    Duration::from_millis(base + rand::random_range(0..=base / 4))
+}
+
+/// The target of `rel="next"` in a `Link` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=b&n=2")
+        );
+        assert_eq!(next_link(r#"<x>; rel="prev", </y>; rel="next""#).as_deref(), Some("/y"));
+        assert_eq!(next_link("garbage"), None);
+        let base = Url::parse("http://r:5000/v2/_catalog?n=1").unwrap();
+        assert_eq!(
+            base.join("/v2/_catalog?last=a%2Fb&n=1").unwrap().as_str(),
+            "http://r:5000/v2/_catalog?last=a%2Fb&n=1"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert!(backoff(1) >= Duration::from_millis(250) && backoff(1) <= Duration::from_millis(313));
+        assert!(backoff(3) >= Duration::from_millis(1000));
+        assert!(backoff(30) <= Duration::from_millis(12_500));
+    }
+}

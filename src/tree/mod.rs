@@ -1,0 +1,274 @@
+//! The mirror tree on disk: what mirrors rsync and what Wharf serves under `/tree/`.
+//!
+//! ```text
+//! <tree>/blobs/sha256/<hex>                   the pool: every blob and manifest, immutable
+//! <tree>/repositories/<repo>/oci-layout       one OCI image layout per repository
+//! <tree>/repositories/<repo>/index.json       one descriptor per tag (ref.name annotation)
+//! <tree>/repositories/<repo>/blobs/sha256/<hex>   hardlinks into the pool
+//! <tree>/wharf-generation.json                the generation marker, written last
+//! ```
+//!
+//! Architecture invariant: a pool file exists only after its bytes were verified against its
+//! name; it is written to a temp file outside the tree (same filesystem), fsynced and renamed.
+//! Imports `model` only.
+
+mod writer;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Digest, Generation, RepoLayout, RepoName};
+
+pub use writer::BlobWriter;
+
+/// The generation marker's file name, at the tree root.
+pub const MARKER_FILE: &str = "wharf-generation.json";
+const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("size mismatch for {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub(crate) fn io_err(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> TreeError {
+    move |source| TreeError::Io { context: context.to_string(), source }
+}
+
+/// The generation marker's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    pub generation: Generation,
+    pub published_at: DateTime<Utc>,
+}
+
+/// The mirror tree rooted at a directory, with its temp directory.
+#[derive(Debug, Clone)]
+pub struct MirrorTree {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+impl MirrorTree {
+    /// Create the tree's directories; `tmp` must be on the tree's filesystem.
+    pub fn open(root: &Path, tmp: &Path) -> Result<MirrorTree, TreeError> {
+        for dir in [root.join("blobs/sha256"), root.join("repositories"), tmp.to_owned()] {
+            std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        }
+        let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+        let (a, b) = (
+            dev(root).map_err(io_err(root.display()))?,
+            dev(tmp).map_err(io_err(tmp.display()))?,
+        );
+        if a != b {
+            return Err(TreeError::Setup(format!(
+                "the temp dir {} and the tree {} are on different filesystems; files could not \
+                 be renamed into the tree atomically",
+                tmp.display(),
+                root.display()
+            )));
+        }
+        Ok(MirrorTree { root: root.to_owned(), tmp: tmp.to_owned() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a digest lives in the pool.
+    pub fn pool_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    pub fn has(&self, digest: &Digest) -> bool {
+        self.pool_path(digest).is_file()
+    }
+
+    /// A writer that hashes while it writes and publishes into the pool only on a match.
+    pub async fn writer(&self, expected: Digest) -> Result<BlobWriter, TreeError> {
+        BlobWriter::create(&self.tmp, self.pool_path(&expected), expected).await
+    }
+
+    /// Put small verified bytes (a manifest) into the pool.
+    pub fn put_bytes(&self, digest: &Digest, bytes: &[u8]) -> Result<(), TreeError> {
+        let actual = Digest::of(bytes);
+        if &actual != digest {
+            return Err(TreeError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        if self.has(digest) {
+            return Ok(());
+        }
+        self.write_atomically(&self.pool_path(digest), bytes)
+    }
+
+    /// Write `bytes` to `dest` via a temp file + fsync + rename.
+    fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> Result<(), TreeError> {
+        let ctx = || format!("writing {}", dest.display());
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(io_err(ctx()))?;
+        tmp.write_all(bytes).map_err(io_err(ctx()))?;
+        tmp.as_file().sync_all().map_err(io_err(ctx()))?;
+        tmp.persist(dest).map_err(|e| io_err(ctx())(e.error))?;
+        sync_parent(dest);
+        Ok(())
+    }
+
+    /// Remove a collected pool file. Missing is fine.
+    pub fn remove_pool_file(&self, digest: &Digest) -> Result<(), TreeError> {
+        match std::fs::remove_file(self.pool_path(digest)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_err(format!("removing pool file {digest}"))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn layout_dir(&self, repo: &RepoName) -> PathBuf {
+        self.root.join("repositories").join(repo.as_str())
+    }
+
+    /// Make a repository's layout match `layout`: link new blobs first, then swap
+    /// `index.json`, then drop links nothing references. Returns whether anything changed.
+    pub fn publish_layout(&self, layout: &RepoLayout) -> Result<bool, TreeError> {
+        let dir = self.layout_dir(&layout.repo);
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).map_err(io_err(format!("creating {}", blobs.display())))?;
+        let mut changed = false;
+        let oci_layout = dir.join("oci-layout");
+        if !oci_layout.exists() {
+            self.write_atomically(&oci_layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            changed = true;
+        }
+        let wanted: HashSet<&str> = layout.content.iter().map(|d| d.hex()).collect();
+        for digest in &layout.content {
+            let pool = self.pool_path(digest);
+            let link = blobs.join(digest.hex());
+            let pool_ino = std::fs::metadata(&pool).map_err(io_err(format!("pool file {digest}")))?.ino();
+            match std::fs::symlink_metadata(&link) {
+                Ok(m) if m.ino() == pool_ino => continue,
+                Ok(_) => std::fs::remove_file(&link).map_err(io_err(link.display()))?,
+                Err(_) => {}
+            }
+            std::fs::hard_link(&pool, &link).map_err(io_err(format!("linking {}", link.display())))?;
+            changed = true;
+        }
+        let index = index_json(layout);
+        if std::fs::read(dir.join("index.json")).ok().as_deref() != Some(index.as_slice()) {
+            self.write_atomically(&dir.join("index.json"), &index)?;
+            changed = true;
+        }
+        for entry in std::fs::read_dir(&blobs).map_err(io_err(blobs.display()))? {
+            let entry = entry.map_err(io_err(blobs.display()))?;
+            let name = entry.file_name();
+            if !wanted.contains(name.to_string_lossy().as_ref()) {
+                std::fs::remove_file(entry.path()).map_err(io_err(entry.path().display()))?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Remove the layouts of repositories not in `keep`. Returns how many were removed.
+    pub fn remove_other_layouts(&self, keep: &HashSet<RepoName>) -> Result<usize, TreeError> {
+        let base = self.root.join("repositories");
+        let mut removed = 0;
+        for dir in find_layouts(&base)? {
+            let name = dir.strip_prefix(&base).unwrap_or(&dir).to_string_lossy().into_owned();
+            if name.parse::<RepoName>().is_ok_and(|r| keep.contains(&r)) {
+                continue;
+            }
+            let blobs = dir.join("blobs/sha256");
+            if blobs.is_dir() {
+                for e in std::fs::read_dir(&blobs).map_err(io_err(blobs.display()))? {
+                    let p = e.map_err(io_err(blobs.display()))?.path();
+                    std::fs::remove_file(&p).map_err(io_err(p.display()))?;
+                }
+            }
+            for f in ["index.json", "oci-layout"] {
+                let _ = std::fs::remove_file(dir.join(f));
+            }
+            // Remove now-empty directories up to (not including) `repositories/`.
+            let _ = std::fs::remove_dir(&blobs);
+            let _ = std::fs::remove_dir(dir.join("blobs"));
+            let mut d = dir.as_path();
+            while d != base && std::fs::remove_dir(d).is_ok() {
+                d = d.parent().unwrap_or(&base);
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    pub fn read_marker(&self) -> Option<Marker> {
+        let bytes = std::fs::read(self.root.join(MARKER_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Write the generation marker (last, atomically).
+    pub fn write_marker(&self, marker: &Marker) -> Result<(), TreeError> {
+        let mut bytes = serde_json::to_vec_pretty(marker).expect("marker serializes");
+        bytes.push(b'\n');
+        self.write_atomically(&self.root.join(MARKER_FILE), &bytes)
+    }
+}
+
+/// Directories under `base` that hold an `oci-layout` file.
+fn find_layouts(base: &Path) -> Result<Vec<PathBuf>, TreeError> {
+    let mut out = Vec::new();
+    let mut todo = vec![base.to_owned()];
+    while let Some(dir) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        if dir.join("oci-layout").is_file() {
+            out.push(dir.clone());
+        }
+        for e in rd {
+            let e = e.map_err(io_err(dir.display()))?;
+            if e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != "blobs" {
+                todo.push(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent().and_then(|p| std::fs::File::open(p).ok()) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// The layout's `index.json`: one descriptor per tag, sorted by tag.
+fn index_json(layout: &RepoLayout) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = layout
+        .tags
+        .iter()
+        .map(|t| {
+            let mut d = serde_json::json!({
+                "mediaType": t.media_type,
+                "digest": t.digest.as_str(),
+                "size": t.size,
+                "annotations": { ANNOTATION_REF_NAME: t.tag.as_str() },
+            });
+            if let Some(p) = &t.platform {
+                d["platform"] = serde_json::to_value(p).expect("platform serializes");
+            }
+            d
+        })
+        .collect();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::model::media_type::OCI_INDEX,
+        "manifests": manifests,
+    });
+    serde_json::to_vec(&index).expect("index serializes")
+}
