@@ -1,10 +1,14 @@
 //! Wharf: a container registry front for a volunteer mirror network.
 //! See ARCHITECTURE.md for the code map and the invariants.
 
+pub mod app;
 pub mod clock;
 pub mod config;
+pub mod control;
+pub mod demo;
 pub mod model;
 pub mod registry;
+pub mod scheduler;
 pub mod store;
 pub mod sync;
 pub mod tree;

@@ -1,0 +1,132 @@
+//! Wiring: open the store and the tree, build the jobs, start the scheduler, the control
+//! socket and the HTTP server. Everything long-lived is created once here, outside the
+//! per-worker `HttpServer::new` factory.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::registry::{self, RegistryState};
+use crate::scheduler::{self, Jobs};
+use crate::store::{Store, StoreError};
+use crate::sync::{SyncCtx, SyncError};
+use crate::tree::{MirrorTree, TreeError};
+use crate::control;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Tree(#[from] TreeError),
+    #[error("{0}")]
+    Sync(#[from] SyncError),
+    #[error("{0}")]
+    Scheduler(#[from] scheduler::SchedulerError),
+    #[error("{0}")]
+    Control(#[from] control::ControlError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+/// An opened Wharf instance: store, tree and jobs, not yet serving.
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub tree: MirrorTree,
+    pub jobs: Arc<Jobs>,
+}
+
+impl App {
+    /// Create the data dir (owner-only), open the store (takes its file lock) and the tree.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .map_err(|source| AppError::Io {
+                what: format!("creating data dir {}", config.data_dir.display()),
+                source,
+            })?;
+        let store = Store::open(&config.store_path())?;
+        let tree = MirrorTree::open(&config.tree_dir, &config.tmp_dir())?;
+        let sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock)?;
+        Ok(App { config: Arc::new(config), store, tree, jobs: Jobs::new(sync) })
+    }
+
+    /// Serve HTTP on `listener` with the schedules and the control socket until the server
+    /// stops (SIGINT/SIGTERM, or `handle.stop()`).
+    pub async fn serve(self, listener: TcpListener) -> Result<(), AppError> {
+        let running = self.start(listener).await?;
+        running.wait().await
+    }
+
+    /// Start serving; returns at once with a handle.
+    pub async fn start(self, listener: TcpListener) -> Result<Running, AppError> {
+        let addr = listener.local_addr().map_err(|source| AppError::Io { what: "listener".into(), source })?;
+        let socket_path = self.config.control_socket();
+        let control_listener = control::bind(&socket_path).await?;
+        let control_task = tokio::spawn(control::serve(control_listener, self.jobs.clone()));
+        let scheduler = scheduler::start(self.jobs.clone(), &self.config.sync_schedule).await?;
+
+        let state = web::Data::new(RegistryState {
+            store: self.store.clone(),
+            public_url: self.config.public_url.clone(),
+        });
+        let tree_dir = self.config.tree_dir.clone();
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(state.clone())
+                .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
+                .configure(|c| registry::configure(c, &tree_dir))
+        })
+        .listen(listener)
+        .map_err(|source| AppError::Io { what: format!("listening on {addr}"), source })?
+        .shutdown_timeout(30)
+        .run();
+        let handle = server.handle();
+        tracing::info!(%addr, public_url = %self.config.public_url, "serving");
+        Ok(Running { addr, handle, server: tokio::spawn(server), scheduler, control_task, socket_path, app: self })
+    }
+}
+
+/// A serving instance.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handle: actix_web::dev::ServerHandle,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    scheduler: tokio_cron_scheduler::JobScheduler,
+    control_task: tokio::task::JoinHandle<()>,
+    socket_path: std::path::PathBuf,
+    pub app: App,
+}
+
+impl Running {
+    /// Wait for the HTTP server to stop, then stop the schedules and the control socket.
+    pub async fn wait(mut self) -> Result<(), AppError> {
+        let result = (&mut self.server).await;
+        self.shutdown().await;
+        match result {
+            Ok(r) => r.map_err(|source| AppError::Io { what: "http server".into(), source }),
+            Err(e) => Err(AppError::Io { what: "http server task".into(), source: std::io::Error::other(e) }),
+        }
+    }
+
+    /// Stop serving and wait until everything is down.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.wait().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Err(e) = self.scheduler.shutdown().await {
+            tracing::warn!(error = %e, "stopping the scheduler");
+        }
+        self.control_task.abort();
+        let _ = std::fs::remove_file(&self.socket_path);
+    }
+}
