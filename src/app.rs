@@ -77,10 +77,13 @@ impl App {
             store: self.store.clone(),
             public_url: self.config.public_url.clone(),
         });
+        let stats = web::Data::new(registry::RequestStats::default());
         let tree_dir = self.config.tree_dir.clone();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
+                .wrap(actix_web::middleware::from_fn(registry::count_requests))
                 .app_data(state.clone())
+                .app_data(stats.clone())
                 .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
                 .configure(|c| registry::configure(c, &tree_dir))
         })

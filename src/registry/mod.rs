@@ -6,6 +6,7 @@
 mod errors;
 mod negotiate;
 mod route;
+mod stats;
 
 use std::path::Path;
 
@@ -19,6 +20,7 @@ use crate::model::{Digest, Reference, RepoName};
 use crate::store::{Lookup, ManifestHit, Store};
 
 pub use errors::RegistryError;
+pub use stats::RequestStats;
 use negotiate::{Accepted, Choice};
 use route::V2Route;
 
@@ -41,8 +43,30 @@ impl RegistryState {
     }
 }
 
+/// Middleware: count every response by route kind, method and status (see [`RequestStats`]).
+pub async fn count_requests(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let kind = stats::kind_of(req.path());
+    let stats = req.app_data::<web::Data<RequestStats>>().cloned();
+    let method = req.method().clone();
+    let res = next.call(req).await?;
+    if let Some(stats) = stats {
+        stats.record(kind, method.as_str(), res.status().as_u16());
+    }
+    Ok(res)
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(stats: web::Data<RequestStats>) -> HttpResponse {
+    let mut out = String::new();
+    stats.render(&mut out);
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig, tree_dir: &Path) {
-    cfg.service(
+    cfg.route("/metrics", web::get().to(metrics)).service(
         web::scope("/v2")
             .wrap(DefaultHeaders::new().add(API_VERSION))
             .route("", web::route().to(base))

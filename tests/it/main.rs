@@ -1,0 +1,4 @@
+//! Wharf's integration tests: one binary, real components (see `harness`).
+
+mod harness;
+mod pull;
