@@ -200,11 +200,32 @@ pub struct Wharf {
     pub addr: std::net::SocketAddr,
 }
 
-/// A config for a temp data dir, listening on `addr`, syncing from `upstream`.
-pub fn config_for(dir: &Path, addr: std::net::SocketAddr, upstream: &str, extra_toml: &str) -> Config {
+/// How to configure a test Wharf.
+pub struct Setup {
+    /// The `[upstream]` table's body.
+    pub upstream: String,
+    /// Extra lines of the `[storage]` table.
+    pub storage: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Setup {
+    pub fn new(upstream_url: &str) -> Setup {
+        Setup {
+            upstream: format!("url = \"{upstream_url}\"\n"),
+            storage: String::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Write `<dir>/wharf.toml` for `setup` listening on `addr`, and load it.
+pub fn config_for(dir: &Path, addr: std::net::SocketAddr, setup: &Setup) -> Config {
     let toml = format!(
-        "[server]\nlisten = \"{addr}\"\n[storage]\ndata_dir = \"{}\"\n[upstream]\nurl = \"{upstream}\"\n[sync]\nretries = 2\nrequest_timeout = \"5s\"\n{extra_toml}",
-        dir.join("data").display()
+        "[server]\nlisten = \"{addr}\"\n[storage]\ndata_dir = \"{}\"\n{}[upstream]\n{}[sync]\nretries = 2\nrequest_timeout = \"5s\"\n",
+        dir.join("data").display(),
+        setup.storage,
+        setup.upstream,
     );
     let path = dir.join("wharf.toml");
     std::fs::write(&path, toml).unwrap();
@@ -212,16 +233,16 @@ pub fn config_for(dir: &Path, addr: std::net::SocketAddr, upstream: &str, extra_
 }
 
 impl Wharf {
-    pub async fn start(upstream: &str) -> Wharf {
-        Wharf::start_with(upstream, "", Arc::new(SystemClock)).await
+    pub async fn start(upstream_url: &str) -> Wharf {
+        Wharf::launch(Setup::new(upstream_url)).await
     }
 
-    pub async fn start_with(upstream: &str, extra_toml: &str, clock: Arc<dyn Clock>) -> Wharf {
+    pub async fn launch(setup: Setup) -> Wharf {
         let dir = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = config_for(dir.path(), addr, upstream, extra_toml);
-        let running = App::open(config, clock).unwrap().start(listener).await.unwrap();
+        let config = config_for(dir.path(), addr, &setup);
+        let running = App::open(config, setup.clock).unwrap().start(listener).await.unwrap();
         wait_http(&format!("http://{addr}/healthz"), &[200]).await;
         Wharf { running: Some(running), dir, addr }
     }

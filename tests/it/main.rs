@@ -2,3 +2,5 @@
 
 mod harness;
 mod pull;
+mod sync;
+mod tree;
