@@ -10,12 +10,12 @@ use actix_web::{HttpResponse, web};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::control;
 use crate::registry::{self, RegistryState};
 use crate::scheduler::{self, Jobs};
 use crate::store::{Store, StoreError};
 use crate::sync::{SyncCtx, SyncError};
 use crate::tree::{MirrorTree, TreeError};
-use crate::control;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -30,7 +30,10 @@ pub enum AppError {
     #[error("{0}")]
     Control(#[from] control::ControlError),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 /// An opened Wharf instance: store, tree and jobs, not yet serving.
@@ -55,7 +58,12 @@ impl App {
         let store = Store::open(&config.store_path())?;
         let tree = MirrorTree::open(&config.tree_dir, &config.tmp_dir())?;
         let sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock)?;
-        Ok(App { config: Arc::new(config), store, tree, jobs: Jobs::new(sync) })
+        Ok(App {
+            config: Arc::new(config),
+            store,
+            tree,
+            jobs: Jobs::new(sync),
+        })
     }
 
     /// Serve HTTP on `listener` with the schedules and the control socket until the server
@@ -67,7 +75,10 @@ impl App {
 
     /// Start serving; returns at once with a handle.
     pub async fn start(self, listener: TcpListener) -> Result<Running, AppError> {
-        let addr = listener.local_addr().map_err(|source| AppError::Io { what: "listener".into(), source })?;
+        let addr = listener.local_addr().map_err(|source| AppError::Io {
+            what: "listener".into(),
+            source,
+        })?;
         let socket_path = self.config.control_socket();
         let control_listener = control::bind(&socket_path).await?;
         let control_task = tokio::spawn(control::serve(control_listener, self.jobs.clone()));
@@ -84,16 +95,30 @@ impl App {
                 .wrap(actix_web::middleware::from_fn(registry::count_requests))
                 .app_data(state.clone())
                 .app_data(stats.clone())
-                .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
+                .route(
+                    "/healthz",
+                    web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
+                )
                 .configure(|c| registry::configure(c, &tree_dir))
         })
         .listen(listener)
-        .map_err(|source| AppError::Io { what: format!("listening on {addr}"), source })?
+        .map_err(|source| AppError::Io {
+            what: format!("listening on {addr}"),
+            source,
+        })?
         .shutdown_timeout(30)
         .run();
         let handle = server.handle();
         tracing::info!(%addr, public_url = %self.config.public_url, "serving");
-        Ok(Running { addr, handle, server: tokio::spawn(server), scheduler, control_task, socket_path, app: self })
+        Ok(Running {
+            addr,
+            handle,
+            server: tokio::spawn(server),
+            scheduler,
+            control_task,
+            socket_path,
+            app: self,
+        })
     }
 }
 
@@ -114,8 +139,14 @@ impl Running {
         let result = (&mut self.server).await;
         self.shutdown().await;
         match result {
-            Ok(r) => r.map_err(|source| AppError::Io { what: "http server".into(), source }),
-            Err(e) => Err(AppError::Io { what: "http server task".into(), source: std::io::Error::other(e) }),
+            Ok(r) => r.map_err(|source| AppError::Io {
+                what: "http server".into(),
+                source,
+            }),
+            Err(e) => Err(AppError::Io {
+                what: "http server task".into(),
+                source: std::io::Error::other(e),
+            }),
         }
     }
 

@@ -33,7 +33,10 @@ pub enum Reply {
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("control socket {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("another wharf serve answers on {0}")]
     InUse(PathBuf),
     #[error("the running server reported: {0}")]
@@ -44,7 +47,10 @@ pub enum ControlError {
 
 /// Bind the control socket, replacing a stale one, with owner-only permissions.
 pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    let io = |source| ControlError::Io { path: path.to_owned(), source };
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             return Err(ControlError::InUse(path.to_owned()));
@@ -59,7 +65,9 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 /// Serve control requests until the listener is dropped.
 pub async fn serve(listener: UnixListener, jobs: Arc<Jobs>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let jobs = jobs.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, jobs).await {
@@ -79,7 +87,11 @@ async fn handle(stream: UnixStream, jobs: Arc<Jobs>) -> std::io::Result<()> {
         s
     };
     match serde_json::from_str::<Request>(&line) {
-        Err(e) => write.write_all(reply(&Reply::Error(format!("bad request: {e}"))).as_bytes()).await?,
+        Err(e) => {
+            write
+                .write_all(reply(&Reply::Error(format!("bad request: {e}"))).as_bytes())
+                .await?
+        }
         Ok(Request::Sync) => {
             let run = jobs.run_sync();
             tokio::pin!(run);
@@ -109,7 +121,10 @@ pub async fn request_sync(
     path: &Path,
     mut on_progress: impl FnMut(&ProgressSnapshot),
 ) -> Result<Option<SyncRun>, ControlError> {
-    let io = |source| ControlError::Io { path: path.to_owned(), source };
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let stream = match UnixStream::connect(path).await {
         Ok(s) => s,
         Err(e)
@@ -128,11 +143,15 @@ pub async fn request_sync(
     write.write_all(req.as_bytes()).await.map_err(io)?;
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await.map_err(io)? {
-        match serde_json::from_str::<Reply>(&line).map_err(|e| ControlError::Protocol(e.to_string()))? {
+        match serde_json::from_str::<Reply>(&line)
+            .map_err(|e| ControlError::Protocol(e.to_string()))?
+        {
             Reply::Progress(p) => on_progress(&p),
             Reply::Done(run) => return Ok(Some(*run)),
             Reply::Error(e) => return Err(ControlError::Remote(e)),
         }
     }
-    Err(ControlError::Protocol("server closed the connection without a result".into()))
+    Err(ControlError::Protocol(
+        "server closed the connection without a result".into(),
+    ))
 }

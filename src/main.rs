@@ -19,7 +19,11 @@ use wharf::sync::ProgressSnapshot;
 use wharf::{control, demo};
 
 #[derive(Parser)]
-#[command(name = "wharf", version, about = "A container registry front for a mirror network")]
+#[command(
+    name = "wharf",
+    version,
+    about = "A container registry front for a mirror network"
+)]
 struct Cli {
     /// Config file (TOML).
     #[arg(long, global = true, env = "WHARF_CONFIG")]
@@ -63,7 +67,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -79,7 +86,10 @@ fn overrides(cli: &Cli) -> CliOverrides {
         values.push(("server.listen".into(), toml::Value::String(l.clone())));
     }
     if let Some(d) = &cli.data_dir {
-        values.push(("storage.data_dir".into(), toml::Value::String(d.display().to_string())));
+        values.push((
+            "storage.data_dir".into(),
+            toml::Value::String(d.display().to_string()),
+        ));
     }
     CliOverrides { values }
 }
@@ -91,7 +101,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         None => default.exists().then_some(default),
     };
     config::load(file.as_deref(), std::env::vars(), &overrides(cli)).with_context(|| match &file {
-        Some(f) => format!("configuration (from {} and WHARF__* variables)", f.display()),
+        Some(f) => format!(
+            "configuration (from {} and WHARF__* variables)",
+            f.display()
+        ),
         None => format!(
             "configuration (no file: {} does not exist; pass --config or set WHARF_CONFIG)",
             config::DEFAULT_CONFIG_PATH
@@ -105,7 +118,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli)?;
             let listener = TcpListener::bind(config.listen)
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            App::open(config, Arc::new(SystemClock))?.serve(listener).await?;
+            App::open(config, Arc::new(SystemClock))?
+                .serve(listener)
+                .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { json } => {
@@ -166,8 +181,10 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
     }
     let bar = indicatif::ProgressBar::new(1);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] blobs {pos}/{len} {wide_msg}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed}] blobs {pos}/{len} {wide_msg}",
+        )
+        .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     Some(bar)
@@ -181,7 +198,11 @@ fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn report(run: &SyncRun, json: bool) -> anyhow::Result<ExitCode> {
@@ -210,7 +231,9 @@ fn report(run: &SyncRun, json: bool) -> anyhow::Result<ExitCode> {
     match run.outcome {
         RunOutcome::Ok => Ok(ExitCode::SUCCESS),
         RunOutcome::Partial => {
-            eprintln!("error: sync finished with errors (some tags or repositories kept their previous content)");
+            eprintln!(
+                "error: sync finished with errors (some tags or repositories kept their previous content)"
+            );
             Ok(ExitCode::from(2))
         }
         RunOutcome::Failed => {
@@ -226,7 +249,11 @@ async fn healthcheck(config: &Config) -> anyhow::Result<ExitCode> {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let url = format!("http://{addr}/healthz");
-    let resp = reqwest::Client::new().get(&url).timeout(Duration::from_secs(5)).send().await;
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
     match resp {
         Ok(r) if r.status().is_success() => {
             println!("ok: {url}");
@@ -238,7 +265,10 @@ async fn healthcheck(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn demo(port: Option<u16>, cli: &Cli) -> anyhow::Result<ExitCode> {
-    let work = tempfile::Builder::new().prefix("wharf-demo.").tempdir().context("temp dir")?;
+    let work = tempfile::Builder::new()
+        .prefix("wharf-demo.")
+        .tempdir()
+        .context("temp dir")?;
     let upstream = work.path().join("upstream");
     demo::write_sample_images(&upstream).context("writing the sample images")?;
     let listener = TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
@@ -247,11 +277,20 @@ async fn demo(port: Option<u16>, cli: &Cli) -> anyhow::Result<ExitCode> {
     let mut values = overrides(cli).values;
     values.retain(|(k, _)| k != "server.listen");
     values.extend([
-        ("server.listen".into(), toml::Value::String(addr.to_string())),
-        ("upstream.url".into(), toml::Value::String(format!("oci:{}", upstream.display()))),
+        (
+            "server.listen".into(),
+            toml::Value::String(addr.to_string()),
+        ),
+        (
+            "upstream.url".into(),
+            toml::Value::String(format!("oci:{}", upstream.display())),
+        ),
     ]);
     if cli.data_dir.is_none() {
-        values.push(("storage.data_dir".into(), toml::Value::String(work.path().join("data").display().to_string())));
+        values.push((
+            "storage.data_dir".into(),
+            toml::Value::String(work.path().join("data").display().to_string()),
+        ));
     }
     let config = config::load(None, std::iter::empty(), &CliOverrides { values })?;
     let app = App::open(config, Arc::new(SystemClock))?;

@@ -6,10 +6,10 @@ mod manifest;
 mod names;
 mod run;
 
+pub use layout::{RepoLayout, TagEntry};
 pub use manifest::{
     BlobRef, ChildManifest, ManifestError, ManifestShape, Platform, media_type, platform_of_config,
 };
-pub use layout::{RepoLayout, TagEntry};
 pub use names::{Digest, NameError, Reference, RepoName, Tag};
 pub use run::{RepoReport, RunOutcome, SyncRun};
 

@@ -171,7 +171,9 @@ impl FromStr for Digest {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
         let ok = s.strip_prefix(SHA256_PREFIX).is_some_and(|h| {
-            h.len() == 64 && h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            h.len() == 64
+                && h.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
         });
         if ok {
             Ok(Digest(s.to_owned()))
@@ -243,7 +245,9 @@ mod tests {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
         let long = "a".repeat(256);
-        for bad in ["", "../x", "A", "a//b", "a/", "/a", "a..b", "a___b", "-a", "a-", "a b", &long] {
+        for bad in [
+            "", "../x", "A", "a//b", "a/", "/a", "a..b", "a___b", "-a", "a-", "a b", &long,
+        ] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad}");
         }
     }
@@ -273,8 +277,14 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
-        assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
-        assert!(matches!(d.as_str().parse::<Reference>(), Ok(Reference::Digest(_))));
+        assert!(matches!(
+            "latest".parse::<Reference>(),
+            Ok(Reference::Tag(_))
+        ));
+        assert!(matches!(
+            d.as_str().parse::<Reference>(),
+            Ok(Reference::Digest(_))
+        ));
         assert!("sha256:zz".parse::<Reference>().is_err());
     }
 }

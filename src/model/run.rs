@@ -59,7 +59,9 @@ impl SyncRun {
 
     pub fn errors(&self) -> impl Iterator<Item = String> + '_ {
         self.error.iter().cloned().chain(
-            self.repos.iter().flat_map(|r| r.errors.iter().map(move |e| format!("{}: {e}", r.repo))),
+            self.repos
+                .iter()
+                .flat_map(|r| r.errors.iter().map(move |e| format!("{}: {e}", r.repo))),
         )
     }
 }

@@ -10,8 +10,8 @@ mod stats;
 
 use std::path::Path;
 
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -20,9 +20,9 @@ use crate::model::{Digest, Reference, RepoName};
 use crate::store::{Lookup, ManifestHit, Store};
 
 pub use errors::RegistryError;
-pub use stats::RequestStats;
 use negotiate::{Accepted, Choice};
 use route::V2Route;
+pub use stats::RequestStats;
 
 const API_VERSION: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
 const CONTENT_DIGEST: &str = "Docker-Content-Digest";
@@ -62,21 +62,24 @@ pub async fn count_requests(
 async fn metrics(stats: web::Data<RequestStats>) -> HttpResponse {
     let mut out = String::new();
     stats.render(&mut out);
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig, tree_dir: &Path) {
-    cfg.route("/metrics", web::get().to(metrics)).service(
-        web::scope("/v2")
-            .wrap(DefaultHeaders::new().add(API_VERSION))
-            .route("", web::route().to(base))
-            .route("/", web::route().to(base))
-            .default_service(web::to(dispatch)),
-    )
-    .service(
-        // No listing (not enabled), Range and HEAD supported, `..` rejected by actix-files.
-        actix_files::Files::new("/tree", tree_dir),
-    );
+    cfg.route("/metrics", web::get().to(metrics))
+        .service(
+            web::scope("/v2")
+                .wrap(DefaultHeaders::new().add(API_VERSION))
+                .route("", web::route().to(base))
+                .route("/", web::route().to(base))
+                .default_service(web::to(dispatch)),
+        )
+        .service(
+            // No listing (not enabled), Range and HEAD supported, `..` rejected by actix-files.
+            actix_files::Files::new("/tree", tree_dir),
+        );
 }
 
 fn read_method(req: &HttpRequest) -> Result<bool, RegistryError> {
@@ -89,7 +92,9 @@ fn read_method(req: &HttpRequest) -> Result<bool, RegistryError> {
 
 async fn base(req: HttpRequest) -> Result<HttpResponse, RegistryError> {
     read_method(&req)?;
-    Ok(HttpResponse::Ok().content_type("application/json").body("{}"))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body("{}"))
 }
 
 async fn dispatch(
@@ -118,9 +123,19 @@ fn found<T>(l: Lookup<T>, unknown: RegistryError) -> Result<T, RegistryError> {
 }
 
 async fn catalog(req: &HttpRequest, state: &RegistryState) -> Result<HttpResponse, RegistryError> {
-    let names = state.store.catalog().await?.into_iter().map(String::from).collect();
+    let names = state
+        .store
+        .catalog()
+        .await?
+        .into_iter()
+        .map(String::from)
+        .collect();
     let (page, next) = paginate(names, req.query_string())?;
-    Ok(paged_response(next, "/v2/_catalog", serde_json::json!({ "repositories": page })))
+    Ok(paged_response(
+        next,
+        "/v2/_catalog",
+        serde_json::json!({ "repositories": page }),
+    ))
 }
 
 async fn tags(
@@ -128,10 +143,21 @@ async fn tags(
     state: &RegistryState,
     name: RepoName,
 ) -> Result<HttpResponse, RegistryError> {
-    let tags = state.store.tags(&name).await?.ok_or(RegistryError::NameUnknown)?;
-    let (page, next) = paginate(tags.into_iter().map(String::from).collect(), req.query_string())?;
+    let tags = state
+        .store
+        .tags(&name)
+        .await?
+        .ok_or(RegistryError::NameUnknown)?;
+    let (page, next) = paginate(
+        tags.into_iter().map(String::from).collect(),
+        req.query_string(),
+    )?;
     let path = format!("/v2/{name}/tags/list");
-    Ok(paged_response(next, &path, serde_json::json!({ "name": name.as_str(), "tags": page })))
+    Ok(paged_response(
+        next,
+        &path,
+        serde_json::json!({ "name": name.as_str(), "tags": page }),
+    ))
 }
 
 async fn manifest(
@@ -162,8 +188,16 @@ fn manifest_response(req: &HttpRequest, hit: ManifestHit) -> HttpResponse {
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').map(str::trim).any(|t| t == etag || t == "*" || t == hit.digest.as_str()));
-    let mut res = if not_modified { HttpResponse::NotModified() } else { HttpResponse::Ok() };
+        .is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == etag || t == "*" || t == hit.digest.as_str())
+        });
+    let mut res = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
     res.insert_header((header::CONTENT_TYPE, hit.media_type))
         .insert_header((CONTENT_DIGEST, hit.digest.as_str()))
         .insert_header((header::ETAG, etag));
@@ -181,13 +215,18 @@ async fn blob(
     digest: Digest,
     head: bool,
 ) -> Result<HttpResponse, RegistryError> {
-    let size = found(state.store.repo_blob_size(&name, &digest).await?, RegistryError::BlobUnknown)?;
+    let size = found(
+        state.store.repo_blob_size(&name, &digest).await?,
+        RegistryError::BlobUnknown,
+    )?;
     if head {
         return Ok(HttpResponse::Ok()
             .insert_header((CONTENT_DIGEST, digest.as_str()))
             .content_type("application/octet-stream")
             .no_chunking(size)
-            .streaming(futures_util::stream::empty::<Result<web::Bytes, actix_web::Error>>()));
+            .streaming(futures_util::stream::empty::<
+                Result<web::Bytes, actix_web::Error>,
+            >()));
     }
     Ok(HttpResponse::TemporaryRedirect()
         .insert_header((header::LOCATION, state.blob_url(&digest)))
@@ -201,9 +240,12 @@ struct PageQuery {
     last: Option<String>,
 }
 
+/// The `n` and `last` of the next page.
+type NextPage = Option<(usize, String)>;
+
 /// One page of a sorted list: items after `last` (exclusive), at most `n`. Returns the page and
 /// the `last` value of the next page, if there is one.
-fn paginate(items: Vec<String>, query: &str) -> Result<(Vec<String>, Option<(usize, String)>), RegistryError> {
+fn paginate(items: Vec<String>, query: &str) -> Result<(Vec<String>, NextPage), RegistryError> {
     let q = web::Query::<PageQuery>::from_query(query)
         .map_err(|e| RegistryError::PaginationNumberInvalid(e.to_string()))?;
     let n = match q.n.as_deref() {
@@ -225,7 +267,11 @@ fn paginate(items: Vec<String>, query: &str) -> Result<(Vec<String>, Option<(usi
     Ok((page, next))
 }
 
-fn paged_response(next: Option<(usize, String)>, path: &str, body: serde_json::Value) -> HttpResponse {
+fn paged_response(
+    next: Option<(usize, String)>,
+    path: &str,
+    body: serde_json::Value,
+) -> HttpResponse {
     let mut res = HttpResponse::Ok();
     if let Some((n, last)) = next {
         // Names and tags are validated: no characters that need escaping in a query.
@@ -249,11 +295,26 @@ mod tests {
     fn pagination() {
         let all = items(&["a", "b", "c", "d"]);
         assert_eq!(paginate(all.clone(), "").unwrap(), (all.clone(), None));
-        assert_eq!(paginate(all.clone(), "n=2").unwrap(), (items(&["a", "b"]), Some((2, "b".into()))));
-        assert_eq!(paginate(all.clone(), "n=2&last=b").unwrap(), (items(&["c", "d"]), None));
-        assert_eq!(paginate(all.clone(), "last=bb").unwrap(), (items(&["c", "d"]), None));
+        assert_eq!(
+            paginate(all.clone(), "n=2").unwrap(),
+            (items(&["a", "b"]), Some((2, "b".into())))
+        );
+        assert_eq!(
+            paginate(all.clone(), "n=2&last=b").unwrap(),
+            (items(&["c", "d"]), None)
+        );
+        assert_eq!(
+            paginate(all.clone(), "last=bb").unwrap(),
+            (items(&["c", "d"]), None)
+        );
         assert_eq!(paginate(all.clone(), "n=0").unwrap(), (vec![], None));
-        assert!(matches!(paginate(all.clone(), "n=-1"), Err(RegistryError::PaginationNumberInvalid(_))));
-        assert!(matches!(paginate(all, "n=x"), Err(RegistryError::PaginationNumberInvalid(_))));
+        assert!(matches!(
+            paginate(all.clone(), "n=-1"),
+            Err(RegistryError::PaginationNumberInvalid(_))
+        ));
+        assert!(matches!(
+            paginate(all, "n=x"),
+            Err(RegistryError::PaginationNumberInvalid(_))
+        ));
     }
 }

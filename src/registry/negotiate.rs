@@ -20,7 +20,12 @@ impl Accepted {
         for line in headers.get_all(ACCEPT) {
             let Ok(line) = line.to_str() else { continue };
             for item in line.split(',') {
-                let mt = item.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let mt = item
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 if !mt.is_empty() {
                     types.push(mt);
                 }
@@ -52,7 +57,9 @@ pub fn choose(accepted: &Accepted, mt: &str, by_tag: bool, children: &[ChildMani
     }
     if by_tag && media_type::is_index(mt) {
         let amd64 = children.iter().find(|c| {
-            c.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+            c.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
         });
         return match amd64 {
             Some(c) if accepted.accepts(&c.media_type) => Choice::Child(c.digest.clone()),
@@ -65,7 +72,9 @@ pub fn choose(accepted: &Accepted, mt: &str, by_tag: bool, children: &[ChildMani
             )),
         };
     }
-    Choice::Refuse(format!("manifest is {mt}, which the client does not accept"))
+    Choice::Refuse(format!(
+        "manifest is {mt}, which the client does not accept"
+    ))
 }
 
 #[cfg(test)]
@@ -87,13 +96,20 @@ mod tests {
             digest: Digest::of(arch.as_bytes()),
             media_type: media_type::OCI_MANIFEST.into(),
             size: 1,
-            platform: Some(Platform { os: "linux".into(), architecture: arch.into(), variant: None }),
+            platform: Some(Platform {
+                os: "linux".into(),
+                architecture: arch.into(),
+                variant: None,
+            }),
         }
     }
 
     #[test]
     fn reads_every_accept_line() {
-        let a = accepted(&[media_type::DOCKER_MANIFEST, "application/json; q=0.5, application/vnd.oci.image.index.v1+json"]);
+        let a = accepted(&[
+            media_type::DOCKER_MANIFEST,
+            "application/json; q=0.5, application/vnd.oci.image.index.v1+json",
+        ]);
         assert!(a.accepts(media_type::DOCKER_MANIFEST));
         assert!(a.accepts(media_type::OCI_INDEX));
         assert!(!a.accepts(media_type::OCI_MANIFEST));
@@ -105,12 +121,30 @@ mod tests {
     fn index_falls_back_to_amd64_by_tag_only() {
         let kids = [child("arm64"), child("amd64")];
         let a = accepted(&[media_type::OCI_MANIFEST]);
-        assert_eq!(choose(&a, media_type::OCI_INDEX, true, &kids), Choice::Child(kids[1].digest.clone()));
-        assert!(matches!(choose(&a, media_type::OCI_INDEX, false, &kids), Choice::Refuse(_)));
-        assert!(matches!(choose(&a, media_type::OCI_INDEX, true, &kids[..1]), Choice::Refuse(_)));
+        assert_eq!(
+            choose(&a, media_type::OCI_INDEX, true, &kids),
+            Choice::Child(kids[1].digest.clone())
+        );
+        assert!(matches!(
+            choose(&a, media_type::OCI_INDEX, false, &kids),
+            Choice::Refuse(_)
+        ));
+        assert!(matches!(
+            choose(&a, media_type::OCI_INDEX, true, &kids[..1]),
+            Choice::Refuse(_)
+        ));
         let docker_only = accepted(&[media_type::DOCKER_MANIFEST]);
-        assert!(matches!(choose(&docker_only, media_type::OCI_INDEX, true, &kids), Choice::Refuse(_)));
-        assert_eq!(choose(&a, media_type::OCI_MANIFEST, true, &[]), Choice::Serve);
-        assert!(matches!(choose(&docker_only, media_type::OCI_MANIFEST, true, &[]), Choice::Refuse(_)));
+        assert!(matches!(
+            choose(&docker_only, media_type::OCI_INDEX, true, &kids),
+            Choice::Refuse(_)
+        ));
+        assert_eq!(
+            choose(&a, media_type::OCI_MANIFEST, true, &[]),
+            Choice::Serve
+        );
+        assert!(matches!(
+            choose(&docker_only, media_type::OCI_MANIFEST, true, &[]),
+            Choice::Refuse(_)
+        ));
     }
 }

@@ -25,8 +25,12 @@ pub fn parse(rest: &str) -> Result<V2Route, NameError> {
     if rest.contains("/blobs/uploads") {
         return Ok(V2Route::Upload);
     }
-    let Some((prefix, last)) = rest.rsplit_once('/') else { return Ok(V2Route::Unknown) };
-    let Some((name, kind)) = prefix.rsplit_once('/') else { return Ok(V2Route::Unknown) };
+    let Some((prefix, last)) = rest.rsplit_once('/') else {
+        return Ok(V2Route::Unknown);
+    };
+    let Some((name, kind)) = prefix.rsplit_once('/') else {
+        return Ok(V2Route::Unknown);
+    };
     match kind {
         "manifests" => Ok(V2Route::Manifest(name.parse()?, last.parse()?)),
         "blobs" => {
@@ -46,14 +50,28 @@ mod tests {
         let d = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
         assert_eq!(parse("_catalog"), Ok(V2Route::Catalog));
         assert!(matches!(parse("a/b/tags/list"), Ok(V2Route::Tags(n)) if n.as_str() == "a/b"));
-        assert!(matches!(parse("a/b/manifests/latest"), Ok(V2Route::Manifest(n, Reference::Tag(_))) if n.as_str() == "a/b"));
-        assert!(matches!(parse(&format!("x/manifests/{d}")), Ok(V2Route::Manifest(_, Reference::Digest(_)))));
-        assert!(matches!(parse(&format!("x/blobs/{d}")), Ok(V2Route::Blob(..))));
+        assert!(
+            matches!(parse("a/b/manifests/latest"), Ok(V2Route::Manifest(n, Reference::Tag(_))) if n.as_str() == "a/b")
+        );
+        assert!(matches!(
+            parse(&format!("x/manifests/{d}")),
+            Ok(V2Route::Manifest(_, Reference::Digest(_)))
+        ));
+        assert!(matches!(
+            parse(&format!("x/blobs/{d}")),
+            Ok(V2Route::Blob(..))
+        ));
         assert_eq!(parse("x/blobs/uploads/"), Ok(V2Route::Upload));
         assert_eq!(parse("x/whatever"), Ok(V2Route::Unknown));
         assert!(matches!(parse("../x/tags/list"), Err(NameError::Repo(_))));
-        assert!(matches!(parse("UPPER/manifests/latest"), Err(NameError::Repo(_))));
-        assert!(matches!(parse("x/blobs/sha256:nothex"), Err(NameError::Digest(_))));
+        assert!(matches!(
+            parse("UPPER/manifests/latest"),
+            Err(NameError::Repo(_))
+        ));
+        assert!(matches!(
+            parse("x/blobs/sha256:nothex"),
+            Err(NameError::Digest(_))
+        ));
         assert!(matches!(parse("x/manifests/-bad"), Err(NameError::Tag(_))));
     }
 }

@@ -43,7 +43,9 @@ impl OciDir {
 
     fn layout(&self, repo: &str) -> Result<PathBuf, UpstreamError> {
         // Names reach here parsed, but never trust a path built from input.
-        let name: RepoName = repo.parse().map_err(|e| UpstreamError::Invalid(format!("{e}")))?;
+        let name: RepoName = repo
+            .parse()
+            .map_err(|e| UpstreamError::Invalid(format!("{e}")))?;
         Ok(self.root.join(name.as_str()))
     }
 
@@ -59,10 +61,10 @@ impl OciDir {
             let mut out = Vec::new();
             let mut todo = vec![root.clone()];
             while let Some(dir) = todo.pop() {
-                if dir.join("oci-layout").is_file() {
-                    if let Ok(rel) = dir.strip_prefix(&root) {
-                        out.push(rel.to_string_lossy().into_owned());
-                    }
+                if let Ok(rel) = dir.strip_prefix(&root)
+                    && dir.join("oci-layout").is_file()
+                {
+                    out.push(rel.to_string_lossy().into_owned());
                 }
                 let rd = std::fs::read_dir(&dir).map_err(|e| io(&dir, e))?;
                 for e in rd.flatten() {
@@ -101,7 +103,11 @@ impl OciDir {
         Ok(tags)
     }
 
-    pub async fn manifest_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>, UpstreamError> {
+    pub async fn manifest_digest(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<Digest>, UpstreamError> {
         Ok(self.find_tag(repo, tag).await?.map(|e| e.digest))
     }
 
@@ -118,7 +124,11 @@ impl OciDir {
         Ok(self.layout(repo)?.join("blobs/sha256").join(digest.hex()))
     }
 
-    pub async fn manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest, UpstreamError> {
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<FetchedManifest, UpstreamError> {
         let (digest, content_type) = match reference.parse::<Digest>() {
             Ok(d) => (d, None),
             Err(_) => {
@@ -131,12 +141,23 @@ impl OciDir {
         };
         let path = self.blob_path(repo, &digest)?;
         let bytes = tokio::fs::read(&path).await.map_err(|e| io(&path, e))?;
-        Ok(FetchedManifest { bytes, content_type, claimed_digest: Some(digest) })
+        Ok(FetchedManifest {
+            bytes,
+            content_type,
+            claimed_digest: Some(digest),
+        })
     }
 
-    pub async fn fetch_blob(&self, repo: &str, blob: &BlobRef, tree: &MirrorTree) -> Result<u64, UpstreamError> {
+    pub async fn fetch_blob(
+        &self,
+        repo: &str,
+        blob: &BlobRef,
+        tree: &MirrorTree,
+    ) -> Result<u64, UpstreamError> {
         let path = self.blob_path(repo, &blob.digest)?;
-        let mut file = tokio::fs::File::open(&path).await.map_err(|e| io(&path, e))?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io(&path, e))?;
         let mut writer = tree.writer(blob.digest.clone()).await?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {

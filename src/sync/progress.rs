@@ -31,7 +31,13 @@ pub struct ProgressSnapshot {
 
 impl SyncProgress {
     pub(super) fn start(&self) {
-        for a in [&self.repos_total, &self.repos_done, &self.blobs_total, &self.blobs_done, &self.bytes_done] {
+        for a in [
+            &self.repos_total,
+            &self.repos_done,
+            &self.blobs_total,
+            &self.blobs_done,
+            &self.bytes_done,
+        ] {
             a.store(0, Relaxed);
         }
         self.set_current("listing repositories");

@@ -61,13 +61,16 @@ impl RegistryClient {
     }
 
     fn url(&self, path: &str) -> Url {
-        self.base.join(path).expect("registry paths are valid URL paths")
+        self.base
+            .join(path)
+            .expect("registry paths are valid URL paths")
     }
 
     fn auth_for(&self, scope: &str) -> Auth {
         if let Some(t) = self.tokens.get(scope, Instant::now()) {
             Auth::Bearer(t)
-        } else if self.credentials.is_some() && self.basic.load(std::sync::atomic::Ordering::Relaxed)
+        } else if self.credentials.is_some()
+            && self.basic.load(std::sync::atomic::Ordering::Relaxed)
         {
             Auth::Basic
         } else {
@@ -89,7 +92,10 @@ impl RegistryClient {
         let mut reauthed = false;
         loop {
             attempt += 1;
-            let mut req = self.http.request(method.clone(), url.clone()).timeout(timeout);
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .timeout(timeout);
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
             }
@@ -116,8 +122,18 @@ impl RegistryClient {
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                    let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
-                    let e = UpstreamError::Status { url: url.to_string(), status: status.as_u16(), body };
+                    let body: String = resp
+                        .text()
+                        .await
+                        .unwrap_or_default()
+                        .chars()
+                        .take(300)
+                        .collect();
+                    let e = UpstreamError::Status {
+                        url: url.to_string(),
+                        status: status.as_u16(),
+                        body,
+                    };
                     if !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
                         return Err(e);
                     }
@@ -127,7 +143,10 @@ impl RegistryClient {
                     }
                     e
                 }
-                Err(e) => UpstreamError::Transport { url: url.to_string(), source: e },
+                Err(e) => UpstreamError::Transport {
+                    url: url.to_string(),
+                    source: e,
+                },
             };
             if attempt >= self.settings.retries {
                 return Err(err);
@@ -138,7 +157,11 @@ impl RegistryClient {
     }
 
     /// Answer a 401: fetch a Bearer token for the challenge, or switch to Basic.
-    async fn authenticate(&self, resp: &reqwest::Response, scope: &str) -> Result<(), UpstreamError> {
+    async fn authenticate(
+        &self,
+        resp: &reqwest::Response,
+        scope: &str,
+    ) -> Result<(), UpstreamError> {
         let header = resp
             .headers()
             .get(WWW_AUTHENTICATE)
@@ -154,7 +177,11 @@ impl RegistryClient {
                 self.basic.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
-            Some(Challenge::Bearer { realm, service, scope: asked }) => {
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope: asked,
+            }) => {
                 let mut url = Url::parse(&realm)
                     .map_err(|e| UpstreamError::Auth(format!("bad token realm {realm:?}: {e}")))?;
                 {
@@ -164,14 +191,17 @@ impl RegistryClient {
                     }
                     q.append_pair("scope", asked.as_deref().unwrap_or(scope));
                 }
-                let mut req = self.http.get(url.clone()).timeout(self.settings.request_timeout);
+                let mut req = self
+                    .http
+                    .get(url.clone())
+                    .timeout(self.settings.request_timeout);
                 if let Some(c) = &self.credentials {
                     req = req.basic_auth(&c.username, Some(&c.password));
                 }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| UpstreamError::Transport { url: url.to_string(), source: e })?;
+                let resp = req.send().await.map_err(|e| UpstreamError::Transport {
+                    url: url.to_string(),
+                    source: e,
+                })?;
                 if !resp.status().is_success() {
                     return Err(UpstreamError::Auth(format!(
                         "token endpoint {realm} answered {}",
@@ -182,9 +212,9 @@ impl RegistryClient {
                     .json()
                     .await
                     .map_err(|e| UpstreamError::Auth(format!("token endpoint {realm}: {e}")))?;
-                let token = token
-                    .into_token(Instant::now())
-                    .ok_or_else(|| UpstreamError::Auth(format!("token endpoint {realm} sent no token")))?;
+                let token = token.into_token(Instant::now()).ok_or_else(|| {
+                    UpstreamError::Auth(format!("token endpoint {realm} sent no token"))
+                })?;
                 self.tokens.put(scope, token);
                 Ok(())
             }
@@ -195,20 +225,34 @@ impl RegistryClient {
     }
 
     /// Follow `n`/`last`/`Link` pagination, collecting the array field `key`.
-    async fn paginated(&self, path: &str, key: &str, scope: &str) -> Result<Vec<String>, UpstreamError> {
+    async fn paginated(
+        &self,
+        path: &str,
+        key: &str,
+        scope: &str,
+    ) -> Result<Vec<String>, UpstreamError> {
         let mut url = self.url(&format!("{path}?n={PAGE_SIZE}"));
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
-            let resp = self.send(Method::GET, &url, scope, None, self.settings.request_timeout).await?;
+            let resp = self
+                .send(
+                    Method::GET,
+                    &url,
+                    scope,
+                    None,
+                    self.settings.request_timeout,
+                )
+                .await?;
             let next = resp
                 .headers()
                 .get(LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link)
                 .and_then(|l| url.join(&l).ok());
-            let body: serde_json::Value = resp.json().await.map_err(|e| {
-                UpstreamError::Invalid(format!("{url}: not a JSON page: {e}"))
-            })?;
+            let body: serde_json::Value = resp
+                .json()
+                .await
+                .map_err(|e| UpstreamError::Invalid(format!("{url}: not a JSON page: {e}")))?;
             if let Some(items) = body.get(key).and_then(|v| v.as_array()) {
                 out.extend(items.iter().filter_map(|v| v.as_str().map(str::to_owned)));
             }
@@ -217,30 +261,54 @@ impl RegistryClient {
                 None => return Ok(out),
             }
         }
-        Err(UpstreamError::Invalid(format!("{path}: more than {MAX_PAGES} pages")))
+        Err(UpstreamError::Invalid(format!(
+            "{path}: more than {MAX_PAGES} pages"
+        )))
     }
 
     pub async fn repositories(&self) -> Result<Vec<String>, UpstreamError> {
-        self.paginated("v2/_catalog", "repositories", "registry:catalog:*").await
+        self.paginated("v2/_catalog", "repositories", "registry:catalog:*")
+            .await
     }
 
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>, UpstreamError> {
-        self.paginated(&format!("v2/{repo}/tags/list"), "tags", &pull_scope(repo)).await
+        self.paginated(&format!("v2/{repo}/tags/list"), "tags", &pull_scope(repo))
+            .await
     }
 
     /// The digest a tag points to, from a HEAD (cheap, and not counted by rate limits).
-    pub async fn manifest_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>, UpstreamError> {
+    pub async fn manifest_digest(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<Digest>, UpstreamError> {
         let url = self.url(&format!("v2/{repo}/manifests/{tag}"));
         let resp = self
-            .send(Method::HEAD, &url, &pull_scope(repo), Some(media_type::ACCEPT_ALL), self.settings.request_timeout)
+            .send(
+                Method::HEAD,
+                &url,
+                &pull_scope(repo),
+                Some(media_type::ACCEPT_ALL),
+                self.settings.request_timeout,
+            )
             .await?;
         Ok(header_digest(&resp))
     }
 
-    pub async fn manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest, UpstreamError> {
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<FetchedManifest, UpstreamError> {
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
         let resp = self
-            .send(Method::GET, &url, &pull_scope(repo), Some(media_type::ACCEPT_ALL), self.settings.request_timeout)
+            .send(
+                Method::GET,
+                &url,
+                &pull_scope(repo),
+                Some(media_type::ACCEPT_ALL),
+                self.settings.request_timeout,
+            )
             .await?;
         let content_type = resp
             .headers()
@@ -248,28 +316,45 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
         let claimed = header_digest(&resp);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| UpstreamError::Transport { url: url.to_string(), source: e })?;
-        Ok(FetchedManifest { bytes: bytes.to_vec(), content_type, claimed_digest: claimed })
+        let bytes = resp.bytes().await.map_err(|e| UpstreamError::Transport {
+            url: url.to_string(),
+            source: e,
+        })?;
+        Ok(FetchedManifest {
+            bytes: bytes.to_vec(),
+            content_type,
+            claimed_digest: claimed,
+        })
     }
 
     /// Download a blob into the pool, verifying its digest and size. Retries restart it.
-    pub async fn fetch_blob(&self, repo: &str, blob: &BlobRef, tree: &MirrorTree) -> Result<u64, UpstreamError> {
+    pub async fn fetch_blob(
+        &self,
+        repo: &str,
+        blob: &BlobRef,
+        tree: &MirrorTree,
+    ) -> Result<u64, UpstreamError> {
         let url = self.url(&format!("v2/{repo}/blobs/{}", blob.digest));
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = async {
                 let resp = self
-                    .send(Method::GET, &url, &pull_scope(repo), None, self.settings.blob_timeout)
+                    .send(
+                        Method::GET,
+                        &url,
+                        &pull_scope(repo),
+                        None,
+                        self.settings.blob_timeout,
+                    )
                     .await?;
                 let mut writer = tree.writer(blob.digest.clone()).await?;
                 let mut body = resp.bytes_stream();
                 while let Some(chunk) = body.next().await {
-                    let chunk = chunk
-                        .map_err(|e| UpstreamError::Interrupted { url: url.to_string(), source: e })?;
+                    let chunk = chunk.map_err(|e| UpstreamError::Interrupted {
+                        url: url.to_string(),
+                        source: e,
+                    })?;
                     writer.write(&chunk).await?;
                     if writer.written() > blob.size {
                         break; // longer than declared: finish() reports the mismatch
@@ -295,12 +380,19 @@ fn pull_scope(repo: &str) -> String {
 }
 
 fn header_digest(resp: &reqwest::Response) -> Option<Digest> {
-    resp.headers().get("docker-content-digest")?.to_str().ok()?.parse().ok()
+    resp.headers()
+        .get("docker-content-digest")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Exponential backoff with jitter: ~250 ms, 500 ms, 1 s, ... capped at 10 s.
 fn backoff(attempt: u32) -> Duration {
-    let base = 250u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)).min(10_000);
+    let base = 250u64
+        .saturating_mul(1 << attempt.min(6).saturating_sub(1))
+        .min(10_000);
     Duration::from_millis(base + rand::random_range(0..=base / 4))
 }
 
@@ -327,7 +419,10 @@ mod tests {
             next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
             Some("/v2/a/tags/list?last=b&n=2")
         );
-        assert_eq!(next_link(r#"<x>; rel="prev", </y>; rel="next""#).as_deref(), Some("/y"));
+        assert_eq!(
+            next_link(r#"<x>; rel="prev", </y>; rel="next""#).as_deref(),
+            Some("/y")
+        );
         assert_eq!(next_link("garbage"), None);
         let base = Url::parse("http://r:5000/v2/_catalog?n=1").unwrap();
         assert_eq!(
@@ -338,7 +433,9 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        assert!(backoff(1) >= Duration::from_millis(250) && backoff(1) <= Duration::from_millis(313));
+        assert!(
+            backoff(1) >= Duration::from_millis(250) && backoff(1) <= Duration::from_millis(313)
+        );
         assert!(backoff(3) >= Duration::from_millis(1000));
         assert!(backoff(30) <= Duration::from_millis(12_500));
     }

@@ -23,7 +23,11 @@ pub enum UpstreamError {
     #[error("{url}: transfer interrupted: {source}")]
     Interrupted { url: String, source: reqwest::Error },
     #[error("{url}: HTTP {status} {body}")]
-    Status { url: String, status: u16, body: String },
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("not found upstream: {0}")]
     NotFound(String),
     #[error("upstream authentication failed: {0}")]
@@ -37,18 +41,19 @@ pub enum UpstreamError {
 }
 
 pub enum Upstream {
-    Registry(RegistryClient),
+    Registry(Box<RegistryClient>),
     OciDir(OciDir),
 }
 
 impl Upstream {
-    pub fn new(source: &UpstreamSource, settings: &SyncSettings) -> Result<Upstream, UpstreamError> {
+    pub fn new(
+        source: &UpstreamSource,
+        settings: &SyncSettings,
+    ) -> Result<Upstream, UpstreamError> {
         Ok(match source {
-            UpstreamSource::Registry { url, credentials } => Upstream::Registry(RegistryClient::new(
-                url.clone(),
-                credentials.clone(),
-                settings.clone(),
-            )?),
+            UpstreamSource::Registry { url, credentials } => Upstream::Registry(Box::new(
+                RegistryClient::new(url.clone(), credentials.clone(), settings.clone())?,
+            )),
             UpstreamSource::OciDir(path) => Upstream::OciDir(OciDir::new(path.clone())),
         })
     }
@@ -75,21 +80,34 @@ impl Upstream {
         }
     }
 
-    pub async fn manifest_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>, UpstreamError> {
+    pub async fn manifest_digest(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<Digest>, UpstreamError> {
         match self {
             Upstream::Registry(c) => c.manifest_digest(repo, tag).await,
             Upstream::OciDir(d) => d.manifest_digest(repo, tag).await,
         }
     }
 
-    pub async fn manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest, UpstreamError> {
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<FetchedManifest, UpstreamError> {
         match self {
             Upstream::Registry(c) => c.manifest(repo, reference).await,
             Upstream::OciDir(d) => d.manifest(repo, reference).await,
         }
     }
 
-    pub async fn fetch_blob(&self, repo: &str, blob: &BlobRef, tree: &MirrorTree) -> Result<u64, UpstreamError> {
+    pub async fn fetch_blob(
+        &self,
+        repo: &str,
+        blob: &BlobRef,
+        tree: &MirrorTree,
+    ) -> Result<u64, UpstreamError> {
         match self {
             Upstream::Registry(c) => c.fetch_blob(repo, blob, tree).await,
             Upstream::OciDir(d) => d.fetch_blob(repo, blob, tree).await,

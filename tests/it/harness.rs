@@ -26,16 +26,26 @@ pub fn require(tool: &str) -> PathBuf {
     dirs.split(':')
         .map(|d| Path::new(d).join(tool))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{tool}` is not installed, so this test cannot run: {INSTALL_HINT}"))
+        .unwrap_or_else(|| {
+            panic!("`{tool}` is not installed, so this test cannot run: {INSTALL_HINT}")
+        })
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Run a command to success and return its stdout; panic with its output otherwise.
 pub async fn run(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().await.unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -66,10 +76,19 @@ pub fn fixtures() -> &'static Path {
         for t in ["jq", "busybox", "skopeo"] {
             require(t);
         }
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fixtures-{}", std::process::id()));
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fixtures-{}", std::process::id()));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build-images.sh");
-        let out = std::process::Command::new("bash").arg(&script).arg(&dir).output().unwrap();
-        assert!(out.status.success(), "build-images.sh: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build-images.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
 }
@@ -93,13 +112,17 @@ pub fn layout_digest(layout: &Path, tag: &str) -> String {
 pub fn index_children(layout: &Path, index_digest: &str) -> Vec<(String, String)> {
     let hex = index_digest.trim_start_matches("sha256:");
     let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap();
     index["manifests"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| {
-            (m["platform"]["architecture"].as_str().unwrap().to_owned(), m["digest"].as_str().unwrap().to_owned())
+            (
+                m["platform"]["architecture"].as_str().unwrap().to_owned(),
+                m["digest"].as_str().unwrap().to_owned(),
+            )
         })
         .collect()
 }
@@ -134,7 +157,11 @@ impl Registry {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let reg = Registry { child: Some(child), port, dir };
+        let reg = Registry {
+            child: Some(child),
+            port,
+            dir,
+        };
         wait_http(&format!("http://127.0.0.1:{port}/v2/"), &[200, 401]).await;
         reg
     }
@@ -162,14 +189,25 @@ impl Registry {
     pub async fn push_standard(&self) {
         self.push("multi:v1", "multi:v1", &["--all"]).await;
         self.push("single:v1", "single:v1", &[]).await;
-        self.push("single:v1", "docker/single:v1", &["--format", "v2s2"]).await;
-        self.push("multi:v1", "docker/multi:v1", &["--all", "--format", "v2s2"]).await;
+        self.push("single:v1", "docker/single:v1", &["--format", "v2s2"])
+            .await;
+        self.push(
+            "multi:v1",
+            "docker/multi:v1",
+            &["--all", "--format", "v2s2"],
+        )
+        .await;
     }
 
     /// Where the registry keeps a blob's bytes.
     pub fn blob_data(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
-        self.dir.path().join("data/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 
     pub async fn stop(&mut self) {
@@ -183,10 +221,10 @@ impl Registry {
 pub async fn wait_http(url: &str, statuses: &[u16]) {
     let client = reqwest::Client::new();
     for _ in 0..200 {
-        if let Ok(r) = client.get(url).timeout(Duration::from_secs(1)).send().await {
-            if statuses.contains(&r.status().as_u16()) {
-                return;
-            }
+        if let Ok(r) = client.get(url).timeout(Duration::from_secs(1)).send().await
+            && statuses.contains(&r.status().as_u16())
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -196,7 +234,7 @@ pub async fn wait_http(url: &str, statuses: &[u16]) {
 /// A Wharf instance in process.
 pub struct Wharf {
     pub running: Option<Running>,
-    pub dir: TempDir,
+    _dir: TempDir,
     pub addr: std::net::SocketAddr,
 }
 
@@ -242,9 +280,17 @@ impl Wharf {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let config = config_for(dir.path(), addr, &setup);
-        let running = App::open(config, setup.clock).unwrap().start(listener).await.unwrap();
+        let running = App::open(config, setup.clock)
+            .unwrap()
+            .start(listener)
+            .await
+            .unwrap();
         wait_http(&format!("http://{addr}/healthz"), &[200]).await;
-        Wharf { running: Some(running), dir, addr }
+        Wharf {
+            running: Some(running),
+            _dir: dir,
+            addr,
+        }
     }
 
     fn app(&self) -> &App {
@@ -278,14 +324,13 @@ impl Wharf {
     /// The value of one `wharf_http_requests_total` series, 0 when absent.
     pub async fn requests(&self, route: &str, method: &str, status: &str) -> u64 {
         let text = self.get("/metrics").await.text().await.unwrap();
-        let key = format!("wharf_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} ");
-        text.lines().find_map(|l| l.strip_prefix(&key)).map(|n| n.parse().unwrap()).unwrap_or(0)
-    }
-
-    pub async fn stop(&mut self) {
-        if let Some(r) = self.running.take() {
-            r.stop().await;
-        }
+        let key = format!(
+            "wharf_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map(|n| n.parse().unwrap())
+            .unwrap_or(0)
     }
 }
 
@@ -293,7 +338,12 @@ impl Wharf {
 pub fn http() -> reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT
-        .get_or_init(|| reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap())
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+        })
         .clone()
 }
 

@@ -1,5 +1,8 @@
 //! Wharf's integration tests: one binary, real components (see `harness`).
 
+mod api;
+mod architecture;
+mod cli;
 mod harness;
 mod pull;
 mod sync;

@@ -12,8 +12,14 @@ async fn assert_blob_gets_redirected(wharf: &Wharf) {
         .lines()
         .filter(|l| l.contains("route=\"blob\",method=\"GET\"") && !l.contains("status=\"307\""))
         .collect();
-    assert!(others.is_empty(), "blob GETs not answered with 307: {others:?}");
-    assert!(wharf.requests("tree", "GET", "200").await > 0, "blobs were not fetched from the tree");
+    assert!(
+        others.is_empty(),
+        "blob GETs not answered with 307: {others:?}"
+    );
+    assert!(
+        wharf.requests("tree", "GET", "200").await > 0,
+        "blobs were not fetched from the tree"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -44,11 +50,14 @@ async fn skopeo_copies_every_image_kind() {
 
     // OCI manifest, Docker v2s2 and Docker manifest list keep their digests (dir: keeps
     // the manifest bytes as pulled).
-    for (repo, all) in [("single:v1", false), ("docker/single:v1", false), ("docker/multi:v1", true)] {
-        let pushed = run(skopeo().args(["inspect", "--raw", "--tls-verify=false"]).arg(format!(
-            "docker://{}/{repo}",
-            _reg.host()
-        )))
+    for (repo, all) in [
+        ("single:v1", false),
+        ("docker/single:v1", false),
+        ("docker/multi:v1", true),
+    ] {
+        let pushed = run(skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/{repo}", _reg.host())))
         .await;
         let dest = out.path().join(repo.replace([':', '/'], "_"));
         let mut cmd = skopeo();
@@ -58,10 +67,17 @@ async fn skopeo_copies_every_image_kind() {
         }
         run(cmd.arg(src(repo)).arg(format!("dir:{}", dest.display()))).await;
         let pulled = std::fs::read(dest.join("manifest.json")).unwrap();
-        assert_eq!(String::from_utf8(pulled).unwrap(), pushed, "{repo}: manifest bytes differ");
+        assert_eq!(
+            String::from_utf8(pulled).unwrap(),
+            pushed,
+            "{repo}: manifest bytes differ"
+        );
     }
 
-    let inspect = run(skopeo().args(["inspect", "--tls-verify=false"]).arg(src("single:v1"))).await;
+    let inspect = run(skopeo()
+        .args(["inspect", "--tls-verify=false"])
+        .arg(src("single:v1")))
+    .await;
     let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(inspect["Digest"], layout_digest(&fx.join("single"), "v1"));
     assert_eq!(inspect["RepoTags"], serde_json::json!(["v1"]));
@@ -91,13 +107,25 @@ async fn podman_pulls_and_runs() {
     let mut inspect = tokio::process::Command::new(&podman);
     base(&mut inspect);
     let digests = run(inspect.args(["image", "inspect", "--format", "{{.Digest}}", &image])).await;
-    assert_eq!(digests.trim(), layout_digest(&fixtures().join("multi"), "v1"));
+    assert_eq!(
+        digests.trim(),
+        layout_digest(&fixtures().join("multi"), "v1")
+    );
 
     let mut runc = tokio::process::Command::new(&podman);
     base(&mut runc);
     let out = run(runc.args([
-        "run", "--rm", "--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024",
-        "--ulimit", "nproc=1024:1024", &image,
+        "run",
+        "--rm",
+        "--runtime",
+        "runc",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        &image,
     ]))
     .await;
     assert_eq!(out.trim(), "hello from wharf");
@@ -131,12 +159,20 @@ impl Containerd {
             .unwrap();
         let c = Containerd { _child: child, dir };
         for _ in 0..100 {
-            if c.ctr().arg("version").output().await.is_ok_and(|o| o.status.success()) {
+            if c.ctr()
+                .arg("version")
+                .output()
+                .await
+                .is_ok_and(|o| o.status.success())
+            {
                 return c;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        panic!("containerd did not start: {}", std::fs::read_to_string(c.dir.path().join("containerd.log")).unwrap());
+        panic!(
+            "containerd did not start: {}",
+            std::fs::read_to_string(c.dir.path().join("containerd.log")).unwrap()
+        );
     }
 
     fn ctr(&self) -> tokio::process::Command {
@@ -161,18 +197,20 @@ async fn containerd_pulls() {
                 (cols.first() == Some(&image.as_str())).then(|| cols[2].to_owned())
             })
             .unwrap_or_else(|| panic!("{image} not in ctr images ls:\n{ls}"));
-        let pushed = run(skopeo().args(["inspect", "--format", "{{.Digest}}", "--tls-verify=false"]).arg(
-            format!("docker://{}/{repo}", reg.host()),
-        ))
+        let pushed = run(skopeo()
+            .args(["inspect", "--format", "{{.Digest}}", "--tls-verify=false"])
+            .arg(format!("docker://{}/{repo}", reg.host())))
         .await;
-        let pushed_raw = run(skopeo().args(["inspect", "--raw", "--tls-verify=false"]).arg(format!(
-            "docker://{}/{repo}",
-            reg.host()
-        )))
+        let pushed_raw = run(skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/{repo}", reg.host())))
         .await;
         // For an index, inspect's Digest is the platform child's; the tag's digest is the raw one's.
         let top = format!("sha256:{}", sha256_hex(pushed_raw.as_bytes()));
-        assert!(digest == top || digest == pushed.trim(), "{repo}: ctr has {digest}, upstream tag is {top}");
+        assert!(
+            digest == top || digest == pushed.trim(),
+            "{repo}: ctr has {digest}, upstream tag is {top}"
+        );
         assert_eq!(digest, top, "{repo}");
     }
     assert_blob_gets_redirected(&wharf).await;

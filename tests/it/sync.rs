@@ -19,9 +19,15 @@ async fn incremental_sync_adds_moves_and_removes_tags() {
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
     assert_eq!(run.blobs_fetched(), 0);
-    assert_eq!(run.repos.iter().map(|r| r.manifests_fetched).sum::<u32>(), 0);
+    assert_eq!(
+        run.repos.iter().map(|r| r.manifests_fetched).sum::<u32>(),
+        0
+    );
     assert_eq!((run.generation_before, run.generation_after), (1, 1));
-    assert_eq!(std::fs::read(wharf.tree().join("wharf-generation.json")).unwrap(), marker);
+    assert_eq!(
+        std::fs::read(wharf.tree().join("wharf-generation.json")).unwrap(),
+        marker
+    );
 
     // A new tag: appears after one sync with a new generation; only its own layer and
     // config are downloaded (the base layer is shared).
@@ -32,32 +38,67 @@ async fn incremental_sync_adds_moves_and_removes_tags() {
     assert_eq!(run.blobs_fetched(), 2, "{run:#?}");
     let single = run.repos.iter().find(|r| r.repo == "single").unwrap();
     assert_eq!((single.tags_added, single.tags_unchanged), (1, 1));
-    let tags: serde_json::Value = wharf.get("/v2/single/tags/list").await.json().await.unwrap();
+    let tags: serde_json::Value = wharf
+        .get("/v2/single/tags/list")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["v1", "v2"]));
-    let index = std::fs::read_to_string(wharf.tree().join("repositories/single/index.json")).unwrap();
+    let index =
+        std::fs::read_to_string(wharf.tree().join("repositories/single/index.json")).unwrap();
     assert!(index.contains("\"v2\""), "{index}");
 
     // A moved tag: v1 now points where v2 does.
     reg.push("single2:v2", "single:v1", &[]).await;
     let run = wharf.sync().await;
     assert_eq!(run.generation_after, 3);
-    assert_eq!(run.blobs_fetched(), 0, "the content was already in the pool");
-    assert_eq!(run.repos.iter().find(|r| r.repo == "single").unwrap().tags_moved, 1);
+    assert_eq!(
+        run.blobs_fetched(),
+        0,
+        "the content was already in the pool"
+    );
+    assert_eq!(
+        run.repos
+            .iter()
+            .find(|r| r.repo == "single")
+            .unwrap()
+            .tags_moved,
+        1
+    );
     let r = wharf.get("/v2/single/manifests/v1").await;
-    assert_eq!(r.headers()["docker-content-digest"], layout_digest(&fixtures().join("single2"), "v2").as_str());
+    assert_eq!(
+        r.headers()["docker-content-digest"],
+        layout_digest(&fixtures().join("single2"), "v2").as_str()
+    );
 
     // A deleted tag disappears (deleting the manifest removes both tags pointing to it);
     // its blobs stay in the pool through the grace period.
-    crate::harness::run(skopeo().args(["delete", "--tls-verify=false"]).arg(format!("docker://{}/single:v2", reg.host()))).await;
+    crate::harness::run(
+        skopeo()
+            .args(["delete", "--tls-verify=false"])
+            .arg(format!("docker://{}/single:v2", reg.host())),
+    )
+    .await;
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
     assert_eq!(run.generation_after, 4);
-    assert_eq!(wharf.get("/v2/single/tags/list").await.status(), 404, "repository with no tags is gone");
+    assert_eq!(
+        wharf.get("/v2/single/tags/list").await.status(),
+        404,
+        "repository with no tags is gone"
+    );
     assert!(!wharf.tree().join("repositories/single").exists());
     let v2 = layout_digest(&fixtures().join("single2"), "v2");
-    assert!(wharf.tree().join("blobs/sha256").join(&v2[7..]).exists(), "kept for the grace period");
+    assert!(
+        wharf.tree().join("blobs/sha256").join(&v2[7..]).exists(),
+        "kept for the grace period"
+    );
     let catalog: serde_json::Value = wharf.get("/v2/_catalog").await.json().await.unwrap();
-    assert_eq!(catalog["repositories"], serde_json::json!(["docker/multi", "docker/single", "multi"]));
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["docker/multi", "docker/single", "multi"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -68,7 +109,11 @@ async fn corrupt_upstream_blob_is_never_published() {
     // Alter the bytes of single's own layer in the registry's storage, same size.
     let fx = fixtures();
     let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fx.join("single/blobs/sha256").join(&layout_digest(&fx.join("single"), "v1")[7..])).unwrap(),
+        &std::fs::read(
+            fx.join("single/blobs/sha256")
+                .join(&layout_digest(&fx.join("single"), "v1")[7..]),
+        )
+        .unwrap(),
     )
     .unwrap();
     let own = m["layers"][1]["digest"].as_str().unwrap().to_owned();
@@ -81,9 +126,23 @@ async fn corrupt_upstream_blob_is_never_published() {
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Partial, "{run:#?}");
     let errors: Vec<String> = run.errors().collect();
-    assert!(errors.iter().any(|e| e.contains("single") && e.contains("digest mismatch") && e.contains(&own)), "{errors:?}");
-    assert!(!wharf.tree().join("blobs/sha256").join(&own[7..]).exists(), "corrupt blob published");
-    assert!(std::fs::read_dir(wharf.tree().join("../tmp")).unwrap().next().is_none(), "temp file left behind");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("single") && e.contains("digest mismatch") && e.contains(&own)),
+        "{errors:?}"
+    );
+    assert!(
+        !wharf.tree().join("blobs/sha256").join(&own[7..]).exists(),
+        "corrupt blob published"
+    );
+    assert!(
+        std::fs::read_dir(wharf.tree().join("../tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "temp file left behind"
+    );
     let r = wharf.get("/v2/single/manifests/v1").await;
     assert_eq!(r.status(), 404);
     // The good repository was published anyway.
@@ -97,12 +156,18 @@ async fn upstream_down_reports_and_keeps_serving() {
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Failed);
     let error = run.error.clone().unwrap();
-    assert!(error.contains("cannot list repositories") && error.contains(&reg.host()), "{error}");
+    assert!(
+        error.contains("cannot list repositories") && error.contains(&reg.host()),
+        "{error}"
+    );
     assert_eq!(run.generation_after, 1);
     // Old content keeps serving to a real client.
     let out = tempfile::tempdir().unwrap();
     run_cmd_copy(&wharf, "multi:v1", &out.path().join("x")).await;
-    assert_eq!(layout_digest(&out.path().join("x"), "v1"), layout_digest(&fixtures().join("multi"), "v1"));
+    assert_eq!(
+        layout_digest(&out.path().join("x"), "v1"),
+        layout_digest(&fixtures().join("multi"), "v1")
+    );
 }
 
 async fn run_cmd_copy(wharf: &Wharf, image: &str, dest: &std::path::Path) {
@@ -118,14 +183,23 @@ async fn basic_auth_upstream() {
     let htpasswd = require("htpasswd");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("htpasswd");
-    run(tokio::process::Command::new(htpasswd).args(["-Bbc"]).arg(&file).args(["mirror", "s3cret"])).await;
+    run(tokio::process::Command::new(htpasswd)
+        .args(["-Bbc"])
+        .arg(&file)
+        .args(["mirror", "s3cret"]))
+    .await;
     let reg = Registry::start_with(&format!(
         "auth:\n  htpasswd:\n    realm: wharf-test\n    path: {}\n",
         file.display()
     ))
     .await;
     run(skopeo()
-        .args(["copy", "--dest-tls-verify=false", "--dest-creds", "mirror:s3cret"])
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "mirror:s3cret",
+        ])
         .arg(format!("oci:{}/single:v1", fixtures().display()))
         .arg(format!("docker://{}/single:v1", reg.host())))
     .await;
@@ -134,11 +208,17 @@ async fn basic_auth_upstream() {
     let anon = Wharf::start(&reg.url()).await;
     let run = anon.sync().await;
     assert_eq!(run.outcome, RunOutcome::Failed);
-    assert!(run.error.as_deref().unwrap_or("").contains("Basic auth"), "{run:#?}");
+    assert!(
+        run.error.as_deref().unwrap_or("").contains("Basic auth"),
+        "{run:#?}"
+    );
 
     std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
     let mut setup = Setup::new(&reg.url());
-    setup.upstream += &format!("username = \"mirror\"\npassword_file = \"{}\"\n", dir.path().join("pw").display());
+    setup.upstream += &format!(
+        "username = \"mirror\"\npassword_file = \"{}\"\n",
+        dir.path().join("pw").display()
+    );
     let wharf = Wharf::launch(setup).await;
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
@@ -153,12 +233,17 @@ async fn oci_directory_upstream() {
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
     let catalog: serde_json::Value = wharf.get("/v2/_catalog").await.json().await.unwrap();
-    assert_eq!(catalog["repositories"], serde_json::json!(["demo/app", "demo/multi"]));
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["demo/app", "demo/multi"])
+    );
     let out = tempfile::tempdir().unwrap();
-    crate::harness::run(skopeo()
-        .args(["copy", "--src-tls-verify=false", "--override-arch", "arm64"])
-        .arg(format!("docker://{}/demo/multi:latest", wharf.host()))
-        .arg(format!("oci:{}:latest", out.path().join("arm").display())))
+    crate::harness::run(
+        skopeo()
+            .args(["copy", "--src-tls-verify=false", "--override-arch", "arm64"])
+            .arg(format!("docker://{}/demo/multi:latest", wharf.host()))
+            .arg(format!("oci:{}:latest", out.path().join("arm").display())),
+    )
     .await;
     let index = layout_digest(&dir.path().join("demo/multi"), "latest");
     let children = index_children(&dir.path().join("demo/multi"), &index);
@@ -189,7 +274,11 @@ async fn unreferenced_blobs_leave_the_pool_after_the_grace_period() {
 
     clock.advance(chrono::Duration::days(1));
     let run = wharf.sync().await;
-    assert_eq!((run.generation_after, run.blobs_collected), (2, 0), "within the grace period nothing changes");
+    assert_eq!(
+        (run.generation_after, run.blobs_collected),
+        (2, 0),
+        "within the grace period nothing changes"
+    );
 
     clock.advance(chrono::Duration::days(1) + chrono::Duration::seconds(1));
     let run = wharf.sync().await;
@@ -199,6 +288,11 @@ async fn unreferenced_blobs_leave_the_pool_after_the_grace_period() {
     assert!(!pool_file.exists());
     let multi = layout_digest(&dir.path().join("demo/multi"), "latest");
     assert!(wharf.tree().join("blobs/sha256").join(&multi[7..]).exists());
-    let pool_count = std::fs::read_dir(wharf.tree().join("blobs/sha256")).unwrap().count();
-    assert_eq!(pool_count, 8, "index, 2 manifests, 2 configs, base + 2 arch layers");
+    let pool_count = std::fs::read_dir(wharf.tree().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        pool_count, 8,
+        "index, 2 manifests, 2 configs, base + 2 arch layers"
+    );
 }

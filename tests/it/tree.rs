@@ -24,13 +24,27 @@ async fn tree_is_verified_hardlinked_and_usable() {
     // The shared base layer is one inode in the pool and in both layouts.
     let fx = fixtures();
     let single = layout_digest(&fx.join("single"), "v1");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fx.join("single/blobs/sha256").join(&single[7..])).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fx.join("single/blobs/sha256").join(&single[7..])).unwrap(),
+    )
+    .unwrap();
     let base = manifest["layers"][0]["digest"].as_str().unwrap()[7..].to_owned();
-    let ino = |p: std::path::PathBuf| std::fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).ino();
+    let ino = |p: std::path::PathBuf| {
+        std::fs::metadata(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .ino()
+    };
     let pool_ino = ino(pool.join(&base));
     for repo in ["multi", "single", "docker/single", "docker/multi"] {
-        assert_eq!(ino(tree.join("repositories").join(repo).join("blobs/sha256").join(&base)), pool_ino, "{repo}");
+        assert_eq!(
+            ino(tree
+                .join("repositories")
+                .join(repo)
+                .join("blobs/sha256")
+                .join(&base)),
+            pool_ino,
+            "{repo}"
+        );
     }
     assert!(std::fs::metadata(pool.join(&base)).unwrap().nlink() >= 5);
 
@@ -44,17 +58,24 @@ async fn tree_is_verified_hardlinked_and_usable() {
             cmd.arg("--all");
         }
         run(cmd
-            .arg(format!("oci:{}:{tag}", tree.join("repositories").join(repo).display()))
+            .arg(format!(
+                "oci:{}:{tag}",
+                tree.join("repositories").join(repo).display()
+            ))
             .arg(format!("oci:{}:{tag}", dest.display())))
         .await;
-        assert_eq!(layout_digest(&dest, tag), layout_digest(&fx.join(repo), tag));
+        assert_eq!(
+            layout_digest(&dest, tag),
+            layout_digest(&fx.join(repo), tag)
+        );
     }
     let layout = std::fs::read_to_string(tree.join("repositories/single/oci-layout")).unwrap();
     assert_eq!(layout, r#"{"imageLayoutVersion":"1.0.0"}"#);
 
     // The marker names the generation; /tree/ serves the tree with Range and no listing.
     let marker: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tree.join("wharf-generation.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(tree.join("wharf-generation.json")).unwrap())
+            .unwrap();
     assert_eq!(marker["generation"], 1);
     assert!(marker["published_at"].is_string());
     let r = http()
@@ -69,7 +90,13 @@ async fn tree_is_verified_hardlinked_and_usable() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), &full[10..20]);
     let r = wharf.get("/tree/wharf-generation.json").await;
     assert_eq!(r.status(), 200);
-    for path in ["/tree/", "/tree/blobs/sha256/", "/tree/repositories/", "/tree/../wharf.redb", "/tree/%2e%2e/wharf.redb"] {
+    for path in [
+        "/tree/",
+        "/tree/blobs/sha256/",
+        "/tree/repositories/",
+        "/tree/../wharf.redb",
+        "/tree/%2e%2e/wharf.redb",
+    ] {
         let r = wharf.get(path).await;
         assert_eq!(r.status(), 404, "{path}");
     }

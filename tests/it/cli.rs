@@ -1,0 +1,149 @@
+//! The `wharf` binary: `sync` opens the store itself when no server runs and goes through the
+//! control socket of a running `wharf serve` otherwise; config errors and sync failures exit
+//! non-zero with a clear message.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use crate::harness::*;
+
+fn wharf_cmd(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    c.arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .env_remove("WHARF_CONFIG");
+    c
+}
+
+fn write_config(dir: &Path, port: u16, upstream: &str) -> std::path::PathBuf {
+    let path = dir.join("wharf.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = \"{}\"\n[upstream]\nurl = \"{upstream}\"\n[sync]\nretries = 1\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_without_a_server_opens_the_store() {
+    let reg = Registry::start().await;
+    reg.push("single:v1", "single:v1", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), free_port(), &reg.url());
+
+    let out = run(wharf_cmd(&config).arg("sync")).await;
+    assert!(out.starts_with("sync run #1: Ok"), "{out}");
+    assert!(
+        out.contains("generation 0 -> 1") && out.contains("3 blobs fetched"),
+        "{out}"
+    );
+
+    let out = run(wharf_cmd(&config).args(["sync", "--json"])).await;
+    let run: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(run["id"], 2);
+    assert_eq!(run["outcome"], "ok");
+    assert_eq!(run["generation_after"], 1);
+    assert_eq!(run["repos"][0]["blobs_fetched"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_goes_through_a_running_server() {
+    let reg = Registry::start().await;
+    reg.push("multi:v1", "multi:v1", &["--all"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, &reg.url());
+    let mut server = wharf_cmd(&config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_http(&format!("http://127.0.0.1:{port}/healthz"), &[200]).await;
+    let socket = dir.path().join("data/control.sock");
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("data"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+
+    // The store is locked by the server; the CLI asks the server.
+    let out = run(wharf_cmd(&config).arg("sync")).await;
+    assert!(out.starts_with("sync run #1: Ok"), "{out}");
+    let r = http()
+        .get(format!("http://127.0.0.1:{port}/v2/multi/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the server serves what the CLI's sync fetched"
+    );
+    let out = run(wharf_cmd(&config).arg("healthcheck")).await;
+    assert!(out.starts_with("ok"), "{out}");
+
+    // Without the socket, the CLI would open the store directly: the lock refuses it clearly.
+    std::fs::rename(&socket, dir.path().join("moved.sock")).unwrap();
+    let err = run_failing(wharf_cmd(&config).arg("sync")).await;
+    assert!(err.contains("open in another process"), "{err}");
+
+    server.kill().await.unwrap();
+    let err = run_failing(wharf_cmd(&config).arg("healthcheck")).await;
+    assert!(err.contains("healthz"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_exit_non_zero_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // Unknown key.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\nrepos = [\"x\"]\n",
+    )
+    .unwrap();
+    let err = run_failing(wharf_cmd(&bad).arg("sync")).await;
+    assert!(err.contains("unknown field `repos`"), "{err}");
+    // Missing file.
+    let err = run_failing(wharf_cmd(&dir.path().join("nope.toml")).arg("sync")).await;
+    assert!(err.contains("nope.toml"), "{err}");
+    // Env overrides are validated too.
+    let config = write_config(dir.path(), free_port(), "http://127.0.0.1:1");
+    let err = run_failing(
+        wharf_cmd(&config)
+            .env("WHARF__SCHEDULE__SYNC", "every minute")
+            .arg("sync"),
+    )
+    .await;
+    assert!(err.contains("schedule.sync"), "{err}");
+    // Unreachable upstream: the run is recorded as failed and the exit code says so.
+    let out = wharf_cmd(&config)
+        .arg("sync")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Failed") && stdout.contains("cannot list repositories"),
+        "{stdout}"
+    );
+}
