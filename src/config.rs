@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the config file is looked for when neither `--config` nor `WHARF_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/wharf.toml";
@@ -38,7 +38,7 @@ fn key_err(key: &'static str, reason: impl std::fmt::Display) -> ConfigError {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub server: RawServer,
@@ -48,7 +48,7 @@ pub struct RawConfig {
     pub sync: RawSync,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
     pub listen: String,
@@ -64,7 +64,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStorage {
     pub data_dir: PathBuf,
@@ -82,7 +82,7 @@ impl Default for RawStorage {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawUpstream {
     pub url: String,
@@ -92,7 +92,7 @@ pub struct RawUpstream {
     pub password_file: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSchedule {
     pub sync: String,
@@ -106,7 +106,7 @@ impl Default for RawSchedule {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSync {
     /// Blob downloads in flight at once.
@@ -117,6 +117,8 @@ pub struct RawSync {
     pub request_timeout: String,
     /// Timeout for one whole blob download.
     pub blob_timeout: String,
+    /// `n` asked for per page of the upstream's `_catalog` and `tags/list`.
+    pub page_size: u32,
 }
 
 impl Default for RawSync {
@@ -126,6 +128,7 @@ impl Default for RawSync {
             retries: 4,
             request_timeout: "30s".into(),
             blob_timeout: "30min".into(),
+            page_size: 1000,
         }
     }
 }
@@ -179,6 +182,7 @@ pub struct SyncSettings {
     pub retries: u32,
     pub request_timeout: Duration,
     pub blob_timeout: Duration,
+    pub page_size: u32,
 }
 
 impl Config {
@@ -323,6 +327,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if s.concurrency == 0 || s.concurrency > 64 {
         return Err(key_err("sync.concurrency", "must be between 1 and 64"));
     }
+    if s.page_size == 0 || s.page_size > 10_000 {
+        return Err(key_err("sync.page_size", "must be between 1 and 10000"));
+    }
     if s.retries == 0 || s.retries > 20 {
         return Err(key_err("sync.retries", "must be between 1 and 20"));
     }
@@ -331,6 +338,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         retries: s.retries,
         request_timeout: duration("sync.request_timeout", &s.request_timeout)?,
         blob_timeout: duration("sync.blob_timeout", &s.blob_timeout)?,
+        page_size: s.page_size,
     };
     Ok(Config {
         listen,
@@ -499,6 +507,20 @@ mod tests {
         let err =
             load_str("[upstream]\nurl = \"http://r\"\n", &[("WHARF__NOPE", "1")]).unwrap_err();
         assert!(err.to_string().contains("WHARF__NOPE"), "{err}");
+    }
+
+    #[test]
+    fn packaged_config_is_valid_and_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/wharf.toml");
+        let c = load(Some(&path), std::iter::empty(), &CliOverrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 5000);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = toml::to_string(&RawConfig::default()).unwrap();
+        let optional = ["public_url", "tree_dir", "repositories", "tags"];
+        let keys = defaults.lines().filter_map(|l| l.split_once(" = ")).map(|(k, _)| k);
+        for key in keys.chain(optional) {
+            assert!(text.contains(&format!("{key} =")), "packaging/wharf.toml lacks {key}");
+        }
     }
 
     #[test]

@@ -14,7 +14,6 @@ use crate::tree::MirrorTree;
 use super::auth::{Challenge, TokenCache, TokenResponse};
 use super::{FetchedManifest, UpstreamError};
 
-const PAGE_SIZE: u32 = 1000;
 /// Guard against a server whose `Link` never ends.
 const MAX_PAGES: usize = 10_000;
 
@@ -231,7 +230,7 @@ impl RegistryClient {
         key: &str,
         scope: &str,
     ) -> Result<Vec<String>, UpstreamError> {
-        let mut url = self.url(&format!("{path}?n={PAGE_SIZE}"));
+        let mut url = self.url(&format!("{path}?n={}", self.settings.page_size));
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
             let resp = self

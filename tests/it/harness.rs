@@ -17,8 +17,8 @@ use wharf::clock::{Clock, SystemClock};
 use wharf::config::{self, CliOverrides, Config};
 use wharf::model::SyncRun;
 
-pub const INSTALL_HINT: &str = "run ./test.sh once: it apt-gets docker-registry skopeo podman \
-     containerd runc busybox-static jq apache2-utils";
+pub const INSTALL_HINT: &str = "run ./test.sh: it installs docker-registry skopeo podman \
+     containerd runc busybox-static jq apache2-utils (apt-get) before running the tests";
 
 /// The path of a required program, or a panic that says how to install it.
 pub fn require(tool: &str) -> PathBuf {
@@ -244,6 +244,10 @@ pub struct Setup {
     pub upstream: String,
     /// Extra lines of the `[storage]` table.
     pub storage: String,
+    /// Extra lines of the `[sync]` table.
+    pub sync: String,
+    /// Extra tables.
+    pub extra: String,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -252,6 +256,8 @@ impl Setup {
         Setup {
             upstream: format!("url = \"{upstream_url}\"\n"),
             storage: String::new(),
+            sync: String::new(),
+            extra: String::new(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -260,10 +266,12 @@ impl Setup {
 /// Write `<dir>/wharf.toml` for `setup` listening on `addr`, and load it.
 pub fn config_for(dir: &Path, addr: std::net::SocketAddr, setup: &Setup) -> Config {
     let toml = format!(
-        "[server]\nlisten = \"{addr}\"\n[storage]\ndata_dir = \"{}\"\n{}[upstream]\n{}[sync]\nretries = 2\nrequest_timeout = \"5s\"\n",
+        "[server]\nlisten = \"{addr}\"\n[storage]\ndata_dir = \"{}\"\n{}[upstream]\n{}[sync]\nretries = 2\nrequest_timeout = \"5s\"\n{}{}",
         dir.join("data").display(),
         setup.storage,
         setup.upstream,
+        setup.sync,
+        setup.extra,
     );
     let path = dir.join("wharf.toml");
     std::fs::write(&path, toml).unwrap();
@@ -311,6 +319,11 @@ impl Wharf {
 
     pub async fn sync(&self) -> SyncRun {
         self.app().jobs.run_sync().await.expect("sync run recorded")
+    }
+
+    /// Recorded sync runs, newest first.
+    pub async fn runs(&self) -> Vec<SyncRun> {
+        self.app().store.recent_runs(100).await.unwrap()
     }
 
     pub async fn generation(&self) -> u64 {

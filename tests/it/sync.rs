@@ -296,3 +296,64 @@ async fn unreferenced_blobs_leave_the_pool_after_the_grace_period() {
         "index, 2 manifests, 2 configs, base + 2 arch layers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_pagination_is_followed() {
+    let reg = Registry::start().await;
+    reg.push_standard().await;
+    reg.push("single2:v2", "single:v2", &[]).await;
+    reg.push("single2:v2", "single:v3", &[]).await;
+    let mut setup = Setup::new(&reg.url());
+    setup.sync = "page_size = 1\n".into();
+    let wharf = Wharf::launch(setup).await;
+    let run = wharf.sync().await;
+    assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
+    let catalog: serde_json::Value = wharf.get("/v2/_catalog").await.json().await.unwrap();
+    assert_eq!(catalog["repositories"], serde_json::json!(["docker/multi", "docker/single", "multi", "single"]));
+    let tags: serde_json::Value = wharf.get("/v2/single/tags/list").await.json().await.unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["v1", "v2", "v3"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repository_globs_and_tag_regex_select_what_is_synced() {
+    let reg = Registry::start().await;
+    reg.push_standard().await;
+    reg.push("single2:v2", "single:v2", &[]).await;
+    let mut setup = Setup::new(&reg.url());
+    setup.upstream += "repositories = [\"docker/*\", \"single\"]\ntags = \"v1\"\n";
+    let wharf = Wharf::launch(setup).await;
+    let run = wharf.sync().await;
+    assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
+    let catalog: serde_json::Value = wharf.get("/v2/_catalog").await.json().await.unwrap();
+    assert_eq!(catalog["repositories"], serde_json::json!(["docker/multi", "docker/single", "single"]));
+    let tags: serde_json::Value = wharf.get("/v2/single/tags/list").await.json().await.unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_syncs_run_and_never_overlap() {
+    let reg = Registry::start().await;
+    reg.push("single:v1", "single:v1", &[]).await;
+    let mut setup = Setup::new(&reg.url());
+    setup.extra = "[schedule]\nsync = \"* * * * * *\"\n".into();
+    let wharf = Wharf::launch(setup).await;
+    // The cron (every second) publishes without anyone asking.
+    let mut served = false;
+    for _ in 0..100 {
+        if wharf.get("/v2/single/tags/list").await.status() == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(served, "the scheduled sync did not run");
+    // Manual runs racing the cron are serialised: no two recorded runs overlap in time.
+    let (a, b) = tokio::join!(wharf.sync(), wharf.sync());
+    assert_ne!(a.id, b.id);
+    let runs = wharf.runs().await;
+    assert!(runs.len() >= 3, "{}", runs.len());
+    for pair in runs.windows(2) {
+        let (newer, older) = (&pair[0], &pair[1]);
+        assert!(newer.started_at >= older.finished_at, "runs {} and {} overlap", older.id, newer.id);
+    }
+}
