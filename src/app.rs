@@ -30,10 +30,7 @@ pub enum AppError {
     #[error("{0}")]
     Control(#[from] control::ControlError),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
 }
 
 /// An opened Wharf instance: store, tree and jobs, not yet serving.
@@ -47,23 +44,16 @@ pub struct App {
 impl App {
     /// Create the data dir (owner-only), open the store (takes its file lock) and the tree.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&config.data_dir)
-            .map_err(|source| AppError::Io {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&config.data_dir).map_err(
+            |source| AppError::Io {
                 what: format!("creating data dir {}", config.data_dir.display()),
                 source,
-            })?;
+            },
+        )?;
         let store = Store::open(&config.store_path())?;
         let tree = MirrorTree::open(&config.tree_dir, &config.tmp_dir())?;
         let sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock)?;
-        Ok(App {
-            config: Arc::new(config),
-            store,
-            tree,
-            jobs: Jobs::new(sync),
-        })
+        Ok(App { config: Arc::new(config), store, tree, jobs: Jobs::new(sync) })
     }
 
     /// Serve HTTP on `listener` with the schedules and the control socket until the server
@@ -75,10 +65,9 @@ impl App {
 
     /// Start serving; returns at once with a handle.
     pub async fn start(self, listener: TcpListener) -> Result<Running, AppError> {
-        let addr = listener.local_addr().map_err(|source| AppError::Io {
-            what: "listener".into(),
-            source,
-        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| AppError::Io { what: "listener".into(), source })?;
         let socket_path = self.config.control_socket();
         let control_listener = control::bind(&socket_path).await?;
         let control_task = tokio::spawn(control::serve(control_listener, self.jobs.clone()));
@@ -95,17 +84,11 @@ impl App {
                 .wrap(actix_web::middleware::from_fn(registry::count_requests))
                 .app_data(state.clone())
                 .app_data(stats.clone())
-                .route(
-                    "/healthz",
-                    web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
-                )
+                .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
                 .configure(|c| registry::configure(c, &tree_dir))
         })
         .listen(listener)
-        .map_err(|source| AppError::Io {
-            what: format!("listening on {addr}"),
-            source,
-        })?
+        .map_err(|source| AppError::Io { what: format!("listening on {addr}"), source })?
         .shutdown_timeout(30)
         .run();
         let handle = server.handle();
@@ -139,10 +122,7 @@ impl Running {
         let result = (&mut self.server).await;
         self.shutdown().await;
         match result {
-            Ok(r) => r.map_err(|source| AppError::Io {
-                what: "http server".into(),
-                source,
-            }),
+            Ok(r) => r.map_err(|source| AppError::Io { what: "http server".into(), source }),
             Err(e) => Err(AppError::Io {
                 what: "http server task".into(),
                 source: std::io::Error::other(e),

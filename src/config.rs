@@ -14,15 +14,9 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/wharf.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("environment variable {var}: {reason}")]
     Env { var: String, reason: String },
     #[error("invalid configuration: {0}")]
@@ -32,10 +26,7 @@ pub enum ConfigError {
 }
 
 fn key_err(key: &'static str, reason: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Key {
-        key,
-        reason: reason.to_string(),
-    }
+    ConfigError::Key { key, reason: reason.to_string() }
 }
 
 #[derive(Debug, Deserialize, Serialize, Default)]
@@ -57,10 +48,7 @@ pub struct RawServer {
 
 impl Default for RawServer {
     fn default() -> Self {
-        RawServer {
-            listen: "127.0.0.1:5000".into(),
-            public_url: None,
-        }
+        RawServer { listen: "127.0.0.1:5000".into(), public_url: None }
     }
 }
 
@@ -74,11 +62,7 @@ pub struct RawStorage {
 
 impl Default for RawStorage {
     fn default() -> Self {
-        RawStorage {
-            data_dir: "/var/lib/wharf".into(),
-            tree_dir: None,
-            gc_grace: "7days".into(),
-        }
+        RawStorage { data_dir: "/var/lib/wharf".into(), tree_dir: None, gc_grace: "7days".into() }
     }
 }
 
@@ -100,9 +84,7 @@ pub struct RawSchedule {
 
 impl Default for RawSchedule {
     fn default() -> Self {
-        RawSchedule {
-            sync: "0 */10 * * * *".into(),
-        }
+        RawSchedule { sync: "0 */10 * * * *".into() }
     }
 }
 
@@ -157,10 +139,7 @@ pub struct UpstreamConfig {
 
 #[derive(Debug, Clone)]
 pub enum UpstreamSource {
-    Registry {
-        url: reqwest::Url,
-        credentials: Option<Credentials>,
-    },
+    Registry { url: reqwest::Url, credentials: Option<Credentials> },
     OciDir(PathBuf),
 }
 
@@ -218,15 +197,10 @@ pub fn load(
 ) -> Result<Config, ConfigError> {
     let mut table = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.into(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.into(), source })?;
             text.parse::<toml::Table>()
-                .map_err(|e| ConfigError::Parse {
-                    path: path.into(),
-                    source: Box::new(e),
-                })?
+                .map_err(|e| ConfigError::Parse { path: path.into(), source: Box::new(e) })?
         }
         None => toml::Table::new(),
     };
@@ -235,18 +209,13 @@ pub fn load(
             continue;
         };
         let Some((section, key)) = rest.split_once("__") else {
-            return Err(ConfigError::Env {
-                var,
-                reason: "expected WHARF__SECTION__KEY".into(),
-            });
+            return Err(ConfigError::Env { var, reason: "expected WHARF__SECTION__KEY".into() });
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
         set(&mut table, &section, &key, env_value(&value));
     }
     for (path, value) in &cli.values {
-        let (section, key) = path
-            .split_once('.')
-            .expect("CLI override keys are section.key");
+        let (section, key) = path.split_once('.').expect("CLI override keys are section.key");
         set(&mut table, section, key, value.clone());
     }
     let raw: RawConfig = toml::Value::Table(table)
@@ -265,9 +234,8 @@ fn env_value(s: &str) -> toml::Value {
 }
 
 fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
-    let entry = table
-        .entry(section.to_owned())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry =
+        table.entry(section.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let toml::Value::Table(t) = entry {
         t.insert(key.to_owned(), value);
     } else {
@@ -295,17 +263,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .listen
         .parse()
         .map_err(|e| key_err("server.listen", format!("{:?}: {e}", raw.server.listen)))?;
-    let public_url = raw
-        .server
-        .public_url
-        .unwrap_or_else(|| format!("http://{listen}"));
+    let public_url = raw.server.public_url.unwrap_or_else(|| format!("http://{listen}"));
     let parsed = reqwest::Url::parse(&public_url)
         .map_err(|e| key_err("server.public_url", format!("{public_url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
-        return Err(key_err(
-            "server.public_url",
-            "must be an http(s) URL without a query",
-        ));
+        return Err(key_err("server.public_url", "must be an http(s) URL without a query"));
     }
     let public_url = public_url.trim_end_matches('/').to_owned();
 
@@ -313,11 +275,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(key_err("storage.data_dir", "must not be empty"));
     }
     let data_dir = absolute(&raw.storage.data_dir);
-    let tree_dir = raw
-        .storage
-        .tree_dir
-        .map(|t| absolute(&t))
-        .unwrap_or_else(|| data_dir.join("tree"));
+    let tree_dir =
+        raw.storage.tree_dir.map(|t| absolute(&t)).unwrap_or_else(|| data_dir.join("tree"));
     let gc_grace = duration("storage.gc_grace", &raw.storage.gc_grace)?;
 
     let upstream = validate_upstream(raw.upstream)?;
@@ -359,17 +318,11 @@ fn absolute(p: &Path) -> PathBuf {
 fn validate_upstream(u: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
     let source = if let Some(path) = u.url.strip_prefix("oci:") {
         if path.is_empty() {
-            return Err(key_err(
-                "upstream.url",
-                "oci: needs a directory, e.g. oci:/srv/layouts",
-            ));
+            return Err(key_err("upstream.url", "oci: needs a directory, e.g. oci:/srv/layouts"));
         }
         UpstreamSource::OciDir(absolute(Path::new(path)))
     } else if u.url.is_empty() {
-        return Err(key_err(
-            "upstream.url",
-            "missing: a registry URL or oci:/path is required",
-        ));
+        return Err(key_err("upstream.url", "missing: a registry URL or oci:/path is required"));
     } else {
         let mut url = reqwest::Url::parse(&u.url)
             .map_err(|e| key_err("upstream.url", format!("{:?}: {e}", u.url)))?;
@@ -383,21 +336,12 @@ fn validate_upstream(u: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             None
         } else {
             if u.password_file.is_empty() {
-                return Err(key_err(
-                    "upstream.password_file",
-                    "required when username is set",
-                ));
+                return Err(key_err("upstream.password_file", "required when username is set"));
             }
             let password = std::fs::read_to_string(&u.password_file).map_err(|e| {
-                key_err(
-                    "upstream.password_file",
-                    format!("{}: {e}", u.password_file),
-                )
+                key_err("upstream.password_file", format!("{}: {e}", u.password_file))
             })?;
-            Some(Credentials {
-                username: u.username,
-                password: password.trim_end().to_owned(),
-            })
+            Some(Credentials { username: u.username, password: password.trim_end().to_owned() })
         };
         UpstreamSource::Registry { url, credentials }
     };
@@ -418,11 +362,7 @@ fn validate_upstream(u: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
     let tags_src = u.tags.unwrap_or_else(|| ".*".into());
     let tags = regex::Regex::new(&format!("^(?:{tags_src})$"))
         .map_err(|e| key_err("upstream.tags", format!("{tags_src:?}: {e}")))?;
-    Ok(UpstreamConfig {
-        source,
-        repositories,
-        tags,
-    })
+    Ok(UpstreamConfig { source, repositories, tags })
 }
 
 #[cfg(test)]
@@ -441,10 +381,7 @@ mod tests {
     fn layers_apply_in_order() {
         let c = load_str(
             "[upstream]\nurl = \"http://r:5000\"\n[server]\nlisten = \"127.0.0.1:1\"\n",
-            &[
-                ("WHARF__SERVER__LISTEN", "127.0.0.1:2"),
-                ("WHARF__SYNC__CONCURRENCY", "7"),
-            ],
+            &[("WHARF__SERVER__LISTEN", "127.0.0.1:2"), ("WHARF__SYNC__CONCURRENCY", "7")],
         )
         .unwrap();
         assert_eq!(c.listen.port(), 2);
@@ -453,17 +390,9 @@ mod tests {
         assert_eq!(c.tree_dir, Path::new("/var/lib/wharf/tree"));
         assert_eq!(c.gc_grace, Duration::from_secs(7 * 86400));
         let cli = CliOverrides {
-            values: vec![(
-                "server.listen".into(),
-                toml::Value::String("127.0.0.1:3".into()),
-            )],
+            values: vec![("server.listen".into(), toml::Value::String("127.0.0.1:3".into()))],
         };
-        let c = load(
-            None,
-            [("WHARF__UPSTREAM__URL".into(), "oci:/x".into())],
-            &cli,
-        )
-        .unwrap();
+        let c = load(None, [("WHARF__UPSTREAM__URL".into(), "oci:/x".into())], &cli).unwrap();
         assert_eq!(c.listen.port(), 3);
         assert!(matches!(c.upstream.source, UpstreamSource::OciDir(_)));
     }
@@ -475,30 +404,18 @@ mod tests {
             ("[upstreem]\nurl = \"http://r\"\n", "upstreem"),
             ("[upstream]\nurl = \"ftp://r\"\n", "upstream.url"),
             ("[upstream]\n", "upstream.url"),
-            (
-                "[upstream]\nurl = \"http://r\"\ntags = \"(\"\n",
-                "upstream.tags",
-            ),
+            ("[upstream]\nurl = \"http://r\"\ntags = \"(\"\n", "upstream.tags"),
             (
                 "[upstream]\nurl = \"http://r\"\n[schedule]\nsync = \"*/5 * * * *\"\n",
                 "schedule.sync",
             ),
-            (
-                "[upstream]\nurl = \"http://r\"\n[server]\nlisten = \"nope\"\n",
-                "server.listen",
-            ),
-            (
-                "[upstream]\nurl = \"http://r\"\n[sync]\nconcurrency = 0\n",
-                "sync.concurrency",
-            ),
+            ("[upstream]\nurl = \"http://r\"\n[server]\nlisten = \"nope\"\n", "server.listen"),
+            ("[upstream]\nurl = \"http://r\"\n[sync]\nconcurrency = 0\n", "sync.concurrency"),
             (
                 "[upstream]\nurl = \"http://r\"\n[storage]\ngc_grace = \"soon\"\n",
                 "storage.gc_grace",
             ),
-            (
-                "[upstream]\nurl = \"http://r\"\nusername = \"u\"\n",
-                "upstream.password_file",
-            ),
+            ("[upstream]\nurl = \"http://r\"\nusername = \"u\"\n", "upstream.password_file"),
         ];
         for (toml, needle) in cases {
             let err = load_str(toml, &[]).unwrap_err().to_string();
@@ -525,11 +442,8 @@ mod tests {
 
     #[test]
     fn globs_do_not_cross_slashes() {
-        let c = load_str(
-            "[upstream]\nurl = \"http://r\"\nrepositories = [\"library/*\"]\n",
-            &[],
-        )
-        .unwrap();
+        let c = load_str("[upstream]\nurl = \"http://r\"\nrepositories = [\"library/*\"]\n", &[])
+            .unwrap();
         let pats = c.upstream.repositories.unwrap();
         assert!(pats[0].is_match("library/busybox"));
         assert!(!pats[0].is_match("library/a/b"));

@@ -33,10 +33,7 @@ pub enum Reply {
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("control socket {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("another wharf serve answers on {0}")]
     InUse(PathBuf),
     #[error("the running server reported: {0}")]
@@ -47,10 +44,7 @@ pub enum ControlError {
 
 /// Bind the control socket, replacing a stale one, with owner-only permissions.
 pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    let io = |source| ControlError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| ControlError::Io { path: path.to_owned(), source };
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             return Err(ControlError::InUse(path.to_owned()));
@@ -88,9 +82,7 @@ async fn handle(stream: UnixStream, jobs: Arc<Jobs>) -> std::io::Result<()> {
     };
     match serde_json::from_str::<Request>(&line) {
         Err(e) => {
-            write
-                .write_all(reply(&Reply::Error(format!("bad request: {e}"))).as_bytes())
-                .await?
+            write.write_all(reply(&Reply::Error(format!("bad request: {e}"))).as_bytes()).await?
         }
         Ok(Request::Sync) => {
             let run = jobs.run_sync();
@@ -121,10 +113,7 @@ pub async fn request_sync(
     path: &Path,
     mut on_progress: impl FnMut(&ProgressSnapshot),
 ) -> Result<Option<SyncRun>, ControlError> {
-    let io = |source| ControlError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| ControlError::Io { path: path.to_owned(), source };
     let stream = match UnixStream::connect(path).await {
         Ok(s) => s,
         Err(e)
@@ -151,7 +140,5 @@ pub async fn request_sync(
             Reply::Error(e) => return Err(ControlError::Remote(e)),
         }
     }
-    Err(ControlError::Protocol(
-        "server closed the connection without a result".into(),
-    ))
+    Err(ControlError::Protocol("server closed the connection without a result".into()))
 }

@@ -28,18 +28,11 @@ impl Layout<'_> {
         let dir = self.dir.join("blobs/sha256");
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join(digest.hex()), bytes)?;
-        Ok(Blob {
-            digest,
-            size: bytes.len() as u64,
-            media_type,
-        })
+        Ok(Blob { digest, size: bytes.len() as u64, media_type })
     }
 
     fn finish(&self, tag: &str, top: &Blob) -> std::io::Result<()> {
-        std::fs::write(
-            self.dir.join("oci-layout"),
-            br#"{"imageLayoutVersion":"1.0.0"}"#,
-        )?;
+        std::fs::write(self.dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         let index = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": media_type::OCI_INDEX,
@@ -64,12 +57,7 @@ fn layer(files: &[(&str, &str)]) -> std::io::Result<(Vec<u8>, Digest)> {
     let mut dirs: Vec<String> = Vec::new();
     for (path, _) in files {
         let mut acc = String::new();
-        for part in path
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map(|(_, d)| d)
-            .unwrap_or(&[])
+        for part in path.split('/').collect::<Vec<_>>().split_last().map(|(_, d)| d).unwrap_or(&[])
         {
             acc.push_str(part);
             acc.push('/');
@@ -95,9 +83,7 @@ fn layer(files: &[(&str, &str)]) -> std::io::Result<(Vec<u8>, Digest)> {
     }
     let raw = tar.into_inner()?;
     let diff_id = Digest::of(&raw);
-    let mut gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::best());
+    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
     gz.write_all(&raw)?;
     Ok((gz.finish()?, diff_id))
 }
@@ -110,10 +96,8 @@ fn image(l: &Layout, arch: &str, layers: &[(&Blob, &Digest)]) -> std::io::Result
         "config": { "Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"] },
         "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>() },
     });
-    let config = l.put(
-        "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config)?,
-    )?;
+    let config =
+        l.put("application/vnd.oci.image.config.v1+json", &serde_json::to_vec(&config)?)?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_MANIFEST,
@@ -132,19 +116,13 @@ pub fn write_sample_images(dir: &Path) -> std::io::Result<()> {
         ("usr/share/wharf/README", &readme),
     ])?;
 
-    let multi = Layout {
-        dir: &dir.join("demo/multi"),
-    };
+    let multi = Layout { dir: &dir.join("demo/multi") };
     let base_blob = multi.put(GZ, &base)?;
     let mut children = Vec::new();
     for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
         let (own, own_id) = layer(&[("etc/arch", arch)])?;
         let own_blob = multi.put(GZ, &own)?;
-        let m = image(
-            &multi,
-            arch,
-            &[(&base_blob, &base_id), (&own_blob, &own_id)],
-        )?;
+        let m = image(&multi, arch, &[(&base_blob, &base_id), (&own_blob, &own_id)])?;
         let mut platform = serde_json::json!({ "os": "linux", "architecture": arch });
         if let Some(v) = variant {
             platform["variant"] = v.into();
@@ -161,17 +139,11 @@ pub fn write_sample_images(dir: &Path) -> std::io::Result<()> {
     let index = multi.put(media_type::OCI_INDEX, &serde_json::to_vec(&index)?)?;
     multi.finish(IMAGES[0].1, &index)?;
 
-    let app = Layout {
-        dir: &dir.join("demo/app"),
-    };
+    let app = Layout { dir: &dir.join("demo/app") };
     let base_blob = app.put(GZ, &base)?;
     let (own, own_id) = layer(&[("srv/app/hello.txt", "hello from the wharf demo\n")])?;
     let own_blob = app.put(GZ, &own)?;
-    let m = image(
-        &app,
-        "amd64",
-        &[(&base_blob, &base_id), (&own_blob, &own_id)],
-    )?;
+    let m = image(&app, "amd64", &[(&base_blob, &base_id), (&own_blob, &own_id)])?;
     app.finish(IMAGES[1].1, &m)
 }
 

@@ -19,11 +19,7 @@ use wharf::sync::ProgressSnapshot;
 use wharf::{control, demo};
 
 #[derive(Parser)]
-#[command(
-    name = "wharf",
-    version,
-    about = "A container registry front for a mirror network"
-)]
+#[command(name = "wharf", version, about = "A container registry front for a mirror network")]
 struct Cli {
     /// Config file (TOML).
     #[arg(long, global = true, env = "WHARF_CONFIG")]
@@ -67,10 +63,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -86,10 +80,7 @@ fn overrides(cli: &Cli) -> CliOverrides {
         values.push(("server.listen".into(), toml::Value::String(l.clone())));
     }
     if let Some(d) = &cli.data_dir {
-        values.push((
-            "storage.data_dir".into(),
-            toml::Value::String(d.display().to_string()),
-        ));
+        values.push(("storage.data_dir".into(), toml::Value::String(d.display().to_string())));
     }
     CliOverrides { values }
 }
@@ -101,10 +92,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         None => default.exists().then_some(default),
     };
     config::load(file.as_deref(), std::env::vars(), &overrides(cli)).with_context(|| match &file {
-        Some(f) => format!(
-            "configuration (from {} and WHARF__* variables)",
-            f.display()
-        ),
+        Some(f) => format!("configuration (from {} and WHARF__* variables)", f.display()),
         None => format!(
             "configuration (no file: {} does not exist; pass --config or set WHARF_CONFIG)",
             config::DEFAULT_CONFIG_PATH
@@ -118,9 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli)?;
             let listener = TcpListener::bind(config.listen)
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            App::open(config, Arc::new(SystemClock))?
-                .serve(listener)
-                .await?;
+            App::open(config, Arc::new(SystemClock))?.serve(listener).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { json } => {
@@ -198,20 +184,17 @@ fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 fn report(run: &SyncRun, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(run)?);
     } else {
-        let (added, moved, removed) = run.repos.iter().fold((0, 0, 0), |a, r| {
-            (a.0 + r.tags_added, a.1 + r.tags_moved, a.2 + r.tags_removed)
-        });
+        let (added, moved, removed) = run
+            .repos
+            .iter()
+            .fold((0, 0, 0), |a, r| (a.0 + r.tags_added, a.1 + r.tags_moved, a.2 + r.tags_removed));
         println!(
             "sync run #{}: {:?} in {:.1}s — generation {} -> {}; {} repositories; tags +{added} ~{moved} -{removed}; {} blobs fetched ({}); {} collected",
             run.id,
@@ -249,11 +232,7 @@ async fn healthcheck(config: &Config) -> anyhow::Result<ExitCode> {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let url = format!("http://{addr}/healthz");
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
+    let resp = reqwest::Client::new().get(&url).timeout(Duration::from_secs(5)).send().await;
     match resp {
         Ok(r) if r.status().is_success() => {
             println!("ok: {url}");
@@ -265,10 +244,7 @@ async fn healthcheck(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn demo(port: Option<u16>, cli: &Cli) -> anyhow::Result<ExitCode> {
-    let work = tempfile::Builder::new()
-        .prefix("wharf-demo.")
-        .tempdir()
-        .context("temp dir")?;
+    let work = tempfile::Builder::new().prefix("wharf-demo.").tempdir().context("temp dir")?;
     let upstream = work.path().join("upstream");
     demo::write_sample_images(&upstream).context("writing the sample images")?;
     let listener = TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
@@ -277,14 +253,8 @@ async fn demo(port: Option<u16>, cli: &Cli) -> anyhow::Result<ExitCode> {
     let mut values = overrides(cli).values;
     values.retain(|(k, _)| k != "server.listen");
     values.extend([
-        (
-            "server.listen".into(),
-            toml::Value::String(addr.to_string()),
-        ),
-        (
-            "upstream.url".into(),
-            toml::Value::String(format!("oci:{}", upstream.display())),
-        ),
+        ("server.listen".into(), toml::Value::String(addr.to_string())),
+        ("upstream.url".into(), toml::Value::String(format!("oci:{}", upstream.display()))),
     ]);
     if cli.data_dir.is_none() {
         values.push((

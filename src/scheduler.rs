@@ -24,10 +24,7 @@ pub struct Jobs {
 
 impl Jobs {
     pub fn new(sync: SyncCtx) -> Arc<Jobs> {
-        Arc::new(Jobs {
-            sync,
-            sync_lock: tokio::sync::Mutex::new(()),
-        })
+        Arc::new(Jobs { sync, sync_lock: tokio::sync::Mutex::new(()) })
     }
 
     /// Run a sync now, after any running one finishes.

@@ -72,14 +72,8 @@ pub struct BlobRef {
 /// What a manifest is, parsed from its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ManifestShape {
-    Index {
-        children: Vec<ChildManifest>,
-    },
-    Image {
-        config: BlobRef,
-        layers: Vec<BlobRef>,
-        platform: Option<Platform>,
-    },
+    Index { children: Vec<ChildManifest> },
+    Image { config: BlobRef, layers: Vec<BlobRef>, platform: Option<Platform> },
 }
 
 #[derive(Deserialize)]
@@ -146,9 +140,7 @@ impl ManifestShape {
         }
         let wire: WireManifest = serde_json::from_slice(bytes)?;
         if media_type::is_index(mt) {
-            let manifests = wire
-                .manifests
-                .ok_or(ManifestError::Missing(mt.into(), "manifests"))?;
+            let manifests = wire.manifests.ok_or(ManifestError::Missing(mt.into(), "manifests"))?;
             let children = manifests
                 .into_iter()
                 .map(|d| ChildManifest {
@@ -160,25 +152,17 @@ impl ManifestShape {
                 .collect();
             return Ok(ManifestShape::Index { children });
         }
-        let config = wire
-            .config
-            .ok_or(ManifestError::Missing(mt.into(), "config"))?;
+        let config = wire.config.ok_or(ManifestError::Missing(mt.into(), "config"))?;
         let layers = wire
             .layers
             .ok_or(ManifestError::Missing(mt.into(), "layers"))?
             .into_iter()
             // Foreign layers (with `urls`) live elsewhere by design; registries do not serve them.
             .filter(|l| l.urls.as_ref().is_none_or(|u| u.is_empty()))
-            .map(|l| BlobRef {
-                digest: l.digest,
-                size: l.size,
-            })
+            .map(|l| BlobRef { digest: l.digest, size: l.size })
             .collect();
         Ok(ManifestShape::Image {
-            config: BlobRef {
-                digest: config.digest,
-                size: config.size,
-            },
+            config: BlobRef { digest: config.digest, size: config.size },
             layers,
             platform: None,
         })
@@ -188,18 +172,16 @@ impl ManifestShape {
     pub fn blobs(&self) -> Vec<BlobRef> {
         match self {
             ManifestShape::Index { .. } => Vec::new(),
-            ManifestShape::Image { config, layers, .. } => std::iter::once(config.clone())
-                .chain(layers.iter().cloned())
-                .collect(),
+            ManifestShape::Image { config, layers, .. } => {
+                std::iter::once(config.clone()).chain(layers.iter().cloned()).collect()
+            }
         }
     }
 }
 
 /// The platform an image config declares (`os`, `architecture`, `variant`).
 pub fn platform_of_config(bytes: &[u8]) -> Option<Platform> {
-    serde_json::from_slice::<Platform>(bytes)
-        .ok()
-        .filter(|p| !p.os.is_empty())
+    serde_json::from_slice::<Platform>(bytes).ok().filter(|p| !p.os.is_empty())
 }
 
 #[cfg(test)]
@@ -222,10 +204,7 @@ mod tests {
         else {
             panic!("not an index")
         };
-        assert_eq!(
-            children[0].platform.as_ref().unwrap().to_string(),
-            "linux/arm64/v8"
-        );
+        assert_eq!(children[0].platform.as_ref().unwrap().to_string(), "linux/arm64/v8");
 
         let img = format!(
             r#"{{"schemaVersion":2,"config":{{"digest":"{D1}","size":3}},"layers":[{{"digest":"{D2}","size":4}},{{"digest":"{D2}","size":4,"urls":["http://x"]}}]}}"#
@@ -242,10 +221,7 @@ mod tests {
         let s1 = br#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#;
         let mt = ManifestShape::media_type_of(s1, None).unwrap();
         assert!(media_type::is_schema1(&mt));
-        assert!(matches!(
-            ManifestShape::parse(s1, &mt),
-            Err(ManifestError::Unsupported(_))
-        ));
+        assert!(matches!(ManifestShape::parse(s1, &mt), Err(ManifestError::Unsupported(_))));
         assert!(ManifestShape::media_type_of(b"not json", None).is_err());
         let bad_digest =
             br#"{"schemaVersion":2,"config":{"digest":"sha256:x","size":1},"layers":[]}"#;

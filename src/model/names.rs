@@ -7,6 +7,30 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+/// `TryFrom<String>` (for serde), `From<T> for String` and `Display` of a parsed string type.
+macro_rules! string_newtype {
+    ($t:ident) => {
+        impl TryFrom<String> for $t {
+            type Error = NameError;
+            fn try_from(s: String) -> Result<Self, NameError> {
+                s.parse()
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 /// Why an identifier was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -71,24 +95,7 @@ impl FromStr for RepoName {
     }
 }
 
-impl TryFrom<String> for RepoName {
-    type Error = NameError;
-    fn try_from(s: String) -> Result<Self, NameError> {
-        s.parse()
-    }
-}
-
-impl From<RepoName> for String {
-    fn from(n: RepoName) -> String {
-        n.0
-    }
-}
-
-impl fmt::Display for RepoName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_newtype!(RepoName);
 
 /// A tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -110,32 +117,11 @@ impl FromStr for Tag {
             && b.len() <= 128
             && word(b[0])
             && b[1..].iter().all(|&c| word(c) || c == b'.' || c == b'-');
-        if ok {
-            Ok(Tag(s.to_owned()))
-        } else {
-            Err(NameError::Tag(s.chars().take(200).collect()))
-        }
+        if ok { Ok(Tag(s.to_owned())) } else { Err(NameError::Tag(s.chars().take(200).collect())) }
     }
 }
 
-impl TryFrom<String> for Tag {
-    type Error = NameError;
-    fn try_from(s: String) -> Result<Self, NameError> {
-        s.parse()
-    }
-}
-
-impl From<Tag> for String {
-    fn from(t: Tag) -> String {
-        t.0
-    }
-}
-
-impl fmt::Display for Tag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_newtype!(Tag);
 
 /// A content digest. Only sha256 is accepted: it is what every registry and client uses,
 /// and the pool is addressed by it.
@@ -171,9 +157,7 @@ impl FromStr for Digest {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
         let ok = s.strip_prefix(SHA256_PREFIX).is_some_and(|h| {
-            h.len() == 64
-                && h.bytes()
-                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            h.len() == 64 && h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
         });
         if ok {
             Ok(Digest(s.to_owned()))
@@ -183,24 +167,7 @@ impl FromStr for Digest {
     }
 }
 
-impl TryFrom<String> for Digest {
-    type Error = NameError;
-    fn try_from(s: String) -> Result<Self, NameError> {
-        s.parse()
-    }
-}
-
-impl From<Digest> for String {
-    fn from(d: Digest) -> String {
-        d.0
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_newtype!(Digest);
 
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -245,9 +212,8 @@ mod tests {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
         let long = "a".repeat(256);
-        for bad in [
-            "", "../x", "A", "a//b", "a/", "/a", "a..b", "a___b", "-a", "a-", "a b", &long,
-        ] {
+        for bad in ["", "../x", "A", "a//b", "a/", "/a", "a..b", "a___b", "-a", "a-", "a b", &long]
+        {
             assert!(bad.parse::<RepoName>().is_err(), "{bad}");
         }
     }
@@ -277,14 +243,8 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
-        assert!(matches!(
-            "latest".parse::<Reference>(),
-            Ok(Reference::Tag(_))
-        ));
-        assert!(matches!(
-            d.as_str().parse::<Reference>(),
-            Ok(Reference::Digest(_))
-        ));
+        assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
+        assert!(matches!(d.as_str().parse::<Reference>(), Ok(Reference::Digest(_))));
         assert!("sha256:zz".parse::<Reference>().is_err());
     }
 }

@@ -62,9 +62,7 @@ pub async fn count_requests(
 async fn metrics(stats: web::Data<RequestStats>) -> HttpResponse {
     let mut out = String::new();
     stats.render(&mut out);
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(out)
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig, tree_dir: &Path) {
@@ -92,9 +90,7 @@ fn read_method(req: &HttpRequest) -> Result<bool, RegistryError> {
 
 async fn base(req: HttpRequest) -> Result<HttpResponse, RegistryError> {
     read_method(&req)?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body("{}"))
+    Ok(HttpResponse::Ok().content_type("application/json").body("{}"))
 }
 
 async fn dispatch(
@@ -123,19 +119,9 @@ fn found<T>(l: Lookup<T>, unknown: RegistryError) -> Result<T, RegistryError> {
 }
 
 async fn catalog(req: &HttpRequest, state: &RegistryState) -> Result<HttpResponse, RegistryError> {
-    let names = state
-        .store
-        .catalog()
-        .await?
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let names = state.store.catalog().await?.into_iter().map(String::from).collect();
     let (page, next) = paginate(names, req.query_string())?;
-    Ok(paged_response(
-        next,
-        "/v2/_catalog",
-        serde_json::json!({ "repositories": page }),
-    ))
+    Ok(paged_response(next, "/v2/_catalog", serde_json::json!({ "repositories": page })))
 }
 
 async fn tags(
@@ -143,21 +129,10 @@ async fn tags(
     state: &RegistryState,
     name: RepoName,
 ) -> Result<HttpResponse, RegistryError> {
-    let tags = state
-        .store
-        .tags(&name)
-        .await?
-        .ok_or(RegistryError::NameUnknown)?;
-    let (page, next) = paginate(
-        tags.into_iter().map(String::from).collect(),
-        req.query_string(),
-    )?;
+    let tags = state.store.tags(&name).await?.ok_or(RegistryError::NameUnknown)?;
+    let (page, next) = paginate(tags.into_iter().map(String::from).collect(), req.query_string())?;
     let path = format!("/v2/{name}/tags/list");
-    Ok(paged_response(
-        next,
-        &path,
-        serde_json::json!({ "name": name.as_str(), "tags": page }),
-    ))
+    Ok(paged_response(next, &path, serde_json::json!({ "name": name.as_str(), "tags": page })))
 }
 
 async fn manifest(
@@ -184,20 +159,11 @@ async fn manifest(
 
 fn manifest_response(req: &HttpRequest, hit: ManifestHit) -> HttpResponse {
     let etag = format!("\"{}\"", hit.digest);
-    let not_modified = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|t| t == etag || t == "*" || t == hit.digest.as_str())
+    let not_modified =
+        req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            v.split(',').map(str::trim).any(|t| t == etag || t == "*" || t == hit.digest.as_str())
         });
-    let mut res = if not_modified {
-        HttpResponse::NotModified()
-    } else {
-        HttpResponse::Ok()
-    };
+    let mut res = if not_modified { HttpResponse::NotModified() } else { HttpResponse::Ok() };
     res.insert_header((header::CONTENT_TYPE, hit.media_type))
         .insert_header((CONTENT_DIGEST, hit.digest.as_str()))
         .insert_header((header::ETAG, etag));
@@ -215,18 +181,14 @@ async fn blob(
     digest: Digest,
     head: bool,
 ) -> Result<HttpResponse, RegistryError> {
-    let size = found(
-        state.store.repo_blob_size(&name, &digest).await?,
-        RegistryError::BlobUnknown,
-    )?;
+    let size =
+        found(state.store.repo_blob_size(&name, &digest).await?, RegistryError::BlobUnknown)?;
     if head {
         return Ok(HttpResponse::Ok()
             .insert_header((CONTENT_DIGEST, digest.as_str()))
             .content_type("application/octet-stream")
             .no_chunking(size)
-            .streaming(futures_util::stream::empty::<
-                Result<web::Bytes, actix_web::Error>,
-            >()));
+            .streaming(futures_util::stream::empty::<Result<web::Bytes, actix_web::Error>>()));
     }
     Ok(HttpResponse::TemporaryRedirect()
         .insert_header((header::LOCATION, state.blob_url(&digest)))
@@ -299,22 +261,13 @@ mod tests {
             paginate(all.clone(), "n=2").unwrap(),
             (items(&["a", "b"]), Some((2, "b".into())))
         );
-        assert_eq!(
-            paginate(all.clone(), "n=2&last=b").unwrap(),
-            (items(&["c", "d"]), None)
-        );
-        assert_eq!(
-            paginate(all.clone(), "last=bb").unwrap(),
-            (items(&["c", "d"]), None)
-        );
+        assert_eq!(paginate(all.clone(), "n=2&last=b").unwrap(), (items(&["c", "d"]), None));
+        assert_eq!(paginate(all.clone(), "last=bb").unwrap(), (items(&["c", "d"]), None));
         assert_eq!(paginate(all.clone(), "n=0").unwrap(), (vec![], None));
         assert!(matches!(
             paginate(all.clone(), "n=-1"),
             Err(RegistryError::PaginationNumberInvalid(_))
         ));
-        assert!(matches!(
-            paginate(all, "n=x"),
-            Err(RegistryError::PaginationNumberInvalid(_))
-        ));
+        assert!(matches!(paginate(all, "n=x"), Err(RegistryError::PaginationNumberInvalid(_))));
     }
 }

@@ -20,12 +20,7 @@ impl Accepted {
         for line in headers.get_all(ACCEPT) {
             let Ok(line) = line.to_str() else { continue };
             for item in line.split(',') {
-                let mt = item
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
+                let mt = item.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
                 if !mt.is_empty() {
                     types.push(mt);
                 }
@@ -57,9 +52,7 @@ pub fn choose(accepted: &Accepted, mt: &str, by_tag: bool, children: &[ChildMani
     }
     if by_tag && media_type::is_index(mt) {
         let amd64 = children.iter().find(|c| {
-            c.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+            c.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
         });
         return match amd64 {
             Some(c) if accepted.accepts(&c.media_type) => Choice::Child(c.digest.clone()),
@@ -67,14 +60,12 @@ pub fn choose(accepted: &Accepted, mt: &str, by_tag: bool, children: &[ChildMani
                 "the linux/amd64 image is {}, which the client does not accept",
                 c.media_type
             )),
-            None => Choice::Refuse(format!(
-                "{mt} not accepted and the index has no linux/amd64 image"
-            )),
+            None => {
+                Choice::Refuse(format!("{mt} not accepted and the index has no linux/amd64 image"))
+            }
         };
     }
-    Choice::Refuse(format!(
-        "manifest is {mt}, which the client does not accept"
-    ))
+    Choice::Refuse(format!("manifest is {mt}, which the client does not accept"))
 }
 
 #[cfg(test)]
@@ -125,23 +116,14 @@ mod tests {
             choose(&a, media_type::OCI_INDEX, true, &kids),
             Choice::Child(kids[1].digest.clone())
         );
-        assert!(matches!(
-            choose(&a, media_type::OCI_INDEX, false, &kids),
-            Choice::Refuse(_)
-        ));
-        assert!(matches!(
-            choose(&a, media_type::OCI_INDEX, true, &kids[..1]),
-            Choice::Refuse(_)
-        ));
+        assert!(matches!(choose(&a, media_type::OCI_INDEX, false, &kids), Choice::Refuse(_)));
+        assert!(matches!(choose(&a, media_type::OCI_INDEX, true, &kids[..1]), Choice::Refuse(_)));
         let docker_only = accepted(&[media_type::DOCKER_MANIFEST]);
         assert!(matches!(
             choose(&docker_only, media_type::OCI_INDEX, true, &kids),
             Choice::Refuse(_)
         ));
-        assert_eq!(
-            choose(&a, media_type::OCI_MANIFEST, true, &[]),
-            Choice::Serve
-        );
+        assert_eq!(choose(&a, media_type::OCI_MANIFEST, true, &[]), Choice::Serve);
         assert!(matches!(
             choose(&docker_only, media_type::OCI_MANIFEST, true, &[]),
             Choice::Refuse(_)

@@ -57,21 +57,12 @@ mod tests {
             parse(&format!("x/manifests/{d}")),
             Ok(V2Route::Manifest(_, Reference::Digest(_)))
         ));
-        assert!(matches!(
-            parse(&format!("x/blobs/{d}")),
-            Ok(V2Route::Blob(..))
-        ));
+        assert!(matches!(parse(&format!("x/blobs/{d}")), Ok(V2Route::Blob(..))));
         assert_eq!(parse("x/blobs/uploads/"), Ok(V2Route::Upload));
         assert_eq!(parse("x/whatever"), Ok(V2Route::Unknown));
         assert!(matches!(parse("../x/tags/list"), Err(NameError::Repo(_))));
-        assert!(matches!(
-            parse("UPPER/manifests/latest"),
-            Err(NameError::Repo(_))
-        ));
-        assert!(matches!(
-            parse("x/blobs/sha256:nothex"),
-            Err(NameError::Digest(_))
-        ));
+        assert!(matches!(parse("UPPER/manifests/latest"), Err(NameError::Repo(_))));
+        assert!(matches!(parse("x/blobs/sha256:nothex"), Err(NameError::Digest(_))));
         assert!(matches!(parse("x/manifests/-bad"), Err(NameError::Tag(_))));
     }
 }

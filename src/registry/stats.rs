@@ -4,9 +4,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-const KINDS: [&str; 8] = [
-    "base", "catalog", "tags", "manifest", "blob", "tree", "metrics", "other",
-];
+const KINDS: [&str; 8] =
+    ["base", "catalog", "tags", "manifest", "blob", "tree", "metrics", "other"];
 const METHODS: [&str; 3] = ["GET", "HEAD", "other"];
 const STATUSES: [u16; 10] = [200, 206, 304, 307, 400, 401, 404, 405, 416, 503];
 const OTHER_STATUS: usize = STATUSES.len();
@@ -18,9 +17,7 @@ pub struct RequestStats {
 
 impl Default for RequestStats {
     fn default() -> Self {
-        RequestStats {
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
+        RequestStats { counts: std::array::from_fn(|_| AtomicU64::new(0)) }
     }
 }
 
@@ -47,22 +44,13 @@ pub fn kind_of(path: &str) -> usize {
     } else {
         "other"
     };
-    KINDS
-        .iter()
-        .position(|x| *x == k)
-        .unwrap_or(KINDS.len() - 1)
+    KINDS.iter().position(|x| *x == k).unwrap_or(KINDS.len() - 1)
 }
 
 impl RequestStats {
     pub fn record(&self, kind: usize, method: &str, status: u16) {
-        let m = METHODS
-            .iter()
-            .position(|x| *x == method)
-            .unwrap_or(METHODS.len() - 1);
-        let s = STATUSES
-            .iter()
-            .position(|x| *x == status)
-            .unwrap_or(OTHER_STATUS);
+        let m = METHODS.iter().position(|x| *x == method).unwrap_or(METHODS.len() - 1);
+        let s = STATUSES.iter().position(|x| *x == status).unwrap_or(OTHER_STATUS);
         let i = (kind * METHODS.len() + m) * (STATUSES.len() + 1) + s;
         self.counts[i].fetch_add(1, Relaxed);
     }
@@ -81,10 +69,8 @@ impl RequestStats {
                     if n == 0 {
                         continue;
                     }
-                    let status = STATUSES
-                        .get(s)
-                        .map(|c| c.to_string())
-                        .unwrap_or_else(|| "other".into());
+                    let status =
+                        STATUSES.get(s).map(|c| c.to_string()).unwrap_or_else(|| "other".into());
                     let _ = writeln!(
                         out,
                         "wharf_http_requests_total{{route=\"{kind}\",method=\"{method}\",status=\"{status}\"}} {n}"

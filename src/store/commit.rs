@@ -128,10 +128,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                     Some(_) => diff.moved += 1,
                     None => diff.added += 1,
                 }
-                let rec = StoredTag::V1 {
-                    digest: digest.clone(),
-                    updated_at: c.now,
-                };
+                let rec = StoredTag::V1 { digest: digest.clone(), updated_at: c.now };
                 tags.insert((repo.as_str(), tag.as_str()), encode(&rec).as_slice())?;
             }
             for tag in old.keys() {
@@ -166,10 +163,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                     Some(StoredRepo::V1 { created_at, .. }) => created_at,
                     None => c.now,
                 };
-                let rec = StoredRepo::V1 {
-                    created_at,
-                    updated_at: c.now,
-                };
+                let rec = StoredRepo::V1 { created_at, updated_at: c.now };
                 repos.insert(repo.as_str(), encode(&rec).as_slice())?;
             }
             diffs.insert(repo.clone(), diff);
@@ -186,30 +180,18 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         for row in blobs.iter()? {
             let (k, v) = row?;
             let key = k.value().to_owned();
-            let StoredBlob::V1 {
-                size,
-                first_seen,
-                released,
-            } = decode("blobs", v.value())?;
+            let StoredBlob::V1 { size, first_seen, released } = decode("blobs", v.value())?;
             let live = referenced.contains(&key);
             match (live, released) {
-                (true, Some(_)) => updates.push((
-                    key,
-                    StoredBlob::V1 {
-                        size,
-                        first_seen,
-                        released: None,
-                    },
-                )),
+                (true, Some(_)) => {
+                    updates.push((key, StoredBlob::V1 { size, first_seen, released: None }))
+                }
                 (false, None) => updates.push((
                     key,
                     StoredBlob::V1 {
                         size,
                         first_seen,
-                        released: Some(Released {
-                            generation: before,
-                            at: c.now,
-                        }),
+                        released: Some(Released { generation: before, at: c.now }),
                     },
                 )),
                 (false, Some(r)) if r.at + c.grace <= c.now => collected.push(
@@ -231,24 +213,13 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         let changed = tags_changed || !collected.is_empty();
         let generation = if changed { candidate } else { before };
         for (digest, size) in added_to_pool {
-            let released = (!referenced.contains(digest.as_str())).then_some(Released {
-                generation,
-                at: c.now,
-            });
-            let rec = StoredBlob::V1 {
-                size,
-                first_seen: generation,
-                released,
-            };
+            let released = (!referenced.contains(digest.as_str()))
+                .then_some(Released { generation, at: c.now });
+            let rec = StoredBlob::V1 { size, first_seen: generation, released };
             blobs.insert(digest.as_str(), encode(&rec).as_slice())?;
         }
         meta.insert(KEY_GENERATION, generation)?;
-        CommitOutcome {
-            generation_before: before,
-            generation,
-            diffs,
-            collected,
-        }
+        CommitOutcome { generation_before: before, generation, diffs, collected }
     };
     txn.commit()?;
     Ok(outcome)
@@ -269,12 +240,7 @@ fn reach_from(
         let rec = manifests.get(d.as_str())?.ok_or_else(|| {
             StoreError::Corrupt(format!("manifest {d} referenced but not stored"))
         })?;
-        let StoredManifest::V1 {
-            size,
-            children,
-            blobs,
-            ..
-        } = decode("manifests", rec.value())?;
+        let StoredManifest::V1 { size, children, blobs, .. } = decode("manifests", rec.value())?;
         reach.insert(d.as_str().to_owned(), size);
         for b in blobs {
             reach.insert(b.digest.as_str().to_owned(), b.size);

@@ -95,17 +95,12 @@ impl Store {
             let found = meta.get(KEY_SCHEMA)?.map(|v| v.value());
             match found {
                 Some(v) if v > SCHEMA_VERSION => {
-                    return Err(StoreError::TooNew {
-                        found: v,
-                        known: SCHEMA_VERSION,
-                    });
+                    return Err(StoreError::TooNew { found: v, known: SCHEMA_VERSION });
                 }
                 Some(v) => migrate(v)?,
                 None if fresh => {}
                 None => {
-                    return Err(StoreError::Corrupt(
-                        "meta table without schema_version".into(),
-                    ));
+                    return Err(StoreError::Corrupt("meta table without schema_version".into()));
                 }
             }
             meta.insert(KEY_SCHEMA, SCHEMA_VERSION)?;
@@ -137,11 +132,7 @@ impl Store {
     pub async fn generation(&self) -> Result<Generation, StoreError> {
         self.blocking("generation", |db| {
             let txn = db.begin_read()?;
-            Ok(txn
-                .open_table(META)?
-                .get(KEY_GENERATION)?
-                .map(|v| v.value())
-                .unwrap_or(0))
+            Ok(txn.open_table(META)?.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0))
         })
         .await
     }
@@ -211,11 +202,7 @@ impl Store {
             if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
                 return Ok(Lookup::NameUnknown);
             }
-            if txn
-                .open_table(REPO_CONTENT)?
-                .get((repo.as_str(), digest.as_str()))?
-                .is_none()
-            {
+            if txn.open_table(REPO_CONTENT)?.get((repo.as_str(), digest.as_str()))?.is_none() {
                 return Ok(Lookup::Unknown);
             }
             read_manifest(&txn, &digest)
@@ -235,15 +222,10 @@ impl Store {
             if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
                 return Ok(Lookup::NameUnknown);
             }
-            Ok(
-                match txn
-                    .open_table(REPO_CONTENT)?
-                    .get((repo.as_str(), digest.as_str()))?
-                {
-                    Some(size) => Lookup::Found(size.value()),
-                    None => Lookup::Unknown,
-                },
-            )
+            Ok(match txn.open_table(REPO_CONTENT)?.get((repo.as_str(), digest.as_str()))? {
+                Some(size) => Lookup::Found(size.value()),
+                None => Lookup::Unknown,
+            })
         })
         .await
     }
@@ -298,12 +280,8 @@ impl Store {
                 let m = manifests
                     .get(digest.as_str())?
                     .ok_or_else(|| StoreError::Corrupt(format!("tag {repo}:{tag} -> {digest}")))?;
-                let StoredManifest::V1 {
-                    media_type,
-                    size,
-                    platform,
-                    ..
-                } = decode("manifests", m.value())?;
+                let StoredManifest::V1 { media_type, size, platform, .. } =
+                    decode("manifests", m.value())?;
                 by_repo.entry(repo.to_owned()).or_default().push(TagEntry {
                     tag: parse_key("tags", tag)?,
                     digest,
@@ -318,11 +296,7 @@ impl Store {
                 for row in content.range((repo.as_str(), "")..(repo.as_str(), KEY_END))? {
                     digests.push(parse_key("repo_content", row?.0.value().1)?);
                 }
-                out.push(RepoLayout {
-                    repo: parse_key("tags", &repo)?,
-                    tags,
-                    content: digests,
-                });
+                out.push(RepoLayout { repo: parse_key("tags", &repo)?, tags, content: digests });
             }
             Ok(out)
         })
@@ -338,8 +312,7 @@ impl Store {
                 let id = meta.get(KEY_NEXT_RUN)?.map(|v| v.value()).unwrap_or(1);
                 meta.insert(KEY_NEXT_RUN, id + 1)?;
                 run.id = id;
-                txn.open_table(RUNS)?
-                    .insert(id, encode(&StoredRun::V1(run)).as_slice())?;
+                txn.open_table(RUNS)?.insert(id, encode(&StoredRun::V1(run)).as_slice())?;
                 id
             };
             txn.commit()?;
@@ -364,8 +337,7 @@ impl Store {
 
     /// Apply a sync's results in one write transaction; see [`commit`].
     pub async fn commit_sync(&self, change: SyncCommit) -> Result<CommitOutcome, StoreError> {
-        self.blocking("commit_sync", move |db| commit::apply(db, change))
-            .await
+        self.blocking("commit_sync", move |db| commit::apply(db, change)).await
     }
 }
 
@@ -373,15 +345,12 @@ impl Store {
 fn migrate(from: u64) -> Result<(), StoreError> {
     match from {
         SCHEMA_VERSION => Ok(()),
-        other => Err(StoreError::Corrupt(format!(
-            "unknown schema version {other}"
-        ))),
+        other => Err(StoreError::Corrupt(format!("unknown schema version {other}"))),
     }
 }
 
 fn parse_key<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreError> {
-    s.parse()
-        .map_err(|_| StoreError::Corrupt(format!("{table}: bad key {s:?}")))
+    s.parse().map_err(|_| StoreError::Corrupt(format!("{table}: bad key {s:?}")))
 }
 
 fn read_manifest(
@@ -391,21 +360,12 @@ fn read_manifest(
     let Some(rec) = txn.open_table(MANIFESTS)?.get(digest.as_str())? else {
         return Ok(Lookup::Unknown);
     };
-    let StoredManifest::V1 {
-        media_type,
-        children,
-        ..
-    } = decode("manifests", rec.value())?;
+    let StoredManifest::V1 { media_type, children, .. } = decode("manifests", rec.value())?;
     let bytes = txn
         .open_table(MANIFEST_BYTES)?
         .get(digest.as_str())?
         .ok_or_else(|| StoreError::Corrupt(format!("manifest bytes missing for {digest}")))?
         .value()
         .to_vec();
-    Ok(Lookup::Found(ManifestHit {
-        digest: digest.clone(),
-        media_type,
-        bytes,
-        children,
-    }))
+    Ok(Lookup::Found(ManifestHit { digest: digest.clone(), media_type, bytes, children }))
 }

@@ -12,20 +12,14 @@ use super::StoreError;
 #[serde(tag = "v")]
 pub(super) enum StoredRepo {
     #[serde(rename = "1")]
-    V1 {
-        created_at: DateTime<Utc>,
-        updated_at: DateTime<Utc>,
-    },
+    V1 { created_at: DateTime<Utc>, updated_at: DateTime<Utc> },
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "v")]
 pub(super) enum StoredTag {
     #[serde(rename = "1")]
-    V1 {
-        digest: Digest,
-        updated_at: DateTime<Utc>,
-    },
+    V1 { digest: Digest, updated_at: DateTime<Utc> },
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -46,11 +40,7 @@ pub(super) enum StoredManifest {
 #[serde(tag = "v")]
 pub(super) enum StoredBlob {
     #[serde(rename = "1")]
-    V1 {
-        size: u64,
-        first_seen: Generation,
-        released: Option<Released>,
-    },
+    V1 { size: u64, first_seen: Generation, released: Option<Released> },
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]

@@ -8,11 +8,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
     Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-        scope: Option<String>,
-    },
+    Bearer { realm: String, service: Option<String>, scope: Option<String> },
 }
 
 impl Challenge {
@@ -85,10 +81,7 @@ impl TokenResponse {
         // Distribution's spec: 60 s when absent. Renew a little early.
         let lifetime = Duration::from_secs(self.expires_in.unwrap_or(60).max(1));
         let margin = (lifetime / 10).min(Duration::from_secs(30));
-        Some(CachedToken {
-            value,
-            expires: now + lifetime - margin,
-        })
+        Some(CachedToken { value, expires: now + lifetime - margin })
     }
 }
 
@@ -105,16 +98,11 @@ pub struct TokenCache(std::sync::Mutex<HashMap<String, CachedToken>>);
 impl TokenCache {
     pub fn get(&self, scope: &str, now: Instant) -> Option<String> {
         let map = self.0.lock().expect("token cache lock");
-        map.get(scope)
-            .filter(|t| t.expires > now)
-            .map(|t| t.value.clone())
+        map.get(scope).filter(|t| t.expires > now).map(|t| t.value.clone())
     }
 
     pub fn put(&self, scope: &str, token: CachedToken) {
-        self.0
-            .lock()
-            .expect("token cache lock")
-            .insert(scope.to_owned(), token);
+        self.0.lock().expect("token cache lock").insert(scope.to_owned(), token);
     }
 }
 
@@ -135,16 +123,9 @@ mod tests {
                 scope: Some("repository:a/b:pull,push".into()),
             })
         );
-        assert_eq!(
-            Challenge::parse(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        );
+        assert_eq!(Challenge::parse(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(Challenge::parse("Negotiate abc"), None);
-        assert_eq!(
-            Challenge::parse(r#"Bearer service="x""#),
-            None,
-            "realm is required"
-        );
+        assert_eq!(Challenge::parse(r#"Bearer service="x""#), None, "realm is required");
     }
 
     #[test]
@@ -156,11 +137,7 @@ mod tests {
         cache.put("s", t.into_token(now).unwrap());
         assert_eq!(cache.get("s", now).as_deref(), Some("abc"));
         assert_eq!(cache.get("other", now), None);
-        assert_eq!(
-            cache.get("s", now + Duration::from_secs(299)),
-            None,
-            "renewed early"
-        );
+        assert_eq!(cache.get("s", now + Duration::from_secs(299)), None, "renewed early");
         let none: TokenResponse = serde_json::from_str(r#"{"expires_in":1}"#).unwrap();
         assert!(none.into_token(now).is_none());
     }

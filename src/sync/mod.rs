@@ -37,10 +37,7 @@ const MAX_INDEX_DEPTH: usize = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("cannot list repositories at {upstream}: {source}")]
-    Listing {
-        upstream: String,
-        source: UpstreamError,
-    },
+    Listing { upstream: String, source: UpstreamError },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("publishing the tree: {0}")]
@@ -146,27 +143,15 @@ async fn sync_and_publish(ctx: &SyncCtx, run: &mut SyncRun) -> Result<(), SyncEr
         ctx.progress.repo_done();
     }
     let wanted: HashSet<&RepoName> = names.iter().collect();
-    commit.removed_repos = current
-        .keys()
-        .filter(|r| !wanted.contains(r))
-        .cloned()
-        .collect();
+    commit.removed_repos = current.keys().filter(|r| !wanted.contains(r)).cloned().collect();
     for r in &commit.removed_repos {
-        run.repos.push(RepoReport {
-            repo: r.to_string(),
-            ..RepoReport::default()
-        });
+        run.repos.push(RepoReport { repo: r.to_string(), ..RepoReport::default() });
     }
 
     ctx.progress.set_current("publishing");
     let outcome = ctx.store.commit_sync(commit).await?;
     for report in &mut run.repos {
-        if let Some(d) = report
-            .repo
-            .parse()
-            .ok()
-            .and_then(|r: RepoName| outcome.diffs.get(&r))
-        {
+        if let Some(d) = report.repo.parse().ok().and_then(|r: RepoName| outcome.diffs.get(&r)) {
             report.tags_added = d.added;
             report.tags_moved = d.moved;
             report.tags_removed = d.removed;
@@ -197,10 +182,7 @@ pub async fn publish(
             tree.remove_pool_file(d)?;
         }
         if tree.read_marker().map(|m| m.generation) != Some(generation) {
-            tree.write_marker(&Marker {
-                generation,
-                published_at: now,
-            })?;
+            tree.write_marker(&Marker { generation, published_at: now })?;
         }
         Ok::<_, TreeError>(())
     })
@@ -215,10 +197,7 @@ fn is_literal(glob: &str) -> bool {
 
 /// The repositories this run syncs: literal names as given, globs matched against the catalog.
 async fn wanted_repositories(ctx: &SyncCtx) -> Result<Vec<RepoName>, SyncError> {
-    let listing = |source| SyncError::Listing {
-        upstream: ctx.upstream.describe(),
-        source,
-    };
+    let listing = |source| SyncError::Listing { upstream: ctx.upstream.describe(), source };
     let names: Vec<String> = match &ctx.filter.repositories {
         Some(pats) if pats.iter().all(|p| is_literal(p.glob().glob())) => {
             pats.iter().map(|p| p.glob().glob().to_owned()).collect()
@@ -233,10 +212,7 @@ async fn wanted_repositories(ctx: &SyncCtx) -> Result<Vec<RepoName>, SyncError> 
                 .filter(|n| pats.iter().any(|p| p.is_match(n)))
                 .collect();
             names.extend(
-                pats.iter()
-                    .map(|p| p.glob().glob())
-                    .filter(|g| is_literal(g))
-                    .map(str::to_owned),
+                pats.iter().map(|p| p.glob().glob()).filter(|g| is_literal(g)).map(str::to_owned),
             );
             names
         }
@@ -270,10 +246,7 @@ enum Resolution {
     /// Same digest as last time.
     Unchanged(Digest),
     /// Points to `digest`; `manifests` are the ones not yet in the store.
-    Changed {
-        digest: Digest,
-        manifests: Vec<NewManifest>,
-    },
+    Changed { digest: Digest, manifests: Vec<NewManifest> },
     /// Gone between listing and fetching, or an obsolete schema: not published.
     Skipped(String),
 }
@@ -284,10 +257,7 @@ async fn sync_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) 
         tags: old.clone(),
         manifests: Vec::new(),
         blobs: Vec::new(),
-        report: RepoReport {
-            repo: repo.to_string(),
-            ..RepoReport::default()
-        },
+        report: RepoReport { repo: repo.to_string(), ..RepoReport::default() },
     };
     let listed = match ctx.upstream.tags(repo.as_str()).await {
         Ok(t) => t,
@@ -302,9 +272,7 @@ async fn sync_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) 
         .iter()
         .filter(|t| ctx.filter.tags.is_match(t))
         .filter_map(|t| {
-            t.parse()
-                .map_err(|e| tracing::warn!(%repo, error = %e, "skipping tag"))
-                .ok()
+            t.parse().map_err(|e| tracing::warn!(%repo, error = %e, "skipping tag")).ok()
         })
         .collect();
     let wanted_set: HashSet<&Tag> = wanted.iter().collect();
@@ -400,12 +368,10 @@ async fn finish_tag(
         for m in &mut manifests {
             if m.platform.is_none() && !media_type::is_index(&m.media_type) {
                 let config = m.blobs.first().map(|b| tree.pool_path(&b.digest));
-                m.platform = config
-                    .and_then(|p| std::fs::read(p).ok())
-                    .and_then(|b| platform_of_config(&b));
+                m.platform =
+                    config.and_then(|p| std::fs::read(p).ok()).and_then(|b| platform_of_config(&b));
             }
-            tree.put_bytes(&m.digest, &m.bytes)
-                .map_err(|e| e.to_string())?;
+            tree.put_bytes(&m.digest, &m.bytes).map_err(|e| e.to_string())?;
         }
         Ok(manifests)
     })
@@ -419,11 +385,7 @@ async fn resolve_tag(
     tag: &Tag,
     old: Option<&Digest>,
 ) -> Result<Resolution, String> {
-    let head = match ctx
-        .upstream
-        .manifest_digest(repo.as_str(), tag.as_str())
-        .await
-    {
+    let head = match ctx.upstream.manifest_digest(repo.as_str(), tag.as_str()).await {
         Ok(d) => d,
         Err(UpstreamError::NotFound(_)) => return Ok(Resolution::Skipped("gone upstream".into())),
         Err(e) => return Err(e.to_string()),
@@ -432,24 +394,14 @@ async fn resolve_tag(
         if Some(&d) == old {
             return Ok(Resolution::Unchanged(d));
         }
-        if !ctx
-            .store
-            .known_manifests(vec![d.clone()])
-            .await
-            .map_err(|e| e.to_string())?
-            .is_empty()
+        if !ctx.store.known_manifests(vec![d.clone()]).await.map_err(|e| e.to_string())?.is_empty()
         {
-            return Ok(Resolution::Changed {
-                digest: d,
-                manifests: Vec::new(),
-            });
+            return Ok(Resolution::Changed { digest: d, manifests: Vec::new() });
         }
     }
     let top = match fetch_manifest(ctx, repo, tag.as_str(), None).await {
         Err(FetchError::Schema1) => {
-            return Ok(Resolution::Skipped(
-                "Docker schema 1 manifests are not supported".into(),
-            ));
+            return Ok(Resolution::Skipped("Docker schema 1 manifests are not supported".into()));
         }
         Err(FetchError::Other(e)) => return Err(e),
         Ok(m) => m,
@@ -460,11 +412,8 @@ async fn resolve_tag(
     }
     let mut manifests = vec![top];
     let mut level = 0;
-    let mut frontier: Vec<Digest> = manifests[0]
-        .children
-        .iter()
-        .map(|c| c.digest.clone())
-        .collect();
+    let mut frontier: Vec<Digest> =
+        manifests[0].children.iter().map(|c| c.digest.clone()).collect();
     while !frontier.is_empty() {
         level += 1;
         if level > MAX_INDEX_DEPTH {
@@ -482,9 +431,8 @@ async fn resolve_tag(
             if manifests.iter().any(|m| m.digest == d) {
                 continue;
             }
-            let child = fetch_manifest(ctx, repo, d.as_str(), Some(&d))
-                .await
-                .map_err(|e| match e {
+            let child =
+                fetch_manifest(ctx, repo, d.as_str(), Some(&d)).await.map_err(|e| match e {
                     FetchError::Schema1 => format!("child {d} is a schema 1 manifest"),
                     FetchError::Other(e) => format!("child {d}: {e}"),
                 })?;
@@ -510,11 +458,8 @@ async fn fetch_manifest(
     expected: Option<&Digest>,
 ) -> Result<NewManifest, FetchError> {
     let other = |e: String| FetchError::Other(e);
-    let f = ctx
-        .upstream
-        .manifest(repo.as_str(), reference)
-        .await
-        .map_err(|e| other(e.to_string()))?;
+    let f =
+        ctx.upstream.manifest(repo.as_str(), reference).await.map_err(|e| other(e.to_string()))?;
     let digest = Digest::of(&f.bytes);
     for claimed in [expected, f.claimed_digest.as_ref()].into_iter().flatten() {
         if claimed != &digest {
@@ -534,12 +479,5 @@ async fn fetch_manifest(
         ManifestShape::Index { children } => children,
         ManifestShape::Image { .. } => Vec::new(),
     };
-    Ok(NewManifest {
-        digest,
-        media_type: mt,
-        bytes: f.bytes,
-        children,
-        blobs,
-        platform: None,
-    })
+    Ok(NewManifest { digest, media_type: mt, bytes: f.bytes, children, blobs, platform: None })
 }

@@ -43,9 +43,7 @@ impl OciDir {
 
     fn layout(&self, repo: &str) -> Result<PathBuf, UpstreamError> {
         // Names reach here parsed, but never trust a path built from input.
-        let name: RepoName = repo
-            .parse()
-            .map_err(|e| UpstreamError::Invalid(format!("{e}")))?;
+        let name: RepoName = repo.parse().map_err(|e| UpstreamError::Invalid(format!("{e}")))?;
         Ok(self.root.join(name.as_str()))
     }
 
@@ -141,11 +139,7 @@ impl OciDir {
         };
         let path = self.blob_path(repo, &digest)?;
         let bytes = tokio::fs::read(&path).await.map_err(|e| io(&path, e))?;
-        Ok(FetchedManifest {
-            bytes,
-            content_type,
-            claimed_digest: Some(digest),
-        })
+        Ok(FetchedManifest { bytes, content_type, claimed_digest: Some(digest) })
     }
 
     pub async fn fetch_blob(
@@ -155,9 +149,7 @@ impl OciDir {
         tree: &MirrorTree,
     ) -> Result<u64, UpstreamError> {
         let path = self.blob_path(repo, &blob.digest)?;
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| io(&path, e))?;
+        let mut file = tokio::fs::File::open(&path).await.map_err(|e| io(&path, e))?;
         let mut writer = tree.writer(blob.digest.clone()).await?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {

@@ -60,9 +60,7 @@ impl RegistryClient {
     }
 
     fn url(&self, path: &str) -> Url {
-        self.base
-            .join(path)
-            .expect("registry paths are valid URL paths")
+        self.base.join(path).expect("registry paths are valid URL paths")
     }
 
     fn auth_for(&self, scope: &str) -> Auth {
@@ -91,10 +89,7 @@ impl RegistryClient {
         let mut reauthed = false;
         loop {
             attempt += 1;
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .timeout(timeout);
+            let mut req = self.http.request(method.clone(), url.clone()).timeout(timeout);
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
             }
@@ -121,13 +116,8 @@ impl RegistryClient {
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                    let body: String = resp
-                        .text()
-                        .await
-                        .unwrap_or_default()
-                        .chars()
-                        .take(300)
-                        .collect();
+                    let body: String =
+                        resp.text().await.unwrap_or_default().chars().take(300).collect();
                     let e = UpstreamError::Status {
                         url: url.to_string(),
                         status: status.as_u16(),
@@ -142,10 +132,7 @@ impl RegistryClient {
                     }
                     e
                 }
-                Err(e) => UpstreamError::Transport {
-                    url: url.to_string(),
-                    source: e,
-                },
+                Err(e) => UpstreamError::Transport { url: url.to_string(), source: e },
             };
             if attempt >= self.settings.retries {
                 return Err(err);
@@ -161,11 +148,8 @@ impl RegistryClient {
         resp: &reqwest::Response,
         scope: &str,
     ) -> Result<(), UpstreamError> {
-        let header = resp
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+        let header =
+            resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         match Challenge::parse(header) {
             Some(Challenge::Basic) => {
                 if self.credentials.is_none() {
@@ -176,11 +160,7 @@ impl RegistryClient {
                 self.basic.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
-            Some(Challenge::Bearer {
-                realm,
-                service,
-                scope: asked,
-            }) => {
+            Some(Challenge::Bearer { realm, service, scope: asked }) => {
                 let mut url = Url::parse(&realm)
                     .map_err(|e| UpstreamError::Auth(format!("bad token realm {realm:?}: {e}")))?;
                 {
@@ -190,17 +170,14 @@ impl RegistryClient {
                     }
                     q.append_pair("scope", asked.as_deref().unwrap_or(scope));
                 }
-                let mut req = self
-                    .http
-                    .get(url.clone())
-                    .timeout(self.settings.request_timeout);
+                let mut req = self.http.get(url.clone()).timeout(self.settings.request_timeout);
                 if let Some(c) = &self.credentials {
                     req = req.basic_auth(&c.username, Some(&c.password));
                 }
-                let resp = req.send().await.map_err(|e| UpstreamError::Transport {
-                    url: url.to_string(),
-                    source: e,
-                })?;
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| UpstreamError::Transport { url: url.to_string(), source: e })?;
                 if !resp.status().is_success() {
                     return Err(UpstreamError::Auth(format!(
                         "token endpoint {realm} answered {}",
@@ -233,15 +210,8 @@ impl RegistryClient {
         let mut url = self.url(&format!("{path}?n={}", self.settings.page_size));
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
-            let resp = self
-                .send(
-                    Method::GET,
-                    &url,
-                    scope,
-                    None,
-                    self.settings.request_timeout,
-                )
-                .await?;
+            let resp =
+                self.send(Method::GET, &url, scope, None, self.settings.request_timeout).await?;
             let next = resp
                 .headers()
                 .get(LINK)
@@ -260,19 +230,15 @@ impl RegistryClient {
                 None => return Ok(out),
             }
         }
-        Err(UpstreamError::Invalid(format!(
-            "{path}: more than {MAX_PAGES} pages"
-        )))
+        Err(UpstreamError::Invalid(format!("{path}: more than {MAX_PAGES} pages")))
     }
 
     pub async fn repositories(&self) -> Result<Vec<String>, UpstreamError> {
-        self.paginated("v2/_catalog", "repositories", "registry:catalog:*")
-            .await
+        self.paginated("v2/_catalog", "repositories", "registry:catalog:*").await
     }
 
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>, UpstreamError> {
-        self.paginated(&format!("v2/{repo}/tags/list"), "tags", &pull_scope(repo))
-            .await
+        self.paginated(&format!("v2/{repo}/tags/list"), "tags", &pull_scope(repo)).await
     }
 
     /// The digest a tag points to, from a HEAD (cheap, and not counted by rate limits).
@@ -315,15 +281,11 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
         let claimed = header_digest(&resp);
-        let bytes = resp.bytes().await.map_err(|e| UpstreamError::Transport {
-            url: url.to_string(),
-            source: e,
-        })?;
-        Ok(FetchedManifest {
-            bytes: bytes.to_vec(),
-            content_type,
-            claimed_digest: claimed,
-        })
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::Transport { url: url.to_string(), source: e })?;
+        Ok(FetchedManifest { bytes: bytes.to_vec(), content_type, claimed_digest: claimed })
     }
 
     /// Download a blob into the pool, verifying its digest and size. Retries restart it.
@@ -339,13 +301,7 @@ impl RegistryClient {
             attempt += 1;
             let result = async {
                 let resp = self
-                    .send(
-                        Method::GET,
-                        &url,
-                        &pull_scope(repo),
-                        None,
-                        self.settings.blob_timeout,
-                    )
+                    .send(Method::GET, &url, &pull_scope(repo), None, self.settings.blob_timeout)
                     .await?;
                 let mut writer = tree.writer(blob.digest.clone()).await?;
                 let mut body = resp.bytes_stream();
@@ -379,19 +335,12 @@ fn pull_scope(repo: &str) -> String {
 }
 
 fn header_digest(resp: &reqwest::Response) -> Option<Digest> {
-    resp.headers()
-        .get("docker-content-digest")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    resp.headers().get("docker-content-digest")?.to_str().ok()?.parse().ok()
 }
 
 /// Exponential backoff with jitter: ~250 ms, 500 ms, 1 s, ... capped at 10 s.
 fn backoff(attempt: u32) -> Duration {
-    let base = 250u64
-        .saturating_mul(1 << attempt.min(6).saturating_sub(1))
-        .min(10_000);
+    let base = 250u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)).min(10_000);
     Duration::from_millis(base + rand::random_range(0..=base / 4))
 }
 
@@ -418,10 +367,7 @@ mod tests {
             next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
             Some("/v2/a/tags/list?last=b&n=2")
         );
-        assert_eq!(
-            next_link(r#"<x>; rel="prev", </y>; rel="next""#).as_deref(),
-            Some("/y")
-        );
+        assert_eq!(next_link(r#"<x>; rel="prev", </y>; rel="next""#).as_deref(), Some("/y"));
         assert_eq!(next_link("garbage"), None);
         let base = Url::parse("http://r:5000/v2/_catalog?n=1").unwrap();
         assert_eq!(

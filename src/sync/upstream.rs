@@ -23,11 +23,7 @@ pub enum UpstreamError {
     #[error("{url}: transfer interrupted: {source}")]
     Interrupted { url: String, source: reqwest::Error },
     #[error("{url}: HTTP {status} {body}")]
-    Status {
-        url: String,
-        status: u16,
-        body: String,
-    },
+    Status { url: String, status: u16, body: String },
     #[error("not found upstream: {0}")]
     NotFound(String),
     #[error("upstream authentication failed: {0}")]

@@ -33,27 +33,17 @@ const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     #[error("digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("size mismatch for {digest}: expected {expected} bytes, got {actual}")]
-    SizeMismatch {
-        digest: Digest,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
     #[error("{0}")]
     Setup(String),
 }
 
 pub(crate) fn io_err(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> TreeError {
-    move |source| TreeError::Io {
-        context: context.to_string(),
-        source,
-    }
+    move |source| TreeError::Io { context: context.to_string(), source }
 }
 
 /// The generation marker's content.
@@ -73,18 +63,12 @@ pub struct MirrorTree {
 impl MirrorTree {
     /// Create the tree's directories; `tmp` must be on the tree's filesystem.
     pub fn open(root: &Path, tmp: &Path) -> Result<MirrorTree, TreeError> {
-        for dir in [
-            root.join("blobs/sha256"),
-            root.join("repositories"),
-            tmp.to_owned(),
-        ] {
+        for dir in [root.join("blobs/sha256"), root.join("repositories"), tmp.to_owned()] {
             std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         }
         let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
-        let (a, b) = (
-            dev(root).map_err(io_err(root.display()))?,
-            dev(tmp).map_err(io_err(tmp.display()))?,
-        );
+        let (a, b) =
+            (dev(root).map_err(io_err(root.display()))?, dev(tmp).map_err(io_err(tmp.display()))?);
         if a != b {
             return Err(TreeError::Setup(format!(
                 "the temp dir {} and the tree {} are on different filesystems; files could not \
@@ -93,10 +77,7 @@ impl MirrorTree {
                 root.display()
             )));
         }
-        Ok(MirrorTree {
-            root: root.to_owned(),
-            tmp: tmp.to_owned(),
-        })
+        Ok(MirrorTree { root: root.to_owned(), tmp: tmp.to_owned() })
     }
 
     pub fn root(&self) -> &Path {
@@ -121,10 +102,7 @@ impl MirrorTree {
     pub fn put_bytes(&self, digest: &Digest, bytes: &[u8]) -> Result<(), TreeError> {
         let actual = Digest::of(bytes);
         if &actual != digest {
-            return Err(TreeError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
+            return Err(TreeError::DigestMismatch { expected: digest.clone(), actual });
         }
         if self.has(digest) {
             return Ok(());
@@ -173,9 +151,8 @@ impl MirrorTree {
         for digest in &layout.content {
             let pool = self.pool_path(digest);
             let link = blobs.join(digest.hex());
-            let pool_ino = std::fs::metadata(&pool)
-                .map_err(io_err(format!("pool file {digest}")))?
-                .ino();
+            let pool_ino =
+                std::fs::metadata(&pool).map_err(io_err(format!("pool file {digest}")))?.ino();
             match std::fs::symlink_metadata(&link) {
                 Ok(m) if m.ino() == pool_ino => continue,
                 Ok(_) => std::fs::remove_file(&link).map_err(io_err(link.display()))?,
@@ -206,11 +183,7 @@ impl MirrorTree {
         let base = self.root.join("repositories");
         let mut removed = 0;
         for dir in find_layouts(&base)? {
-            let name = dir
-                .strip_prefix(&base)
-                .unwrap_or(&dir)
-                .to_string_lossy()
-                .into_owned();
+            let name = dir.strip_prefix(&base).unwrap_or(&dir).to_string_lossy().into_owned();
             if name.parse::<RepoName>().is_ok_and(|r| keep.contains(&r)) {
                 continue;
             }

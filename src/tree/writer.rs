@@ -41,10 +41,7 @@ impl BlobWriter {
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), TreeError> {
         self.hasher.update(chunk);
         self.written += chunk.len() as u64;
-        self.file
-            .write_all(chunk)
-            .await
-            .map_err(io_err("writing temp file"))
+        self.file.write_all(chunk).await.map_err(io_err("writing temp file"))
     }
 
     pub fn written(&self) -> u64 {
@@ -55,10 +52,7 @@ impl BlobWriter {
     pub async fn finish(mut self, expected_size: Option<u64>) -> Result<u64, TreeError> {
         let actual = Digest::from_sha256(self.hasher.finalize().as_slice());
         if actual != self.expected {
-            return Err(TreeError::DigestMismatch {
-                expected: self.expected,
-                actual,
-            });
+            return Err(TreeError::DigestMismatch { expected: self.expected, actual });
         }
         if let Some(size) = expected_size.filter(|s| *s != self.written) {
             return Err(TreeError::SizeMismatch {
@@ -67,15 +61,8 @@ impl BlobWriter {
                 actual: self.written,
             });
         }
-        self.file
-            .flush()
-            .await
-            .map_err(io_err("flushing temp file"))?;
-        self.file
-            .get_mut()
-            .sync_all()
-            .await
-            .map_err(io_err("fsync temp file"))?;
+        self.file.flush().await.map_err(io_err("flushing temp file"))?;
+        self.file.get_mut().sync_all().await.map_err(io_err("fsync temp file"))?;
         let (temp, dest) = (self.temp, self.dest);
         tokio::task::spawn_blocking(move || {
             temp.persist(&dest)

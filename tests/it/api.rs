@@ -22,21 +22,10 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
 
 async fn error_code(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();
-    assert_eq!(
-        r.headers()["docker-distribution-api-version"],
-        "registry/2.0"
-    );
-    let body: serde_json::Value = r
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("not JSON ({status}): {e}"));
-    (
-        status,
-        body["errors"][0]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
+    assert_eq!(r.headers()["docker-distribution-api-version"], "registry/2.0");
+    let body: serde_json::Value =
+        r.json().await.unwrap_or_else(|e| panic!("not JSON ({status}): {e}"));
+    (status, body["errors"][0]["code"].as_str().unwrap_or_default().to_owned())
 }
 
 /// Everything under the data dir, with sizes and mtimes: proof that nothing was written.
@@ -50,11 +39,7 @@ fn snapshot(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> 
             if m.is_dir() {
                 todo.push(e.path());
             } else {
-                out.push((
-                    e.path().display().to_string(),
-                    m.len(),
-                    m.modified().unwrap(),
-                ));
+                out.push((e.path().display().to_string(), m.len(), m.modified().unwrap()));
             }
         }
     }
@@ -77,28 +62,17 @@ async fn manifests_headers_negotiation_and_pagination() {
 
     let r = c.get(wharf.url("/v2/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-distribution-api-version"],
-        "registry/2.0"
-    );
+    assert_eq!(r.headers()["docker-distribution-api-version"], "registry/2.0");
     assert_eq!(r.text().await.unwrap(), "{}");
 
     // GET with everything accepted: the index's exact bytes.
-    let r = c
-        .get(&url)
-        .header("Accept", format!("{OCI_INDEX}, {OCI_MANIFEST}"))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        c.get(&url).header("Accept", format!("{OCI_INDEX}, {OCI_MANIFEST}")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], OCI_INDEX);
     assert_eq!(r.headers()["docker-content-digest"], index.as_str());
     assert_eq!(r.headers()["etag"], format!("\"{index}\"").as_str());
-    let len: usize = r.headers()["content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let len: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
     let body = r.bytes().await.unwrap();
     assert_eq!(body.len(), len);
     assert_eq!(
@@ -107,17 +81,9 @@ async fn manifests_headers_negotiation_and_pagination() {
     );
 
     // HEAD: same headers, no body.
-    let r = c
-        .head(&url)
-        .header("Accept", OCI_INDEX)
-        .send()
-        .await
-        .unwrap();
+    let r = c.head(&url).header("Accept", OCI_INDEX).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["content-length"].to_str().unwrap(),
-        len.to_string()
-    );
+    assert_eq!(r.headers()["content-length"].to_str().unwrap(), len.to_string());
     assert_eq!(r.headers()["docker-content-digest"], index.as_str());
     assert!(r.bytes().await.unwrap().is_empty());
 
@@ -151,12 +117,7 @@ async fn manifests_headers_negotiation_and_pagination() {
         .await
         .unwrap();
     assert_eq!(error_code(r).await, (404, "MANIFEST_UNKNOWN".into()));
-    let r = c
-        .get(&url)
-        .header("Accept", DOCKER_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(&url).header("Accept", DOCKER_MANIFEST).send().await.unwrap();
     assert_eq!(error_code(r).await, (404, "MANIFEST_UNKNOWN".into()));
     // A Docker manifest list asked for with only v2s2 accepted: its amd64 child.
     let r = c
@@ -176,53 +137,26 @@ async fn manifests_headers_negotiation_and_pagination() {
     assert_eq!(r.headers()["content-type"], DOCKER_LIST);
 
     // Children by digest; a digest from another repository is unknown here.
-    let r = c
-        .get(wharf.url(&format!("/v2/multi/manifests/{amd64}")))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(wharf.url(&format!("/v2/multi/manifests/{amd64}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = c
-        .get(wharf.url(&format!("/v2/single/manifests/{amd64}")))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(wharf.url(&format!("/v2/single/manifests/{amd64}"))).send().await.unwrap();
     assert_eq!(error_code(r).await, (404, "MANIFEST_UNKNOWN".into()));
 
     // Blobs: GET redirects to the tree, HEAD answers locally.
-    let single: serde_json::Value = c
-        .get(wharf.url("/v2/single/manifests/v1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let single: serde_json::Value =
+        c.get(wharf.url("/v2/single/manifests/v1")).send().await.unwrap().json().await.unwrap();
     let layer = single["layers"][1]["digest"].as_str().unwrap();
     let size = single["layers"][1]["size"].as_u64().unwrap();
-    let r = c
-        .get(wharf.url(&format!("/v2/single/blobs/{layer}")))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(wharf.url(&format!("/v2/single/blobs/{layer}"))).send().await.unwrap();
     assert_eq!(r.status(), 307);
     assert_eq!(
         r.headers()["location"],
-        wharf
-            .url(&format!("/tree/blobs/sha256/{}", &layer[7..]))
-            .as_str()
+        wharf.url(&format!("/tree/blobs/sha256/{}", &layer[7..])).as_str()
     );
     assert_eq!(r.headers()["docker-content-digest"], layer);
-    let r = c
-        .head(wharf.url(&format!("/v2/single/blobs/{layer}")))
-        .send()
-        .await
-        .unwrap();
+    let r = c.head(wharf.url(&format!("/v2/single/blobs/{layer}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["content-length"].to_str().unwrap(),
-        size.to_string()
-    );
+    assert_eq!(r.headers()["content-length"].to_str().unwrap(), size.to_string());
     assert_eq!(r.headers()["docker-content-digest"], layer);
     // A blob of another repository is unknown here.
     let multi_layer = {
@@ -236,40 +170,20 @@ async fn manifests_headers_negotiation_and_pagination() {
             .unwrap();
         m["layers"][1]["digest"].as_str().unwrap().to_owned()
     };
-    let r = c
-        .get(wharf.url(&format!("/v2/single/blobs/{multi_layer}")))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(wharf.url(&format!("/v2/single/blobs/{multi_layer}"))).send().await.unwrap();
     assert_eq!(error_code(r).await, (404, "BLOB_UNKNOWN".into()));
 
     // Pagination with n/last and Link.
     let r = c.get(wharf.url("/v2/_catalog?n=2")).send().await.unwrap();
-    assert_eq!(
-        r.headers()["link"],
-        "</v2/_catalog?last=docker/single&n=2>; rel=\"next\""
-    );
+    assert_eq!(r.headers()["link"], "</v2/_catalog?last=docker/single&n=2>; rel=\"next\"");
     let page: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(
-        page["repositories"],
-        serde_json::json!(["docker/multi", "docker/single"])
-    );
-    let r = c
-        .get(wharf.url("/v2/_catalog?n=2&last=docker/single"))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(page["repositories"], serde_json::json!(["docker/multi", "docker/single"]));
+    let r = c.get(wharf.url("/v2/_catalog?n=2&last=docker/single")).send().await.unwrap();
     assert!(r.headers().get("link").is_none());
     let page: serde_json::Value = r.json().await.unwrap();
     assert_eq!(page["repositories"], serde_json::json!(["multi", "single"]));
-    let tags: serde_json::Value = c
-        .get(wharf.url("/v2/multi/tags/list?n=5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: serde_json::Value =
+        c.get(wharf.url("/v2/multi/tags/list?n=5")).send().await.unwrap().json().await.unwrap();
     assert_eq!(tags, serde_json::json!({"name": "multi", "tags": ["v1"]}));
 }
 
@@ -280,168 +194,48 @@ async fn bad_input_gets_the_right_error_and_writes_nothing() {
     let before = snapshot(&data);
     let generation = wharf.generation().await;
     let c = http();
-    let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-    let long = format!("{}/tags/list", "a".repeat(256));
-    let cases: Vec<(reqwest::Method, String, u16, &str)> = vec![
-        (
-            reqwest::Method::GET,
-            "/v2/..%2fx/manifests/v1".into(),
-            400,
-            "NAME_INVALID",
-        ),
-        (
-            reqwest::Method::GET,
-            "/v2/Multi/tags/list".into(),
-            400,
-            "NAME_INVALID",
-        ),
-        (
-            reqwest::Method::GET,
-            format!("/v2/{long}"),
-            400,
-            "NAME_INVALID",
-        ),
-        (
-            reqwest::Method::GET,
-            "/v2/multi/manifests/.bad".into(),
-            400,
-            "TAG_INVALID",
-        ),
-        (
-            reqwest::Method::GET,
-            "/v2/multi/manifests/sha256:abc".into(),
-            400,
-            "DIGEST_INVALID",
-        ),
-        (
-            reqwest::Method::GET,
-            "/v2/multi/blobs/sha256:XYZ".into(),
-            400,
-            "DIGEST_INVALID",
-        ),
-        (
-            reqwest::Method::GET,
-            "/v2/multi/blobs/md5:0123".into(),
-            400,
-            "DIGEST_INVALID",
-        ),
-        (
-            reqwest::Method::GET,
-            format!("/v2/multi/blobs/sha512:{}", "0".repeat(128)),
-            400,
-            "DIGEST_INVALID",
-        ),
-        (
-            reqwest::Method::GET,
-            "/v2/nope/tags/list".into(),
-            404,
-            "NAME_UNKNOWN",
-        ),
-        (
-            reqwest::Method::GET,
-            "/v2/nope/manifests/v1".into(),
-            404,
-            "NAME_UNKNOWN",
-        ),
-        (
-            reqwest::Method::GET,
-            format!("/v2/nope/blobs/{digest}"),
-            404,
-            "NAME_UNKNOWN",
-        ),
-        (
-            reqwest::Method::GET,
-            "/v2/multi/manifests/v9".into(),
-            404,
-            "MANIFEST_UNKNOWN",
-        ),
-        (
-            reqwest::Method::GET,
-            format!("/v2/multi/blobs/{digest}"),
-            404,
-            "BLOB_UNKNOWN",
-        ),
-        (
-            reqwest::Method::GET,
-            "/v2/_catalog?n=-1".into(),
-            400,
-            "PAGINATION_NUMBER_INVALID",
-        ),
-        (
-            reqwest::Method::GET,
-            "/v2/multi/tags/list?n=many".into(),
-            400,
-            "PAGINATION_NUMBER_INVALID",
-        ),
-        (
-            reqwest::Method::PUT,
-            "/v2/multi/manifests/v1".into(),
-            405,
-            "UNSUPPORTED",
-        ),
-        (
-            reqwest::Method::DELETE,
-            "/v2/multi/manifests/v1".into(),
-            405,
-            "UNSUPPORTED",
-        ),
-        (
-            reqwest::Method::DELETE,
-            format!("/v2/multi/blobs/{digest}"),
-            405,
-            "UNSUPPORTED",
-        ),
-        (
-            reqwest::Method::POST,
-            "/v2/multi/blobs/uploads/".into(),
-            405,
-            "UNSUPPORTED",
-        ),
-        (
-            reqwest::Method::PATCH,
-            "/v2/multi/blobs/uploads/abc".into(),
-            405,
-            "UNSUPPORTED",
-        ),
-        (
-            reqwest::Method::PUT,
-            "/v2/multi/blobs/uploads/abc?digest=x".into(),
-            405,
-            "UNSUPPORTED",
-        ),
+    // "METHOD PATH STATUS CODE", with {long} and {digest} filled in.
+    let cases = [
+        "GET /v2/..%2fx/manifests/v1 400 NAME_INVALID",
+        "GET /v2/Multi/tags/list 400 NAME_INVALID",
+        "GET /v2/{long}/tags/list 400 NAME_INVALID",
+        "GET /v2/multi/manifests/.bad 400 TAG_INVALID",
+        "GET /v2/multi/manifests/sha256:abc 400 DIGEST_INVALID",
+        "GET /v2/multi/blobs/sha256:XYZ 400 DIGEST_INVALID",
+        "GET /v2/multi/blobs/md5:0123 400 DIGEST_INVALID",
+        "GET /v2/multi/blobs/sha512:{digest}{digest} 400 DIGEST_INVALID",
+        "GET /v2/nope/tags/list 404 NAME_UNKNOWN",
+        "GET /v2/nope/manifests/v1 404 NAME_UNKNOWN",
+        "GET /v2/nope/blobs/sha256:{digest} 404 NAME_UNKNOWN",
+        "GET /v2/multi/manifests/v9 404 MANIFEST_UNKNOWN",
+        "GET /v2/multi/blobs/sha256:{digest} 404 BLOB_UNKNOWN",
+        "GET /v2/_catalog?n=-1 400 PAGINATION_NUMBER_INVALID",
+        "GET /v2/multi/tags/list?n=many 400 PAGINATION_NUMBER_INVALID",
+        "PUT /v2/multi/manifests/v1 405 UNSUPPORTED",
+        "DELETE /v2/multi/manifests/v1 405 UNSUPPORTED",
+        "DELETE /v2/multi/blobs/sha256:{digest} 405 UNSUPPORTED",
+        "POST /v2/multi/blobs/uploads/ 405 UNSUPPORTED",
+        "PATCH /v2/multi/blobs/uploads/abc 405 UNSUPPORTED",
+        "PUT /v2/multi/blobs/uploads/abc?digest=x 405 UNSUPPORTED",
     ];
-    for (method, path, status, code) in cases {
-        let r = c
-            .request(method.clone(), wharf.url(&path))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.url().path(),
-            path.split('?').next().unwrap(),
-            "the client rewrote the path"
-        );
-        assert_eq!(
-            error_code(r).await,
-            (status, code.to_owned()),
-            "{method} {path}"
-        );
+    for case in cases {
+        let case = case.replace("{long}", &"a".repeat(256)).replace("{digest}", &"0".repeat(64));
+        let [method, path, status, code] = case.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("{case}")
+        };
+        let method: reqwest::Method = method.parse().unwrap();
+        let r = c.request(method.clone(), wharf.url(path)).body("{}").send().await.unwrap();
+        assert_eq!(r.url().path(), path.split('?').next().unwrap(), "the client rewrote the path");
+        let expected = (status.parse().unwrap(), code.to_owned());
+        assert_eq!(error_code(r).await, expected, "{method} {path}");
     }
     // Dot segments sent as-is (HTTP clients normalise them away, so write the request by hand).
-    for path in [
-        "/v2/../x/tags/list",
-        "/v2/a/../../tree/blobs/sha256/x/manifests/v1",
-    ] {
+    for path in ["/v2/../x/tags/list", "/v2/a/../../tree/blobs/sha256/x/manifests/v1"] {
         let head = raw_get(wharf.addr, path).await;
         assert!(head.starts_with("HTTP/1.1 400"), "{path}: {head}");
         assert!(head.contains("NAME_INVALID"), "{path}: {head}");
     }
-    for path in [
-        "/tree/../wharf.redb",
-        "/tree/blobs/../../wharf.redb",
-        "/tree/%2e%2e/wharf.redb",
-    ] {
+    for path in ["/tree/../wharf.redb", "/tree/blobs/../../wharf.redb", "/tree/%2e%2e/wharf.redb"] {
         let head = raw_get(wharf.addr, path).await;
         assert!(head.starts_with("HTTP/1.1 404"), "{path}: {head}");
     }
@@ -454,15 +248,8 @@ async fn bad_input_gets_the_right_error_and_writes_nothing() {
             .arg(format!("docker://{}/pushed:v1", wharf.host())),
     )
     .await;
-    assert!(
-        out.contains("405") || out.to_lowercase().contains("unsupported"),
-        "{out}"
-    );
+    assert!(out.contains("405") || out.to_lowercase().contains("unsupported"), "{out}");
 
-    assert_eq!(
-        snapshot(&data),
-        before,
-        "a bad request changed the data dir"
-    );
+    assert_eq!(snapshot(&data), before, "a bad request changed the data dir");
     assert_eq!(wharf.generation().await, generation);
 }

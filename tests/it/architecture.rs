@@ -15,18 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("control", &["model", "sync", "scheduler"]),
     ("registry", &["model", "store"]),
     ("demo", &["model"]),
-    (
-        "app",
-        &[
-            "model",
-            "store",
-            "tree",
-            "sync",
-            "scheduler",
-            "control",
-            "registry",
-        ],
-    ),
+    ("app", &["model", "store", "tree", "sync", "scheduler", "control", "registry"]),
 ];
 
 /// Crates a module must not use.
@@ -60,11 +49,7 @@ fn dependencies_point_inward() {
     let forbidden: BTreeMap<&str, &[&str]> = FORBIDDEN_CRATES.iter().copied().collect();
     let mut violations = Vec::new();
     for file in files {
-        let rel = file
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let rel = file.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
         let module = rel.split(['/', '.']).next().unwrap().to_owned();
         if ["main", "lib"].contains(&module.as_str()) {
             continue;
@@ -91,9 +76,5 @@ fn dependencies_point_inward() {
             }
         }
     }
-    assert!(
-        violations.is_empty(),
-        "dependency rule broken:\n{}",
-        violations.join("\n")
-    );
+    assert!(violations.is_empty(), "dependency rule broken:\n{}", violations.join("\n"));
 }

@@ -12,10 +12,7 @@ use crate::harness::*;
 
 fn wharf_cmd(config: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    c.arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .env_remove("WHARF_CONFIG");
+    c.arg("--config").arg(config).env("RUST_LOG", "warn").env_remove("WHARF_CONFIG");
     c
 }
 
@@ -41,10 +38,7 @@ async fn sync_without_a_server_opens_the_store() {
 
     let out = run(wharf_cmd(&config).arg("sync")).await;
     assert!(out.starts_with("sync run #1: Ok"), "{out}");
-    assert!(
-        out.contains("generation 0 -> 1") && out.contains("3 blobs fetched"),
-        "{out}"
-    );
+    assert!(out.contains("generation 0 -> 1") && out.contains("3 blobs fetched"), "{out}");
 
     let out = run(wharf_cmd(&config).args(["sync", "--json"])).await;
     let run: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -70,32 +64,17 @@ async fn sync_goes_through_a_running_server() {
         .unwrap();
     wait_http(&format!("http://127.0.0.1:{port}/healthz"), &[200]).await;
     let socket = dir.path().join("data/control.sock");
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(
-        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    assert_eq!(
-        std::fs::metadata(dir.path().join("data"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
+        std::fs::metadata(dir.path().join("data")).unwrap().permissions().mode() & 0o777,
         0o700
     );
 
     // The store is locked by the server; the CLI asks the server.
     let out = run(wharf_cmd(&config).arg("sync")).await;
     assert!(out.starts_with("sync run #1: Ok"), "{out}");
-    let r = http()
-        .get(format!("http://127.0.0.1:{port}/v2/multi/tags/list"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        200,
-        "the server serves what the CLI's sync fetched"
-    );
+    let r = http().get(format!("http://127.0.0.1:{port}/v2/multi/tags/list")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the server serves what the CLI's sync fetched");
     let out = run(wharf_cmd(&config).arg("healthcheck")).await;
     assert!(out.starts_with("ok"), "{out}");
 
@@ -114,11 +93,7 @@ async fn failures_exit_non_zero_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     // Unknown key.
     let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "[upstream]\nurl = \"http://127.0.0.1:1\"\nrepos = [\"x\"]\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "[upstream]\nurl = \"http://127.0.0.1:1\"\nrepos = [\"x\"]\n").unwrap();
     let err = run_failing(wharf_cmd(&bad).arg("sync")).await;
     assert!(err.contains("unknown field `repos`"), "{err}");
     // Missing file.
@@ -126,24 +101,13 @@ async fn failures_exit_non_zero_with_a_reason() {
     assert!(err.contains("nope.toml"), "{err}");
     // Env overrides are validated too.
     let config = write_config(dir.path(), free_port(), "http://127.0.0.1:1");
-    let err = run_failing(
-        wharf_cmd(&config)
-            .env("WHARF__SCHEDULE__SYNC", "every minute")
-            .arg("sync"),
-    )
-    .await;
+    let err =
+        run_failing(wharf_cmd(&config).env("WHARF__SCHEDULE__SYNC", "every minute").arg("sync"))
+            .await;
     assert!(err.contains("schedule.sync"), "{err}");
     // Unreachable upstream: the run is recorded as failed and the exit code says so.
-    let out = wharf_cmd(&config)
-        .arg("sync")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
+    let out = wharf_cmd(&config).arg("sync").stdin(Stdio::null()).output().await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("Failed") && stdout.contains("cannot list repositories"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("Failed") && stdout.contains("cannot list repositories"), "{stdout}");
 }

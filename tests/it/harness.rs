@@ -23,29 +23,18 @@ pub const INSTALL_HINT: &str = "run ./test.sh: it installs docker-registry skope
 /// The path of a required program, or a panic that says how to install it.
 pub fn require(tool: &str) -> PathBuf {
     let dirs = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
-    dirs.split(':')
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`{tool}` is not installed, so this test cannot run: {INSTALL_HINT}")
-        })
+    dirs.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!("`{tool}` is not installed, so this test cannot run: {INSTALL_HINT}")
+    })
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Run a command to success and return its stdout; panic with its output otherwise.
 pub async fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = cmd.stdin(Stdio::null()).output().await.unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -79,16 +68,8 @@ pub fn fixtures() -> &'static Path {
         let dir =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fixtures-{}", std::process::id()));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build-images.sh");
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "build-images.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = std::process::Command::new("bash").arg(&script).arg(&dir).output().unwrap();
+        assert!(out.status.success(), "build-images.sh: {}", String::from_utf8_lossy(&out.stderr));
         dir
     })
 }
@@ -157,11 +138,7 @@ impl Registry {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let reg = Registry {
-            child: Some(child),
-            port,
-            dir,
-        };
+        let reg = Registry { child: Some(child), port, dir };
         wait_http(&format!("http://127.0.0.1:{port}/v2/"), &[200, 401]).await;
         reg
     }
@@ -189,14 +166,8 @@ impl Registry {
     pub async fn push_standard(&self) {
         self.push("multi:v1", "multi:v1", &["--all"]).await;
         self.push("single:v1", "single:v1", &[]).await;
-        self.push("single:v1", "docker/single:v1", &["--format", "v2s2"])
-            .await;
-        self.push(
-            "multi:v1",
-            "docker/multi:v1",
-            &["--all", "--format", "v2s2"],
-        )
-        .await;
+        self.push("single:v1", "docker/single:v1", &["--format", "v2s2"]).await;
+        self.push("multi:v1", "docker/multi:v1", &["--all", "--format", "v2s2"]).await;
     }
 
     /// Where the registry keeps a blob's bytes.
@@ -288,17 +259,9 @@ impl Wharf {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let config = config_for(dir.path(), addr, &setup);
-        let running = App::open(config, setup.clock)
-            .unwrap()
-            .start(listener)
-            .await
-            .unwrap();
+        let running = App::open(config, setup.clock).unwrap().start(listener).await.unwrap();
         wait_http(&format!("http://{addr}/healthz"), &[200]).await;
-        Wharf {
-            running: Some(running),
-            _dir: dir,
-            addr,
-        }
+        Wharf { running: Some(running), _dir: dir, addr }
     }
 
     fn app(&self) -> &App {
@@ -340,10 +303,7 @@ impl Wharf {
         let key = format!(
             "wharf_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} "
         );
-        text.lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .map(|n| n.parse().unwrap())
-            .unwrap_or(0)
+        text.lines().find_map(|l| l.strip_prefix(&key)).map(|n| n.parse().unwrap()).unwrap_or(0)
     }
 }
 
@@ -352,10 +312,7 @@ pub fn http() -> reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap()
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
         })
         .clone()
 }

@@ -12,14 +12,8 @@ async fn assert_blob_gets_redirected(wharf: &Wharf) {
         .lines()
         .filter(|l| l.contains("route=\"blob\",method=\"GET\"") && !l.contains("status=\"307\""))
         .collect();
-    assert!(
-        others.is_empty(),
-        "blob GETs not answered with 307: {others:?}"
-    );
-    assert!(
-        wharf.requests("tree", "GET", "200").await > 0,
-        "blobs were not fetched from the tree"
-    );
+    assert!(others.is_empty(), "blob GETs not answered with 307: {others:?}");
+    assert!(wharf.requests("tree", "GET", "200").await > 0, "blobs were not fetched from the tree");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,11 +44,9 @@ async fn skopeo_copies_every_image_kind() {
 
     // OCI manifest, Docker v2s2 and Docker manifest list keep their digests (dir: keeps
     // the manifest bytes as pulled).
-    for (repo, all) in [
-        ("single:v1", false),
-        ("docker/single:v1", false),
-        ("docker/multi:v1", true),
-    ] {
+    for (repo, all) in
+        [("single:v1", false), ("docker/single:v1", false), ("docker/multi:v1", true)]
+    {
         let pushed = run(skopeo()
             .args(["inspect", "--raw", "--tls-verify=false"])
             .arg(format!("docker://{}/{repo}", _reg.host())))
@@ -67,17 +59,10 @@ async fn skopeo_copies_every_image_kind() {
         }
         run(cmd.arg(src(repo)).arg(format!("dir:{}", dest.display()))).await;
         let pulled = std::fs::read(dest.join("manifest.json")).unwrap();
-        assert_eq!(
-            String::from_utf8(pulled).unwrap(),
-            pushed,
-            "{repo}: manifest bytes differ"
-        );
+        assert_eq!(String::from_utf8(pulled).unwrap(), pushed, "{repo}: manifest bytes differ");
     }
 
-    let inspect = run(skopeo()
-        .args(["inspect", "--tls-verify=false"])
-        .arg(src("single:v1")))
-    .await;
+    let inspect = run(skopeo().args(["inspect", "--tls-verify=false"]).arg(src("single:v1"))).await;
     let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(inspect["Digest"], layout_digest(&fx.join("single"), "v1"));
     assert_eq!(inspect["RepoTags"], serde_json::json!(["v1"]));
@@ -107,10 +92,7 @@ async fn podman_pulls_and_runs() {
     let mut inspect = tokio::process::Command::new(&podman);
     base(&mut inspect);
     let digests = run(inspect.args(["image", "inspect", "--format", "{{.Digest}}", &image])).await;
-    assert_eq!(
-        digests.trim(),
-        layout_digest(&fixtures().join("multi"), "v1")
-    );
+    assert_eq!(digests.trim(), layout_digest(&fixtures().join("multi"), "v1"));
 
     let mut runc = tokio::process::Command::new(&podman);
     base(&mut runc);
@@ -159,12 +141,7 @@ impl Containerd {
             .unwrap();
         let c = Containerd { _child: child, dir };
         for _ in 0..100 {
-            if c.ctr()
-                .arg("version")
-                .output()
-                .await
-                .is_ok_and(|o| o.status.success())
-            {
+            if c.ctr().arg("version").output().await.is_ok_and(|o| o.status.success()) {
                 return c;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -19,15 +19,9 @@ async fn incremental_sync_adds_moves_and_removes_tags() {
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
     assert_eq!(run.blobs_fetched(), 0);
-    assert_eq!(
-        run.repos.iter().map(|r| r.manifests_fetched).sum::<u32>(),
-        0
-    );
+    assert_eq!(run.repos.iter().map(|r| r.manifests_fetched).sum::<u32>(), 0);
     assert_eq!((run.generation_before, run.generation_after), (1, 1));
-    assert_eq!(
-        std::fs::read(wharf.tree().join("wharf-generation.json")).unwrap(),
-        marker
-    );
+    assert_eq!(std::fs::read(wharf.tree().join("wharf-generation.json")).unwrap(), marker);
 
     // A new tag: appears after one sync with a new generation; only its own layer and
     // config are downloaded (the base layer is shared).
@@ -38,12 +32,7 @@ async fn incremental_sync_adds_moves_and_removes_tags() {
     assert_eq!(run.blobs_fetched(), 2, "{run:#?}");
     let single = run.repos.iter().find(|r| r.repo == "single").unwrap();
     assert_eq!((single.tags_added, single.tags_unchanged), (1, 1));
-    let tags: serde_json::Value = wharf
-        .get("/v2/single/tags/list")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tags: serde_json::Value = wharf.get("/v2/single/tags/list").await.json().await.unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["v1", "v2"]));
     let index =
         std::fs::read_to_string(wharf.tree().join("repositories/single/index.json")).unwrap();
@@ -53,19 +42,8 @@ async fn incremental_sync_adds_moves_and_removes_tags() {
     reg.push("single2:v2", "single:v1", &[]).await;
     let run = wharf.sync().await;
     assert_eq!(run.generation_after, 3);
-    assert_eq!(
-        run.blobs_fetched(),
-        0,
-        "the content was already in the pool"
-    );
-    assert_eq!(
-        run.repos
-            .iter()
-            .find(|r| r.repo == "single")
-            .unwrap()
-            .tags_moved,
-        1
-    );
+    assert_eq!(run.blobs_fetched(), 0, "the content was already in the pool");
+    assert_eq!(run.repos.iter().find(|r| r.repo == "single").unwrap().tags_moved, 1);
     let r = wharf.get("/v2/single/manifests/v1").await;
     assert_eq!(
         r.headers()["docker-content-digest"],
@@ -90,10 +68,7 @@ async fn incremental_sync_adds_moves_and_removes_tags() {
     );
     assert!(!wharf.tree().join("repositories/single").exists());
     let v2 = layout_digest(&fixtures().join("single2"), "v2");
-    assert!(
-        wharf.tree().join("blobs/sha256").join(&v2[7..]).exists(),
-        "kept for the grace period"
-    );
+    assert!(wharf.tree().join("blobs/sha256").join(&v2[7..]).exists(), "kept for the grace period");
     let catalog: serde_json::Value = wharf.get("/v2/_catalog").await.json().await.unwrap();
     assert_eq!(
         catalog["repositories"],
@@ -110,8 +85,7 @@ async fn corrupt_upstream_blob_is_never_published() {
     let fx = fixtures();
     let m: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
-            fx.join("single/blobs/sha256")
-                .join(&layout_digest(&fx.join("single"), "v1")[7..]),
+            fx.join("single/blobs/sha256").join(&layout_digest(&fx.join("single"), "v1")[7..]),
         )
         .unwrap(),
     )
@@ -132,15 +106,9 @@ async fn corrupt_upstream_blob_is_never_published() {
             .any(|e| e.contains("single") && e.contains("digest mismatch") && e.contains(&own)),
         "{errors:?}"
     );
+    assert!(!wharf.tree().join("blobs/sha256").join(&own[7..]).exists(), "corrupt blob published");
     assert!(
-        !wharf.tree().join("blobs/sha256").join(&own[7..]).exists(),
-        "corrupt blob published"
-    );
-    assert!(
-        std::fs::read_dir(wharf.tree().join("../tmp"))
-            .unwrap()
-            .next()
-            .is_none(),
+        std::fs::read_dir(wharf.tree().join("../tmp")).unwrap().next().is_none(),
         "temp file left behind"
     );
     let r = wharf.get("/v2/single/manifests/v1").await;
@@ -156,10 +124,7 @@ async fn upstream_down_reports_and_keeps_serving() {
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Failed);
     let error = run.error.clone().unwrap();
-    assert!(
-        error.contains("cannot list repositories") && error.contains(&reg.host()),
-        "{error}"
-    );
+    assert!(error.contains("cannot list repositories") && error.contains(&reg.host()), "{error}");
     assert_eq!(run.generation_after, 1);
     // Old content keeps serving to a real client.
     let out = tempfile::tempdir().unwrap();
@@ -194,12 +159,7 @@ async fn basic_auth_upstream() {
     ))
     .await;
     run(skopeo()
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "mirror:s3cret",
-        ])
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds", "mirror:s3cret"])
         .arg(format!("oci:{}/single:v1", fixtures().display()))
         .arg(format!("docker://{}/single:v1", reg.host())))
     .await;
@@ -208,10 +168,7 @@ async fn basic_auth_upstream() {
     let anon = Wharf::start(&reg.url()).await;
     let run = anon.sync().await;
     assert_eq!(run.outcome, RunOutcome::Failed);
-    assert!(
-        run.error.as_deref().unwrap_or("").contains("Basic auth"),
-        "{run:#?}"
-    );
+    assert!(run.error.as_deref().unwrap_or("").contains("Basic auth"), "{run:#?}");
 
     std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
     let mut setup = Setup::new(&reg.url());
@@ -233,10 +190,7 @@ async fn oci_directory_upstream() {
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
     let catalog: serde_json::Value = wharf.get("/v2/_catalog").await.json().await.unwrap();
-    assert_eq!(
-        catalog["repositories"],
-        serde_json::json!(["demo/app", "demo/multi"])
-    );
+    assert_eq!(catalog["repositories"], serde_json::json!(["demo/app", "demo/multi"]));
     let out = tempfile::tempdir().unwrap();
     crate::harness::run(
         skopeo()
@@ -288,13 +242,8 @@ async fn unreferenced_blobs_leave_the_pool_after_the_grace_period() {
     assert!(!pool_file.exists());
     let multi = layout_digest(&dir.path().join("demo/multi"), "latest");
     assert!(wharf.tree().join("blobs/sha256").join(&multi[7..]).exists());
-    let pool_count = std::fs::read_dir(wharf.tree().join("blobs/sha256"))
-        .unwrap()
-        .count();
-    assert_eq!(
-        pool_count, 8,
-        "index, 2 manifests, 2 configs, base + 2 arch layers"
-    );
+    let pool_count = std::fs::read_dir(wharf.tree().join("blobs/sha256")).unwrap().count();
+    assert_eq!(pool_count, 8, "index, 2 manifests, 2 configs, base + 2 arch layers");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -309,7 +258,10 @@ async fn upstream_pagination_is_followed() {
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
     let catalog: serde_json::Value = wharf.get("/v2/_catalog").await.json().await.unwrap();
-    assert_eq!(catalog["repositories"], serde_json::json!(["docker/multi", "docker/single", "multi", "single"]));
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["docker/multi", "docker/single", "multi", "single"])
+    );
     let tags: serde_json::Value = wharf.get("/v2/single/tags/list").await.json().await.unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["v1", "v2", "v3"]));
 }
@@ -325,7 +277,10 @@ async fn repository_globs_and_tag_regex_select_what_is_synced() {
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
     let catalog: serde_json::Value = wharf.get("/v2/_catalog").await.json().await.unwrap();
-    assert_eq!(catalog["repositories"], serde_json::json!(["docker/multi", "docker/single", "single"]));
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["docker/multi", "docker/single", "single"])
+    );
     let tags: serde_json::Value = wharf.get("/v2/single/tags/list").await.json().await.unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["v1"]));
 }
@@ -354,6 +309,11 @@ async fn scheduled_syncs_run_and_never_overlap() {
     assert!(runs.len() >= 3, "{}", runs.len());
     for pair in runs.windows(2) {
         let (newer, older) = (&pair[0], &pair[1]);
-        assert!(newer.started_at >= older.finished_at, "runs {} and {} overlap", older.id, newer.id);
+        assert!(
+            newer.started_at >= older.finished_at,
+            "runs {} and {} overlap",
+            older.id,
+            newer.id
+        );
     }
 }

@@ -30,18 +30,12 @@ async fn tree_is_verified_hardlinked_and_usable() {
     .unwrap();
     let base = manifest["layers"][0]["digest"].as_str().unwrap()[7..].to_owned();
     let ino = |p: std::path::PathBuf| {
-        std::fs::metadata(&p)
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-            .ino()
+        std::fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).ino()
     };
     let pool_ino = ino(pool.join(&base));
     for repo in ["multi", "single", "docker/single", "docker/multi"] {
         assert_eq!(
-            ino(tree
-                .join("repositories")
-                .join(repo)
-                .join("blobs/sha256")
-                .join(&base)),
+            ino(tree.join("repositories").join(repo).join("blobs/sha256").join(&base)),
             pool_ino,
             "{repo}"
         );
@@ -58,16 +52,10 @@ async fn tree_is_verified_hardlinked_and_usable() {
             cmd.arg("--all");
         }
         run(cmd
-            .arg(format!(
-                "oci:{}:{tag}",
-                tree.join("repositories").join(repo).display()
-            ))
+            .arg(format!("oci:{}:{tag}", tree.join("repositories").join(repo).display()))
             .arg(format!("oci:{}:{tag}", dest.display())))
         .await;
-        assert_eq!(
-            layout_digest(&dest, tag),
-            layout_digest(&fx.join(repo), tag)
-        );
+        assert_eq!(layout_digest(&dest, tag), layout_digest(&fx.join(repo), tag));
     }
     let layout = std::fs::read_to_string(tree.join("repositories/single/oci-layout")).unwrap();
     assert_eq!(layout, r#"{"imageLayoutVersion":"1.0.0"}"#);
