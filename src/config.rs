@@ -263,7 +263,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .listen
         .parse()
         .map_err(|e| key_err("server.listen", format!("{:?}: {e}", raw.server.listen)))?;
-    let public_url = raw.server.public_url.unwrap_or_else(|| format!("http://{listen}"));
+    let public_url = match raw.server.public_url {
+        Some(u) => u,
+        None if listen.ip().is_unspecified() => {
+            return Err(key_err(
+                "server.public_url",
+                format!(
+                    "required when listening on {listen}: blob redirects need a host clients can reach"
+                ),
+            ));
+        }
+        None => format!("http://{listen}"),
+    };
     let parsed = reqwest::Url::parse(&public_url)
         .map_err(|e| key_err("server.public_url", format!("{public_url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
@@ -271,7 +282,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let public_url = public_url.trim_end_matches('/').to_owned();
 
-    if !raw.storage.data_dir.is_absolute() && raw.storage.data_dir.as_os_str().is_empty() {
+    if raw.storage.data_dir.as_os_str().is_empty() {
         return Err(key_err("storage.data_dir", "must not be empty"));
     }
     let data_dir = absolute(&raw.storage.data_dir);
@@ -416,6 +427,14 @@ mod tests {
                 "storage.gc_grace",
             ),
             ("[upstream]\nurl = \"http://r\"\nusername = \"u\"\n", "upstream.password_file"),
+            (
+                "[upstream]\nurl = \"http://r\"\n[server]\nlisten = \"0.0.0.0:80\"\n",
+                "server.public_url",
+            ),
+            (
+                "[upstream]\nurl = \"http://r\"\n[server]\npublic_url = \"ftp://x\"\n",
+                "server.public_url",
+            ),
         ];
         for (toml, needle) in cases {
             let err = load_str(toml, &[]).unwrap_err().to_string();

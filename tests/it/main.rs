@@ -6,4 +6,5 @@ mod cli;
 mod harness;
 mod pull;
 mod sync;
+mod token;
 mod tree;

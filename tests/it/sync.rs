@@ -317,3 +317,48 @@ async fn scheduled_syncs_run_and_never_overlap() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_token_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = crate::token::TokenIssuer::start(dir.path(), "mirror", "s3cret").await;
+    let reg = Registry::start_with(&issuer.registry_yaml()).await;
+    for (src, dest) in
+        [("single:v1", "single:v1"), ("single2:v2", "single:v2"), ("single:v1", "other:v1")]
+    {
+        crate::harness::run(
+            skopeo()
+                .args(["copy", "--dest-tls-verify=false", "--dest-creds", "mirror:s3cret"])
+                .arg(format!("oci:{}/{src}", fixtures().display()))
+                .arg(format!("docker://{}/{dest}", reg.host())),
+        )
+        .await;
+    }
+    let pushes = issuer.requests().len();
+
+    // Without credentials the token endpoint refuses: a clear auth error.
+    let anon = Wharf::start(&reg.url()).await;
+    let run = anon.sync().await;
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    assert!(run.error.as_deref().unwrap_or("").contains("token endpoint"), "{run:#?}");
+
+    std::fs::write(dir.path().join("pw"), "s3cret").unwrap();
+    let mut setup = Setup::new(&reg.url());
+    setup.upstream += &format!(
+        "username = \"mirror\"\npassword_file = \"{}\"\n",
+        dir.path().join("pw").display()
+    );
+    let wharf = Wharf::launch(setup).await;
+    let run = wharf.sync().await;
+    assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
+    let tags: serde_json::Value = wharf.get("/v2/single/tags/list").await.json().await.unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["v1", "v2"]));
+    // One token per scope, cached for the run: catalog + one per repository, not one per request.
+    let mut scopes: Vec<String> = issuer.requests()[pushes..].to_vec();
+    scopes.sort();
+    assert_eq!(
+        scopes,
+        ["registry:catalog:*", "repository:other:pull", "repository:single:pull"],
+        "token requests"
+    );
+}
