@@ -56,10 +56,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One-shot commands print their own summary; services log what they do.
+    let default_filter = match cli.command {
+        Command::Sync { .. } | Command::Healthcheck => "warn",
+        Command::Serve | Command::Demo { .. } => "info,actix_server=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,actix_server=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
