@@ -3,7 +3,7 @@
 //! per-worker `HttpServer::new` factory.
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
@@ -42,15 +42,19 @@ pub struct App {
 }
 
 impl App {
-    /// Create the data dir (owner-only), open the store (takes its file lock) and the tree.
+    /// Create the data dir, open the store (takes its file lock; owner-only) and the tree.
+    /// The data dir stays traversable: the default tree lives in it and an rsync daemon or
+    /// web server serving the tree may run as another user.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&config.data_dir).map_err(
-            |source| AppError::Io {
-                what: format!("creating data dir {}", config.data_dir.display()),
-                source,
-            },
-        )?;
+        let io = |what: String| move |source| AppError::Io { what, source };
+        std::fs::create_dir_all(&config.data_dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o755))
+            })
+            .map_err(io(format!("creating data dir {}", config.data_dir.display())))?;
         let store = Store::open(&config.store_path())?;
+        std::fs::set_permissions(config.store_path(), std::fs::Permissions::from_mode(0o600))
+            .map_err(io(format!("restricting {}", config.store_path().display())))?;
         let tree = MirrorTree::open(&config.tree_dir, &config.tmp_dir())?;
         let sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock)?;
         Ok(App { config: Arc::new(config), store, tree, jobs: Jobs::new(sync) })
@@ -68,6 +72,10 @@ impl App {
         let addr = listener
             .local_addr()
             .map_err(|source| AppError::Io { what: "listener".into(), source })?;
+        // Finish the publication of a run that was interrupted after its commit.
+        if let Err(e) = crate::sync::republish(self.jobs.sync_ctx()).await {
+            tracing::error!(error = %e, "republishing the tree at start");
+        }
         let socket_path = self.config.control_socket();
         let control_listener = control::bind(&socket_path).await?;
         let control_task = tokio::spawn(control::serve(control_listener, self.jobs.clone()));

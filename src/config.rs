@@ -204,6 +204,7 @@ pub fn load(
         }
         None => toml::Table::new(),
     };
+    let defaults = toml::Table::try_from(RawConfig::default()).expect("defaults serialize");
     for (var, value) in env {
         let Some(rest) = var.strip_prefix("WHARF__") else {
             continue;
@@ -212,7 +213,9 @@ pub fn load(
             return Err(ConfigError::Env { var, reason: "expected WHARF__SECTION__KEY".into() });
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        set(&mut table, &section, &key, env_value(&value));
+        let value = env_value(&defaults, &section, &key, &value)
+            .map_err(|reason| ConfigError::Env { var, reason })?;
+        set(&mut table, &section, &key, value);
     }
     for (path, value) in &cli.values {
         let (section, key) = path.split_once('.').expect("CLI override keys are section.key");
@@ -224,13 +227,28 @@ pub fn load(
     validate(raw)
 }
 
-/// An env value is TOML if it parses as a TOML value (`4`, `true`, `["a","b"]`), else a string.
-fn env_value(s: &str) -> toml::Value {
-    format!("v = {s}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(s.to_owned()))
+/// Keys without a default whose values are not strings.
+const OPTIONAL_NON_STRING: [(&str, &str); 1] = [("upstream", "repositories")];
+
+/// An env value is read as the key's type: a string for string keys (so `USERNAME=12345`
+/// stays a string), TOML (`4`, `true`, `["a","b"]`) for the others.
+fn env_value(
+    defaults: &toml::Table,
+    section: &str,
+    key: &str,
+    s: &str,
+) -> Result<toml::Value, String> {
+    let default = defaults.get(section).and_then(|t| t.get(key));
+    let is_string = match default {
+        Some(v) => v.is_str(),
+        None => !OPTIONAL_NON_STRING.contains(&(section, key)),
+    };
+    if is_string {
+        return Ok(toml::Value::String(s.to_owned()));
+    }
+    format!("v = {s}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")).ok_or_else(
+        || format!("{s:?} is not a TOML value (a number, boolean or array like [\"a\"])"),
+    )
 }
 
 fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
@@ -288,7 +306,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let data_dir = absolute(&raw.storage.data_dir);
     let tree_dir =
         raw.storage.tree_dir.map(|t| absolute(&t)).unwrap_or_else(|| data_dir.join("tree"));
+    if data_dir.starts_with(&tree_dir) {
+        return Err(key_err(
+            "storage.tree_dir",
+            format!(
+                "{} must not contain the data dir: mirrors would copy the store",
+                tree_dir.display()
+            ),
+        ));
+    }
     let gc_grace = duration("storage.gc_grace", &raw.storage.gc_grace)?;
+    if gc_grace > Duration::from_secs(10 * 365 * 86400) {
+        return Err(key_err("storage.gc_grace", "at most 10 years"));
+    }
 
     let upstream = validate_upstream(raw.upstream)?;
     parse_cron(&raw.schedule.sync).map_err(|e| key_err("schedule.sync", e))?;
@@ -392,9 +422,16 @@ mod tests {
     fn layers_apply_in_order() {
         let c = load_str(
             "[upstream]\nurl = \"http://r:5000\"\n[server]\nlisten = \"127.0.0.1:1\"\n",
-            &[("WHARF__SERVER__LISTEN", "127.0.0.1:2"), ("WHARF__SYNC__CONCURRENCY", "7")],
+            &[
+                ("WHARF__SERVER__LISTEN", "127.0.0.1:2"),
+                ("WHARF__SYNC__CONCURRENCY", "7"),
+                ("WHARF__UPSTREAM__TAGS", "1"),
+                ("WHARF__UPSTREAM__REPOSITORIES", "[\"a\", \"b/*\"]"),
+            ],
         )
         .unwrap();
+        assert!(c.upstream.tags.is_match("1") && !c.upstream.tags.is_match("11"), "a string regex");
+        assert_eq!(c.upstream.repositories.as_ref().map(Vec::len), Some(2));
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.sync.concurrency, 7);
         assert_eq!(c.public_url, "http://127.0.0.1:2");

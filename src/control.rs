@@ -85,22 +85,29 @@ async fn handle(stream: UnixStream, jobs: Arc<Jobs>) -> std::io::Result<()> {
             write.write_all(reply(&Reply::Error(format!("bad request: {e}"))).as_bytes()).await?
         }
         Ok(Request::Sync) => {
-            let run = jobs.run_sync();
+            // The run is its own task: a client that goes away or stops reading neither
+            // cancels nor stalls it.
+            let run = tokio::spawn({
+                let jobs = jobs.clone();
+                async move { jobs.run_sync().await }
+            });
             tokio::pin!(run);
             let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut client_reads = true;
             let result = loop {
                 tokio::select! {
                     r = &mut run => break r,
-                    _ = tick.tick() => {
+                    _ = tick.tick(), if client_reads => {
                         let p = reply(&Reply::Progress(jobs.sync_progress()));
-                        // A client that went away does not stop the sync.
-                        let _ = write.write_all(p.as_bytes()).await;
+                        let sent = tokio::time::timeout(Duration::from_secs(1), write.write_all(p.as_bytes())).await;
+                        client_reads = matches!(sent, Ok(Ok(())));
                     }
                 }
             };
             let last = match result {
-                Ok(run) => Reply::Done(Box::new(run)),
-                Err(e) => Reply::Error(e.to_string()),
+                Ok(Ok(run)) => Reply::Done(Box::new(run)),
+                Ok(Err(e)) => Reply::Error(e.to_string()),
+                Err(e) => Reply::Error(format!("sync task: {e}")),
             };
             write.write_all(reply(&last).as_bytes()).await?;
         }

@@ -255,18 +255,16 @@ async fn demo(port: Option<u16>, cli: &Cli) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
         .with_context(|| format!("cannot listen on port {}", port.unwrap_or(0)))?;
     let addr = listener.local_addr()?;
-    let mut values = overrides(cli).values;
-    values.retain(|(k, _)| k != "server.listen");
-    values.extend([
-        ("server.listen".into(), toml::Value::String(addr.to_string())),
-        ("upstream.url".into(), toml::Value::String(format!("oci:{}", upstream.display()))),
-    ]);
-    if cli.data_dir.is_none() {
-        values.push((
-            "storage.data_dir".into(),
-            toml::Value::String(work.path().join("data").display().to_string()),
-        ));
+    // The demo never touches a real data dir: its own temp dir, its own upstream.
+    if cli.data_dir.is_some() || cli.listen.is_some() {
+        bail!("demo uses its own temp data dir and --port; --data-dir and --listen do not apply");
     }
+    let text = toml::Value::String;
+    let values = vec![
+        ("server.listen".into(), text(addr.to_string())),
+        ("storage.data_dir".into(), text(work.path().join("data").display().to_string())),
+        ("upstream.url".into(), text(format!("oci:{}", upstream.display()))),
+    ];
     let config = config::load(None, std::iter::empty(), &CliOverrides { values })?;
     let app = App::open(config, Arc::new(SystemClock))?;
     let run = app.jobs.run_sync().await?;

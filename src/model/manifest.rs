@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Digest;
 
+/// The largest manifest Wharf accepts (distribution's limit is 4 MiB too).
+pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+
 /// The manifest media types Wharf syncs and serves.
 pub mod media_type {
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

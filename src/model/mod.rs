@@ -8,7 +8,8 @@ mod run;
 
 pub use layout::{RepoLayout, TagEntry};
 pub use manifest::{
-    BlobRef, ChildManifest, ManifestError, ManifestShape, Platform, media_type, platform_of_config,
+    BlobRef, ChildManifest, MAX_MANIFEST_SIZE, ManifestError, ManifestShape, Platform, media_type,
+    platform_of_config,
 };
 pub use names::{Digest, NameError, Reference, RepoName, Tag};
 pub use run::{RepoReport, RunOutcome, SyncRun};

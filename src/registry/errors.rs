@@ -52,7 +52,9 @@ impl RegistryError {
             RegistryError::DigestInvalid(_) => "DIGEST_INVALID",
             RegistryError::PaginationNumberInvalid(_) => "PAGINATION_NUMBER_INVALID",
             RegistryError::Unsupported => "UNSUPPORTED",
-            RegistryError::NotFound => "NOT_FOUND",
+            // Distribution has no code for an unknown endpoint; this read-only API does not
+            // support it.
+            RegistryError::NotFound => "UNSUPPORTED",
             RegistryError::Internal(_) => "UNAVAILABLE",
         }
     }

@@ -141,20 +141,32 @@ async fn manifest(
     name: RepoName,
     reference: Reference,
 ) -> Result<HttpResponse, RegistryError> {
+    let accepted = Accepted::from_headers(req.headers());
+    let hit = resolve_manifest(&state.store, &name, &reference, &accepted).await?;
+    Ok(manifest_response(req, hit))
+}
+
+/// The manifest a request names, after Accept negotiation (see `negotiate`).
+async fn resolve_manifest(
+    store: &Store,
+    name: &RepoName,
+    reference: &Reference,
+    accepted: &Accepted,
+) -> Result<ManifestHit, RegistryError> {
     let unknown = || RegistryError::ManifestUnknown(format!("{name}:{reference}"));
-    let hit = match &reference {
-        Reference::Tag(t) => state.store.manifest_by_tag(&name, t).await?,
-        Reference::Digest(d) => state.store.manifest_by_digest(&name, d).await?,
+    let (hit, by_tag) = match reference {
+        Reference::Tag(t) => (store.manifest_by_tag(name, t).await?, true),
+        Reference::Digest(d) => (store.manifest_by_digest(name, d).await?, false),
     };
     let hit = found(hit, unknown())?;
-    let by_tag = matches!(reference, Reference::Tag(_));
-    let accepted = Accepted::from_headers(req.headers());
-    let hit = match negotiate::choose(&accepted, &hit.media_type, by_tag, &hit.children) {
-        Choice::Serve => hit,
-        Choice::Child(d) => found(state.store.manifest_by_digest(&name, &d).await?, unknown())?,
+    let hit = match negotiate::choose(accepted, &hit.media_type, by_tag, &hit.children) {
+        Choice::Serve => return Ok(hit),
+        Choice::Child(d) => found(store.manifest_by_digest(name, &d).await?, unknown())?,
         Choice::Refuse(why) => return Err(RegistryError::ManifestUnknown(why)),
     };
-    Ok(manifest_response(req, hit))
+    negotiate::refuse_unaccepted(accepted, &hit.media_type)
+        .map_err(RegistryError::ManifestUnknown)?;
+    Ok(hit)
 }
 
 fn manifest_response(req: &HttpRequest, hit: ManifestHit) -> HttpResponse {

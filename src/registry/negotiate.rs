@@ -54,18 +54,25 @@ pub fn choose(accepted: &Accepted, mt: &str, by_tag: bool, children: &[ChildMani
         let amd64 = children.iter().find(|c| {
             c.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
         });
+        // The child's own type is checked once it is loaded (`refuse_unaccepted`): an
+        // index entry's `mediaType` may be missing.
         return match amd64 {
-            Some(c) if accepted.accepts(&c.media_type) => Choice::Child(c.digest.clone()),
-            Some(c) => Choice::Refuse(format!(
-                "the linux/amd64 image is {}, which the client does not accept",
-                c.media_type
-            )),
+            Some(c) => Choice::Child(c.digest.clone()),
             None => {
                 Choice::Refuse(format!("{mt} not accepted and the index has no linux/amd64 image"))
             }
         };
     }
     Choice::Refuse(format!("manifest is {mt}, which the client does not accept"))
+}
+
+/// Serve the manifest, or say why its type is not acceptable.
+pub fn refuse_unaccepted(accepted: &Accepted, mt: &str) -> Result<(), String> {
+    if accepted.accepts(mt) {
+        Ok(())
+    } else {
+        Err(format!("manifest is {mt}, which the client does not accept"))
+    }
 }
 
 #[cfg(test)]
@@ -119,10 +126,12 @@ mod tests {
         assert!(matches!(choose(&a, media_type::OCI_INDEX, false, &kids), Choice::Refuse(_)));
         assert!(matches!(choose(&a, media_type::OCI_INDEX, true, &kids[..1]), Choice::Refuse(_)));
         let docker_only = accepted(&[media_type::DOCKER_MANIFEST]);
-        assert!(matches!(
+        // The child is chosen; its own type is then refused.
+        assert_eq!(
             choose(&docker_only, media_type::OCI_INDEX, true, &kids),
-            Choice::Refuse(_)
-        ));
+            Choice::Child(kids[1].digest.clone())
+        );
+        assert!(refuse_unaccepted(&docker_only, media_type::OCI_MANIFEST).is_err());
         assert_eq!(choose(&a, media_type::OCI_MANIFEST, true, &[]), Choice::Serve);
         assert!(matches!(
             choose(&docker_only, media_type::OCI_MANIFEST, true, &[]),

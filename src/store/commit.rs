@@ -2,7 +2,7 @@
 //! garbage collection, all in one write transaction, so readers see either the old tree or
 //! the new one.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use redb::{Database, ReadableTable};
@@ -170,10 +170,11 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         }
         let tags_changed = diffs.values().any(TagDiff::changed);
 
-        // Which pool files any repository still reaches.
-        let mut referenced: HashSet<String> = HashSet::new();
+        // Which pool files any repository still reaches (digest -> size).
+        let mut referenced: HashMap<String, u64> = HashMap::new();
         for row in content.iter()? {
-            referenced.insert(row?.0.value().1.to_owned());
+            let (k, v) = row?;
+            referenced.insert(k.value().1.to_owned(), v.value());
         }
         let mut collected: Vec<Digest> = Vec::new();
         let mut updates: Vec<(String, StoredBlob)> = Vec::new();
@@ -181,7 +182,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
             let (k, v) = row?;
             let key = k.value().to_owned();
             let StoredBlob::V1 { size, first_seen, released } = decode("blobs", v.value())?;
-            let live = referenced.contains(&key);
+            let live = referenced.contains_key(&key);
             match (live, released) {
                 (true, Some(_)) => {
                     updates.push((key, StoredBlob::V1 { size, first_seen, released: None }))
@@ -194,7 +195,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                         released: Some(Released { generation: before, at: c.now }),
                     },
                 )),
-                (false, Some(r)) if r.at + c.grace <= c.now => collected.push(
+                (false, Some(r)) if expired(r.at, c.grace, c.now) => collected.push(
                     key.parse()
                         .map_err(|_| StoreError::Corrupt(format!("blobs: bad key {key:?}")))?,
                 ),
@@ -210,10 +211,24 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
             manifest_bytes.remove(d.as_str())?;
         }
 
+        // Pool files referenced now that have no record (left by an interrupted run, say)
+        // get one, so they are tracked and eventually collected like any other.
+        let known: HashSet<&Digest> = added_to_pool.iter().map(|(d, _)| d).collect();
+        let mut adopt = Vec::new();
+        for (d, size) in &referenced {
+            let digest: Digest = d
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("repo_content: bad key {d:?}")))?;
+            if !known.contains(&digest) && blobs.get(d.as_str())?.is_none() {
+                adopt.push((digest, *size));
+            }
+        }
+        added_to_pool.extend(adopt);
+
         let changed = tags_changed || !collected.is_empty();
         let generation = if changed { candidate } else { before };
         for (digest, size) in added_to_pool {
-            let released = (!referenced.contains(digest.as_str()))
+            let released = (!referenced.contains_key(digest.as_str()))
                 .then_some(Released { generation, at: c.now });
             let rec = StoredBlob::V1 { size, first_seen: generation, released };
             blobs.insert(digest.as_str(), encode(&rec).as_slice())?;
@@ -223,6 +238,12 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
     };
     txn.commit()?;
     Ok(outcome)
+}
+
+/// Whether something released at `at` has outlived `grace` at `now`. A grace too long to
+/// represent never expires.
+pub(super) fn expired(at: DateTime<Utc>, grace: chrono::Duration, now: DateTime<Utc>) -> bool {
+    at.checked_add_signed(grace).is_some_and(|t| t <= now)
 }
 
 /// Add `digest` and everything it references to `reach` (digest -> size).

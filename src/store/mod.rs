@@ -304,15 +304,14 @@ impl Store {
     }
 
     /// Record a finished sync run; returns its id.
-    pub async fn record_run(&self, mut run: SyncRun) -> Result<u64, StoreError> {
+    pub async fn record_run(&self, run: SyncRun) -> Result<u64, StoreError> {
         self.blocking("record_run", move |db| {
             let txn = db.begin_write()?;
             let id = {
                 let mut meta = txn.open_table(META)?;
                 let id = meta.get(KEY_NEXT_RUN)?.map(|v| v.value()).unwrap_or(1);
                 meta.insert(KEY_NEXT_RUN, id + 1)?;
-                run.id = id;
-                txn.open_table(RUNS)?.insert(id, encode(&StoredRun::V1(run)).as_slice())?;
+                txn.open_table(RUNS)?.insert(id, encode(&StoredRun::from(run)).as_slice())?;
                 id
             };
             txn.commit()?;
@@ -327,10 +326,42 @@ impl Store {
             let txn = db.begin_read()?;
             let mut out = Vec::new();
             for row in txn.open_table(RUNS)?.iter()?.rev().take(limit) {
-                let StoredRun::V1(run) = decode("sync_runs", row?.1.value())?;
-                out.push(run);
+                let (id, rec) = row?;
+                let run: StoredRun = decode("sync_runs", rec.value())?;
+                out.push(run.into_model(id.value()));
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// Give pool files the store has no record of (left by an interrupted run, or collected
+    /// but not yet deleted) a record marked released now, so they are collected after the
+    /// grace period unless a tag references them again. Returns how many were adopted.
+    pub async fn adopt_pool_files(
+        &self,
+        files: Vec<(Digest, u64)>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, StoreError> {
+        self.blocking("adopt_pool_files", move |db| {
+            let txn = db.begin_write()?;
+            let mut adopted = 0;
+            {
+                let generation =
+                    txn.open_table(META)?.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0);
+                let mut blobs = txn.open_table(BLOBS)?;
+                for (digest, size) in files {
+                    if blobs.get(digest.as_str())?.is_some() {
+                        continue;
+                    }
+                    let released = Some(records::Released { generation, at: now });
+                    let rec = records::StoredBlob::V1 { size, first_seen: generation, released };
+                    blobs.insert(digest.as_str(), encode(&rec).as_slice())?;
+                    adopted += 1;
+                }
+            }
+            txn.commit()?;
+            Ok(adopted)
         })
         .await
     }

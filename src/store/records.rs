@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BlobRef, ChildManifest, Digest, Generation, Platform, SyncRun};
+use crate::model::{
+    BlobRef, ChildManifest, Digest, Generation, Platform, RepoReport, RunOutcome, SyncRun,
+};
 
 use super::StoreError;
 
@@ -54,7 +56,105 @@ pub(super) struct Released {
 #[serde(tag = "v")]
 pub(super) enum StoredRun {
     #[serde(rename = "1")]
-    V1(SyncRun),
+    V1(RunV1),
+}
+
+/// A sync run as stored; `model::SyncRun` may change shape, this may not.
+#[derive(Serialize, Deserialize)]
+pub(super) struct RunV1 {
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    outcome: OutcomeV1,
+    generation_before: Generation,
+    generation_after: Generation,
+    repos: Vec<RepoReportV1>,
+    error: Option<String>,
+    blobs_collected: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+enum OutcomeV1 {
+    Ok,
+    Partial,
+    Failed,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RepoReportV1 {
+    repo: String,
+    tags: [u32; 4],
+    manifests_fetched: u32,
+    blobs_fetched: u32,
+    bytes_fetched: u64,
+    duration_ms: u64,
+    errors: Vec<String>,
+}
+
+impl From<SyncRun> for StoredRun {
+    fn from(r: SyncRun) -> Self {
+        StoredRun::V1(RunV1 {
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: match r.outcome {
+                RunOutcome::Ok => OutcomeV1::Ok,
+                RunOutcome::Partial => OutcomeV1::Partial,
+                RunOutcome::Failed => OutcomeV1::Failed,
+            },
+            generation_before: r.generation_before,
+            generation_after: r.generation_after,
+            repos: r
+                .repos
+                .into_iter()
+                .map(|p| RepoReportV1 {
+                    repo: p.repo,
+                    tags: [p.tags_added, p.tags_moved, p.tags_removed, p.tags_unchanged],
+                    manifests_fetched: p.manifests_fetched,
+                    blobs_fetched: p.blobs_fetched,
+                    bytes_fetched: p.bytes_fetched,
+                    duration_ms: p.duration_ms,
+                    errors: p.errors,
+                })
+                .collect(),
+            error: r.error,
+            blobs_collected: r.blobs_collected,
+        })
+    }
+}
+
+impl StoredRun {
+    pub(super) fn into_model(self, id: u64) -> SyncRun {
+        let StoredRun::V1(r) = self;
+        SyncRun {
+            id,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: match r.outcome {
+                OutcomeV1::Ok => RunOutcome::Ok,
+                OutcomeV1::Partial => RunOutcome::Partial,
+                OutcomeV1::Failed => RunOutcome::Failed,
+            },
+            generation_before: r.generation_before,
+            generation_after: r.generation_after,
+            repos: r
+                .repos
+                .into_iter()
+                .map(|p| RepoReport {
+                    repo: p.repo,
+                    tags_added: p.tags[0],
+                    tags_moved: p.tags[1],
+                    tags_removed: p.tags[2],
+                    tags_unchanged: p.tags[3],
+                    manifests_fetched: p.manifests_fetched,
+                    blobs_fetched: p.blobs_fetched,
+                    bytes_fetched: p.bytes_fetched,
+                    duration_ms: p.duration_ms,
+                    errors: p.errors,
+                })
+                .collect(),
+            error: r.error,
+            blobs_collected: r.blobs_collected,
+        }
+    }
 }
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -46,6 +46,8 @@ pub enum SyncError {
     Upstream(#[from] UpstreamError),
     #[error("sync task failed: {0}")]
     Task(String),
+    #[error("publishing the tree: {0}")]
+    Publish(String),
 }
 
 /// Everything a sync run needs.
@@ -97,12 +99,13 @@ pub async fn run_once(ctx: &SyncCtx) -> Result<SyncRun, SyncError> {
         error: None,
         blobs_collected: 0,
     };
-    if let Err(e) = sync_and_publish(ctx, &mut run).await {
+    let mut synced = 0;
+    if let Err(e) = sync_and_publish(ctx, &mut run, &mut synced).await {
         tracing::error!(error = %e, "sync failed");
         run.error = Some(e.to_string());
     }
     let failed_repos = run.repos.iter().filter(|r| !r.errors.is_empty()).count();
-    run.outcome = if run.error.is_some() || (failed_repos > 0 && failed_repos == run.repos.len()) {
+    run.outcome = if run.error.is_some() || (failed_repos > 0 && failed_repos == synced) {
         RunOutcome::Failed
     } else if failed_repos > 0 {
         RunOutcome::Partial
@@ -123,8 +126,14 @@ pub async fn run_once(ctx: &SyncCtx) -> Result<SyncRun, SyncError> {
     Ok(run)
 }
 
-async fn sync_and_publish(ctx: &SyncCtx, run: &mut SyncRun) -> Result<(), SyncError> {
+/// Sync every wanted repository, commit, publish. `synced` counts the repositories looked at.
+async fn sync_and_publish(
+    ctx: &SyncCtx,
+    run: &mut SyncRun,
+    synced: &mut usize,
+) -> Result<(), SyncError> {
     let names = wanted_repositories(ctx).await?;
+    *synced = names.len();
     let current = ctx.store.current_tags().await?;
     let mut commit = SyncCommit {
         now: ctx.clock.now(),
@@ -164,6 +173,8 @@ async fn sync_and_publish(ctx: &SyncCtx, run: &mut SyncRun) -> Result<(), SyncEr
 }
 
 /// Bring the tree in line with the store: layouts, collected pool files, marker (last).
+/// A layout that cannot be written does not stop the others or the marker (the pool, which
+/// is what mirrors are checked against, is complete); the errors are returned afterwards.
 pub async fn publish(
     ctx: &SyncCtx,
     generation: u64,
@@ -172,23 +183,45 @@ pub async fn publish(
     let layouts = ctx.store.layouts().await?;
     let tree = ctx.tree.clone();
     let now = ctx.clock.now();
-    tokio::task::spawn_blocking(move || {
+    let (errors, files) = tokio::task::spawn_blocking(move || {
+        let mut errors = Vec::new();
         let keep = layouts.iter().map(|l| l.repo.clone()).collect();
         for layout in &layouts {
-            tree.publish_layout(layout)?;
+            if let Err(e) = tree.publish_layout(layout) {
+                errors.push(format!("layout of {}: {e}", layout.repo));
+            }
         }
-        tree.remove_other_layouts(&keep)?;
+        if let Err(e) = tree.remove_other_layouts(&keep) {
+            errors.push(e.to_string());
+        }
         for d in &collected {
-            tree.remove_pool_file(d)?;
+            if let Err(e) = tree.remove_pool_file(d) {
+                errors.push(e.to_string());
+            }
         }
-        if tree.read_marker().map(|m| m.generation) != Some(generation) {
-            tree.write_marker(&Marker { generation, published_at: now })?;
+        if tree.read_marker().map(|m| m.generation) != Some(generation)
+            && let Err(e) = tree.write_marker(&Marker { generation, published_at: now })
+        {
+            errors.push(e.to_string());
         }
-        Ok::<_, TreeError>(())
+        (errors, tree.pool_files())
     })
     .await
-    .map_err(|e| SyncError::Task(e.to_string()))??;
-    Ok(())
+    .map_err(|e| SyncError::Task(e.to_string()))?;
+    // Pool files the store does not know: an interrupted run's downloads, or collected files
+    // whose deletion failed. They are tracked from now on and collected after the grace.
+    let adopted = ctx.store.adopt_pool_files(files?, now).await?;
+    if adopted > 0 {
+        tracing::warn!(adopted, "pool files without a store record adopted");
+    }
+    if errors.is_empty() { Ok(()) } else { Err(SyncError::Publish(errors.join("; "))) }
+}
+
+/// Rewrite layouts and marker from the store: at start, in case a run was interrupted
+/// between its commit and the end of its publication.
+pub async fn republish(ctx: &SyncCtx) -> Result<(), SyncError> {
+    let generation = ctx.store.generation().await?;
+    publish(ctx, generation, Vec::new()).await
 }
 
 fn is_literal(glob: &str) -> bool {
@@ -221,7 +254,11 @@ async fn wanted_repositories(ctx: &SyncCtx) -> Result<Vec<RepoName>, SyncError> 
     let mut out: Vec<RepoName> = names
         .into_iter()
         .filter_map(|n| match n.parse() {
-            Ok(r) => Some(r),
+            Ok(r) if MirrorTree::can_publish(&r) => Some(r),
+            Ok(r) => {
+                tracing::warn!(repo = %r, "skipping upstream repository: a name component collides with OCI layout entries");
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "skipping upstream repository");
                 None
@@ -358,13 +395,26 @@ async fn finish_tag(
             if let Some(Err(e)) = fetched.get(&b.digest) {
                 return Err(format!("blob {}: {e}", b.digest));
             }
-            if !ctx.tree.has(&b.digest) {
-                return Err(format!("blob {} missing", b.digest));
-            }
         }
     }
     let tree = ctx.tree.clone();
     tokio::task::spawn_blocking(move || {
+        // Blobs that were already in the pool were verified when written; their size must
+        // still match what this manifest declares (HEAD answers with it).
+        for b in manifests.iter().flat_map(|m| &m.blobs) {
+            match std::fs::metadata(tree.pool_path(&b.digest)) {
+                Ok(meta) if meta.len() == b.size => {}
+                Ok(meta) => {
+                    return Err(format!(
+                        "blob {} is {} bytes, the manifest says {}",
+                        b.digest,
+                        meta.len(),
+                        b.size
+                    ));
+                }
+                Err(_) => return Err(format!("blob {} missing", b.digest)),
+            }
+        }
         for m in &mut manifests {
             if m.platform.is_none() && !media_type::is_index(&m.media_type) {
                 let config = m.blobs.first().map(|b| tree.pool_path(&b.digest));

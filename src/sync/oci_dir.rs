@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncReadExt;
 
-use crate::model::{BlobRef, Digest, RepoName};
+use crate::model::{BlobRef, Digest, MAX_MANIFEST_SIZE, RepoName};
 use crate::tree::MirrorTree;
 
 use super::{FetchedManifest, UpstreamError};
@@ -138,6 +138,13 @@ impl OciDir {
             }
         };
         let path = self.blob_path(repo, &digest)?;
+        let len = tokio::fs::metadata(&path).await.map_err(|e| io(&path, e))?.len();
+        if len > MAX_MANIFEST_SIZE {
+            return Err(UpstreamError::Invalid(format!(
+                "{}: manifest larger than 4 MiB",
+                path.display()
+            )));
+        }
         let bytes = tokio::fs::read(&path).await.map_err(|e| io(&path, e))?;
         Ok(FetchedManifest { bytes, content_type, claimed_digest: Some(digest) })
     }
@@ -158,6 +165,9 @@ impl OciDir {
                 break;
             }
             writer.write(&buf[..n]).await?;
+            if writer.written() > blob.size {
+                break; // longer than declared: finish() reports the mismatch
+            }
         }
         Ok(writer.finish(Some(blob.size)).await?)
     }

@@ -8,7 +8,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, LINK, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::config::{Credentials, SyncSettings};
-use crate::model::{BlobRef, Digest, media_type};
+use crate::model::{BlobRef, Digest, MAX_MANIFEST_SIZE, media_type};
 use crate::tree::MirrorTree;
 
 use super::auth::{Challenge, TokenCache, TokenResponse};
@@ -281,10 +281,16 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
         let claimed = header_digest(&resp);
+        if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE) {
+            return Err(UpstreamError::Invalid(format!("{url}: manifest larger than 4 MiB")));
+        }
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| UpstreamError::Transport { url: url.to_string(), source: e })?;
+        if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(UpstreamError::Invalid(format!("{url}: manifest larger than 4 MiB")));
+        }
         Ok(FetchedManifest { bytes: bytes.to_vec(), content_type, claimed_digest: claimed })
     }
 

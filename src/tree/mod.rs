@@ -29,6 +29,8 @@ pub use writer::BlobWriter;
 /// The generation marker's file name, at the tree root.
 pub const MARKER_FILE: &str = "wharf-generation.json";
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Entries of a layout directory; no repository name component may equal one.
+const RESERVED: [&str; 3] = ["blobs", "index.json", "oci-layout"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
@@ -63,9 +65,11 @@ pub struct MirrorTree {
 impl MirrorTree {
     /// Create the tree's directories; `tmp` must be on the tree's filesystem.
     pub fn open(root: &Path, tmp: &Path) -> Result<MirrorTree, TreeError> {
-        for dir in [root.join("blobs/sha256"), root.join("repositories"), tmp.to_owned()] {
-            std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        }
+        std::fs::create_dir_all(tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+        public_dirs(root, Path::new("blobs/sha256"))?;
+        public_dirs(root, Path::new("repositories"))?;
+        std::fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io_err(tmp.display()))?;
         let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
         let (a, b) =
             (dev(root).map_err(io_err(root.display()))?, dev(tmp).map_err(io_err(tmp.display()))?);
@@ -77,7 +81,33 @@ impl MirrorTree {
                 root.display()
             )));
         }
+        // Temp files of an interrupted run: nothing refers to them.
+        for e in std::fs::read_dir(tmp).map_err(io_err(tmp.display()))?.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
         Ok(MirrorTree { root: root.to_owned(), tmp: tmp.to_owned() })
+    }
+
+    /// Whether `repo` can have a layout: a name component that is itself a layout entry
+    /// (`blobs`, `index.json`, `oci-layout`) would collide with another repository's layout.
+    pub fn can_publish(repo: &RepoName) -> bool {
+        !repo.as_str().split('/').any(|c| RESERVED.contains(&c))
+    }
+
+    /// Every pool file as (digest, size).
+    pub fn pool_files(&self) -> Result<Vec<(Digest, u64)>, TreeError> {
+        let dir = self.root.join("blobs/sha256");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(io_err(dir.display()))? {
+            let e = e.map_err(io_err(dir.display()))?;
+            let name = e.file_name();
+            let Ok(digest) = format!("sha256:{}", name.to_string_lossy()).parse::<Digest>() else {
+                continue;
+            };
+            let size = e.metadata().map_err(io_err(e.path().display()))?.len();
+            out.push((digest, size));
+        }
+        Ok(out)
     }
 
     pub fn root(&self) -> &Path {
@@ -114,6 +144,7 @@ impl MirrorTree {
     fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> Result<(), TreeError> {
         let ctx = || format!("writing {}", dest.display());
         let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(io_err(ctx()))?;
+        tmp.as_file().set_permissions(public_file()).map_err(io_err(ctx()))?;
         tmp.write_all(bytes).map_err(io_err(ctx()))?;
         tmp.as_file().sync_all().map_err(io_err(ctx()))?;
         tmp.persist(dest).map_err(|e| io_err(ctx())(e.error))?;
@@ -140,7 +171,10 @@ impl MirrorTree {
     pub fn publish_layout(&self, layout: &RepoLayout) -> Result<bool, TreeError> {
         let dir = self.layout_dir(&layout.repo);
         let blobs = dir.join("blobs/sha256");
-        std::fs::create_dir_all(&blobs).map_err(io_err(format!("creating {}", blobs.display())))?;
+        public_dirs(
+            &self.root,
+            &Path::new("repositories").join(layout.repo.as_str()).join("blobs/sha256"),
+        )?;
         let mut changed = false;
         let oci_layout = dir.join("oci-layout");
         if !oci_layout.exists() {
@@ -220,6 +254,29 @@ impl MirrorTree {
         bytes.push(b'\n');
         self.write_atomically(&self.root.join(MARKER_FILE), &bytes)
     }
+}
+
+/// Mode of everything published: mirrors' rsync daemons and web servers run as other users,
+/// so the tree is world-readable whatever the process umask.
+pub(crate) fn public_file() -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o644)
+}
+
+/// Create `root/rel` and every directory between, each world-readable and traversable.
+fn public_dirs(root: &Path, rel: &Path) -> Result<(), TreeError> {
+    let mut dir = root.to_owned();
+    for part in std::iter::once(None).chain(rel.components().map(Some)) {
+        dir.extend(part);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        }
+        let mode = std::fs::metadata(&dir).map_err(io_err(dir.display()))?.permissions();
+        if std::os::unix::fs::PermissionsExt::mode(&mode) & 0o755 != 0o755 {
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(io_err(dir.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Directories under `base` that hold an `oci-layout` file.

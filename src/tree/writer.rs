@@ -28,6 +28,8 @@ impl BlobWriter {
         let (file, temp) = tempfile::NamedTempFile::new_in(tmp)
             .map_err(io_err(format!("temp file in {}", tmp.display())))?
             .into_parts();
+        file.set_permissions(super::public_file())
+            .map_err(io_err(format!("temp file in {}", tmp.display())))?;
         Ok(BlobWriter {
             file: tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file)),
             temp,

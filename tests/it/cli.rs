@@ -65,10 +65,12 @@ async fn sync_goes_through_a_running_server() {
     wait_http(&format!("http://127.0.0.1:{port}/healthz"), &[200]).await;
     let socket = dir.path().join("data/control.sock");
     assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(
-        std::fs::metadata(dir.path().join("data")).unwrap().permissions().mode() & 0o777,
-        0o700
-    );
+    let mode =
+        |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("data/wharf.redb"), 0o600);
+    assert_eq!(mode("data/tmp"), 0o700);
+    assert_eq!(mode("data"), 0o755);
+    assert_eq!(mode("data/tree"), 0o755, "mirrors' rsync daemons read the tree");
 
     // The store is locked by the server; the CLI asks the server.
     let out = run(wharf_cmd(&config).arg("sync")).await;
@@ -110,4 +112,51 @@ async fn failures_exit_non_zero_with_a_reason() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Failed") && stdout.contains("cannot list repositories"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_serves_what_it_prints() {
+    let port = free_port();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["demo", "--port", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_http(&format!("http://127.0.0.1:{port}/v2/"), &[200]).await;
+    // Read what it printed, up to the serving line.
+    let mut stdout = tokio::io::BufReader::new(demo.stdout.take().unwrap());
+    let mut printed = String::new();
+    while !printed.contains("Ctrl-C") {
+        let mut line = String::new();
+        let n = tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line).await.unwrap();
+        assert!(n > 0, "demo stopped printing: {printed}");
+        printed += &line;
+    }
+    assert!(printed.starts_with("sync run #1: Ok"), "{printed}");
+    // Run the skopeo copy command exactly as printed, into a temp dir.
+    let out = tempfile::tempdir().unwrap();
+    let line = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("skopeo --insecure-policy copy") && !l.contains("override-arch"))
+        .unwrap_or_else(|| panic!("no skopeo command in: {printed}"));
+    let dest = format!("oci:{}:latest", out.path().join("o").display());
+    let args: Vec<String> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|a| if a.starts_with("oci:") { dest.clone() } else { a.to_owned() })
+        .collect();
+    run(Command::new(require("skopeo")).args(&args)).await;
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("o/index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    demo.kill().await.unwrap();
+
+    let err =
+        run_failing(Command::new(env!("CARGO_BIN_EXE_wharf")).args(["--data-dir", "/srv", "demo"]))
+            .await;
+    assert!(err.contains("own temp data dir"), "{err}");
 }

@@ -215,8 +215,11 @@ pub struct Setup {
     pub upstream: String,
     /// Extra lines of the `[storage]` table.
     pub storage: String,
-    /// Extra lines of the `[sync]` table.
+    /// Lines of the `[sync]` table besides `request_timeout`.
     pub sync: String,
+    /// The `[schedule] sync` cron; by default one that never fires (February 31st), so no
+    /// scheduled run interferes with a test's own.
+    pub schedule: String,
     /// Extra tables.
     pub extra: String,
     pub clock: Arc<dyn Clock>,
@@ -227,7 +230,8 @@ impl Setup {
         Setup {
             upstream: format!("url = \"{upstream_url}\"\n"),
             storage: String::new(),
-            sync: String::new(),
+            sync: "retries = 2\n".into(),
+            schedule: "0 0 0 31 2 *".into(),
             extra: String::new(),
             clock: Arc::new(SystemClock),
         }
@@ -237,11 +241,12 @@ impl Setup {
 /// Write `<dir>/wharf.toml` for `setup` listening on `addr`, and load it.
 pub fn config_for(dir: &Path, addr: std::net::SocketAddr, setup: &Setup) -> Config {
     let toml = format!(
-        "[server]\nlisten = \"{addr}\"\n[storage]\ndata_dir = \"{}\"\n{}[upstream]\n{}[sync]\nretries = 2\nrequest_timeout = \"5s\"\n{}{}",
+        "[server]\nlisten = \"{addr}\"\n[storage]\ndata_dir = \"{}\"\n{}[upstream]\n{}[sync]\nrequest_timeout = \"5s\"\n{}[schedule]\nsync = \"{}\"\n{}",
         dir.join("data").display(),
         setup.storage,
         setup.upstream,
         setup.sync,
+        setup.schedule,
         setup.extra,
     );
     let path = dir.join("wharf.toml");

@@ -253,7 +253,7 @@ async fn upstream_pagination_is_followed() {
     reg.push("single2:v2", "single:v2", &[]).await;
     reg.push("single2:v2", "single:v3", &[]).await;
     let mut setup = Setup::new(&reg.url());
-    setup.sync = "page_size = 1\n".into();
+    setup.sync += "page_size = 1\n";
     let wharf = Wharf::launch(setup).await;
     let run = wharf.sync().await;
     assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
@@ -290,7 +290,7 @@ async fn scheduled_syncs_run_and_never_overlap() {
     let reg = Registry::start().await;
     reg.push("single:v1", "single:v1", &[]).await;
     let mut setup = Setup::new(&reg.url());
-    setup.extra = "[schedule]\nsync = \"* * * * * *\"\n".into();
+    setup.schedule = "* * * * * *".into();
     let wharf = Wharf::launch(setup).await;
     // The cron (every second) publishes without anyone asking.
     let mut served = false;
@@ -361,4 +361,78 @@ async fn bearer_token_upstream() {
         ["registry:catalog:*", "repository:other:pull", "repository:single:pull"],
         "token requests"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema1_manifests_are_skipped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    wharf::demo::write_sample_images(dir.path()).unwrap();
+    // A layout whose tag is a Docker schema 1 manifest.
+    let old = dir.path().join("legacy");
+    std::fs::create_dir_all(old.join("blobs/sha256")).unwrap();
+    let s1 = br#"{"schemaVersion":1,"name":"legacy","tag":"v1","architecture":"amd64","fsLayers":[],"history":[]}"#;
+    let hex = crate::pull::sha256_hex(s1);
+    std::fs::write(old.join("blobs/sha256").join(&hex), s1).unwrap();
+    std::fs::write(old.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "digest": format!("sha256:{hex}"), "size": s1.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
+    std::fs::write(old.join("index.json"), index.to_string()).unwrap();
+
+    let wharf = Wharf::start(&format!("oci:{}", dir.path().display())).await;
+    let run = wharf.sync().await;
+    assert_eq!(run.outcome, RunOutcome::Ok, "skipping is not a failure: {run:#?}");
+    assert_eq!(wharf.get("/v2/legacy/tags/list").await.status(), 404);
+    assert_eq!(wharf.get("/v2/demo/app/tags/list").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_upstream_failures_are_retried() {
+    let mut reg = Registry::start().await;
+    reg.push("single:v1", "single:v1", &[]).await;
+    let config = reg.dir.path().join("config.yml");
+    reg.stop().await;
+    // The registry comes back while Wharf is still retrying (connection refused meanwhile).
+    let mut setup = Setup::new(&reg.url());
+    setup.sync = "retries = 6\n".into();
+    let wharf = Wharf::launch(setup).await;
+    let restart = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        tokio::process::Command::new(require("docker-registry"))
+            .arg("serve")
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    });
+    let run = wharf.sync().await;
+    let _registry = restart.await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
+    assert_eq!(wharf.get("/v2/single/manifests/v1").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pool_files_the_store_does_not_know_are_adopted_and_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    wharf::demo::write_sample_images(dir.path()).unwrap();
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
+    setup.storage = "gc_grace = \"1day\"\n".into();
+    setup.clock = clock.clone();
+    let wharf = Wharf::launch(setup).await;
+    wharf.sync().await;
+    // What an interrupted run leaves: a verified pool file no record mentions.
+    let bytes = b"left by an interrupted run";
+    let orphan = wharf.tree().join("blobs/sha256").join(crate::pull::sha256_hex(bytes));
+    std::fs::write(&orphan, bytes).unwrap();
+    let run = wharf.sync().await;
+    assert_eq!((run.generation_after, run.blobs_collected), (1, 0));
+    assert!(orphan.exists(), "adopted, not deleted at once");
+    clock.advance(chrono::Duration::days(1) + chrono::Duration::seconds(1));
+    let run = wharf.sync().await;
+    assert_eq!(run.blobs_collected, 1, "{run:#?}");
+    assert!(!orphan.exists());
 }
