@@ -170,14 +170,7 @@ impl RegistryClient {
                     }
                     q.append_pair("scope", asked.as_deref().unwrap_or(scope));
                 }
-                let mut req = self.http.get(url.clone()).timeout(self.settings.request_timeout);
-                if let Some(c) = &self.credentials {
-                    req = req.basic_auth(&c.username, Some(&c.password));
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| UpstreamError::Transport { url: url.to_string(), source: e })?;
+                let resp = self.token_request(&url).await?;
                 if !resp.status().is_success() {
                     return Err(UpstreamError::Auth(format!(
                         "token endpoint {realm} answered {}",
@@ -197,6 +190,30 @@ impl RegistryClient {
             None => Err(UpstreamError::Auth(format!(
                 "upstream refused access (401) with an unsupported challenge {header:?}"
             ))),
+        }
+    }
+
+    /// GET a token endpoint, retrying connection failures, timeouts and 5xx.
+    async fn token_request(&self, url: &Url) -> Result<reqwest::Response, UpstreamError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self.http.get(url.clone()).timeout(self.settings.request_timeout);
+            if let Some(c) = &self.credentials {
+                req = req.basic_auth(&c.username, Some(&c.password));
+            }
+            let transient = match req.send().await {
+                Ok(r) if !r.status().is_server_error() || attempt >= self.settings.retries => {
+                    return Ok(r);
+                }
+                Ok(r) => format!("HTTP {}", r.status()),
+                Err(e) if attempt >= self.settings.retries => {
+                    return Err(UpstreamError::Transport { url: url.to_string(), source: e });
+                }
+                Err(e) => e.to_string(),
+            };
+            tracing::debug!(%url, attempt, error = %transient, "retrying token request");
+            tokio::time::sleep(backoff(attempt)).await;
         }
     }
 
@@ -266,32 +283,27 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<FetchedManifest, UpstreamError> {
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
-        let resp = self
-            .send(
-                Method::GET,
-                &url,
-                &pull_scope(repo),
-                Some(media_type::ACCEPT_ALL),
-                self.settings.request_timeout,
-            )
-            .await?;
-        let content_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
-        let claimed = header_digest(&resp);
-        if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE) {
-            return Err(UpstreamError::Invalid(format!("{url}: manifest larger than 4 MiB")));
-        }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| UpstreamError::Transport { url: url.to_string(), source: e })?;
-        if bytes.len() as u64 > MAX_MANIFEST_SIZE {
-            return Err(UpstreamError::Invalid(format!("{url}: manifest larger than 4 MiB")));
-        }
-        Ok(FetchedManifest { bytes: bytes.to_vec(), content_type, claimed_digest: claimed })
+        let too_big = || UpstreamError::Invalid(format!("{url}: manifest larger than 4 MiB"));
+        self.retry_interrupted(&url, || async {
+            let accept = Some(media_type::ACCEPT_ALL);
+            let timeout = self.settings.request_timeout;
+            let resp = self.send(Method::GET, &url, &pull_scope(repo), accept, timeout).await?;
+            let content_type = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+            let claimed_digest = header_digest(&resp);
+            if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE) {
+                return Err(too_big());
+            }
+            let bytes = resp.bytes().await.map_err(|e| interrupted(&url, e))?;
+            if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+                return Err(too_big());
+            }
+            Ok(FetchedManifest { bytes: bytes.to_vec(), content_type, claimed_digest })
+        })
+        .await
     }
 
     /// Download a blob into the pool, verifying its digest and size. Retries restart it.
@@ -302,38 +314,50 @@ impl RegistryClient {
         tree: &MirrorTree,
     ) -> Result<u64, UpstreamError> {
         let url = self.url(&format!("v2/{repo}/blobs/{}", blob.digest));
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = async {
-                let resp = self
-                    .send(Method::GET, &url, &pull_scope(repo), None, self.settings.blob_timeout)
-                    .await?;
-                let mut writer = tree.writer(blob.digest.clone()).await?;
-                let mut body = resp.bytes_stream();
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| UpstreamError::Interrupted {
-                        url: url.to_string(),
-                        source: e,
-                    })?;
-                    writer.write(&chunk).await?;
-                    if writer.written() > blob.size {
-                        break; // longer than declared: finish() reports the mismatch
-                    }
+        self.retry_interrupted(&url, || async {
+            let resp = self
+                .send(Method::GET, &url, &pull_scope(repo), None, self.settings.blob_timeout)
+                .await?;
+            let mut writer = tree.writer(blob.digest.clone()).await?;
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                writer.write(&chunk.map_err(|e| interrupted(&url, e))?).await?;
+                if writer.written() > blob.size {
+                    break; // longer than declared: finish() reports the mismatch
                 }
-                Ok::<_, UpstreamError>(writer.finish(Some(blob.size)).await?)
             }
-            .await;
-            match result {
-                // `send` already retried the request itself; this retries a broken body.
-                Err(e @ UpstreamError::Interrupted { .. }) if attempt < self.settings.retries => {
-                    tracing::debug!(%url, attempt, error = %e, "retrying blob download");
-                    tokio::time::sleep(backoff(attempt)).await;
+            Ok(writer.finish(Some(blob.size)).await?)
+        })
+        .await
+    }
+
+    /// Run `attempt` again when a response body broke off. (`send` already retries the
+    /// request itself on 5xx, 429, resets and timeouts.)
+    async fn retry_interrupted<T, F, Fut>(
+        &self,
+        url: &Url,
+        mut attempt: F,
+    ) -> Result<T, UpstreamError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, UpstreamError>>,
+    {
+        let mut n = 0;
+        loop {
+            n += 1;
+            match attempt().await {
+                Err(e @ UpstreamError::Interrupted { .. }) if n < self.settings.retries => {
+                    tracing::debug!(%url, attempt = n, error = %e, "retrying an interrupted transfer");
+                    tokio::time::sleep(backoff(n)).await;
                 }
                 other => return other,
             }
         }
     }
+}
+
+fn interrupted(url: &Url, source: reqwest::Error) -> UpstreamError {
+    UpstreamError::Interrupted { url: url.to_string(), source }
 }
 
 fn pull_scope(repo: &str) -> String {
