@@ -143,6 +143,24 @@ async fn run_cmd_copy(wharf: &Wharf, image: &str, dest: &std::path::Path) {
     .await;
 }
 
+/// Without credentials a sync fails with `refusal` in its error; with `mirror`/`s3cret` (the
+/// password read from a file) it succeeds. Returns the Wharf that synced.
+async fn sync_needs_credentials(reg: &Registry, dir: &std::path::Path, refusal: &str) -> Wharf {
+    let anon = Wharf::start(&reg.url()).await;
+    let run = anon.sync().await;
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    assert!(run.error.as_deref().unwrap_or("").contains(refusal), "{run:#?}");
+
+    std::fs::write(dir.join("pw"), "s3cret\n").unwrap();
+    let mut setup = Setup::new(&reg.url());
+    let pw = dir.join("pw");
+    setup.upstream += &format!("username = \"mirror\"\npassword_file = \"{}\"\n", pw.display());
+    let wharf = Wharf::launch(setup).await;
+    let run = wharf.sync().await;
+    assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
+    wharf
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_auth_upstream() {
     let htpasswd = require("htpasswd");
@@ -164,21 +182,7 @@ async fn basic_auth_upstream() {
         .arg(format!("docker://{}/single:v1", reg.host())))
     .await;
 
-    // Without credentials: a clear auth error.
-    let anon = Wharf::start(&reg.url()).await;
-    let run = anon.sync().await;
-    assert_eq!(run.outcome, RunOutcome::Failed);
-    assert!(run.error.as_deref().unwrap_or("").contains("Basic auth"), "{run:#?}");
-
-    std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
-    let mut setup = Setup::new(&reg.url());
-    setup.upstream += &format!(
-        "username = \"mirror\"\npassword_file = \"{}\"\n",
-        dir.path().join("pw").display()
-    );
-    let wharf = Wharf::launch(setup).await;
-    let run = wharf.sync().await;
-    assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
+    let wharf = sync_needs_credentials(&reg, dir.path(), "Basic auth").await;
     assert_eq!(wharf.get("/v2/single/manifests/v1").await.status(), 200);
 }
 
@@ -336,21 +340,8 @@ async fn bearer_token_upstream() {
     }
     let pushes = issuer.requests().len();
 
-    // Without credentials the token endpoint refuses: a clear auth error.
-    let anon = Wharf::start(&reg.url()).await;
-    let run = anon.sync().await;
-    assert_eq!(run.outcome, RunOutcome::Failed);
-    assert!(run.error.as_deref().unwrap_or("").contains("token endpoint"), "{run:#?}");
-
-    std::fs::write(dir.path().join("pw"), "s3cret").unwrap();
-    let mut setup = Setup::new(&reg.url());
-    setup.upstream += &format!(
-        "username = \"mirror\"\npassword_file = \"{}\"\n",
-        dir.path().join("pw").display()
-    );
-    let wharf = Wharf::launch(setup).await;
-    let run = wharf.sync().await;
-    assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
+    // The token endpoint refuses anonymous requests.
+    let wharf = sync_needs_credentials(&reg, dir.path(), "token endpoint").await;
     let tags: serde_json::Value = wharf.get("/v2/single/tags/list").await.json().await.unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["v1", "v2"]));
     // One token per scope, cached for the run: catalog + one per repository, not one per request.
