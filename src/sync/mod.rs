@@ -48,6 +48,11 @@ pub enum SyncError {
     Task(String),
     #[error("publishing the tree: {0}")]
     Publish(String),
+    #[error(
+        "{upstream} lists no repository to sync; refusing to remove all {known} published \
+         repositories (check the upstream and upstream.repositories)"
+    )]
+    EmptyUpstream { upstream: String, known: usize },
 }
 
 /// Everything a sync run needs.
@@ -135,6 +140,13 @@ async fn sync_and_publish(
     let names = wanted_repositories(ctx).await?;
     *synced = names.len();
     let current = ctx.store.current_tags().await?;
+    // An upstream that suddenly lists nothing is far more often broken than emptied.
+    if names.is_empty() && !current.is_empty() {
+        return Err(SyncError::EmptyUpstream {
+            upstream: ctx.upstream.describe(),
+            known: current.len(),
+        });
+    }
     let mut commit = SyncCommit {
         now: ctx.clock.now(),
         grace: chrono::Duration::from_std(ctx.grace).unwrap_or(chrono::Duration::MAX),

@@ -223,6 +223,15 @@ async fn unreferenced_blobs_leave_the_pool_after_the_grace_period() {
     let pool_file = wharf.tree().join("blobs/sha256").join(&app_manifest[7..]);
     assert!(pool_file.exists());
 
+    // An upstream that lists nothing at all is refused rather than mirrored.
+    let moved = tempfile::tempdir().unwrap();
+    std::fs::rename(dir.path().join("demo"), moved.path().join("demo")).unwrap();
+    let run = wharf.sync().await;
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    assert!(run.error.as_deref().unwrap().contains("refusing to remove all 2"), "{run:#?}");
+    assert_eq!(run.generation_after, 1);
+    std::fs::rename(moved.path().join("demo"), dir.path().join("demo")).unwrap();
+
     // The tag disappears upstream: gone from the API at once, still in the pool.
     std::fs::remove_dir_all(dir.path().join("demo/app")).unwrap();
     let run = wharf.sync().await;
