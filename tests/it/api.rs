@@ -85,6 +85,7 @@ async fn manifests_headers_negotiation_and_pagination() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"].to_str().unwrap(), len.to_string());
     assert_eq!(r.headers()["docker-content-digest"], index.as_str());
+    assert_eq!(r.headers()["content-type"], OCI_INDEX, "Docker skips its GET only with the type");
     assert!(r.bytes().await.unwrap().is_empty());
 
     // If-None-Match -> 304.
