@@ -209,15 +209,21 @@ async fn oci_directory_upstream() {
     assert_eq!(&layout_digest(&out.path().join("arm"), "latest"), arm);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unreferenced_blobs_leave_the_pool_after_the_grace_period() {
+/// A Wharf on a manual clock syncing the demo images from an `oci:` directory.
+async fn demo_upstream_with_clock(grace: &str) -> (tempfile::TempDir, Arc<ManualClock>, Wharf) {
     let dir = tempfile::tempdir().unwrap();
     wharf::demo::write_sample_images(dir.path()).unwrap();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
-    setup.storage = "gc_grace = \"2days\"\n".into();
+    setup.storage = format!("gc_grace = \"{grace}\"\n");
     setup.clock = clock.clone();
     let wharf = Wharf::launch(setup).await;
+    (dir, clock, wharf)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreferenced_blobs_leave_the_pool_after_the_grace_period() {
+    let (dir, clock, wharf) = demo_upstream_with_clock("2days").await;
     assert_eq!(wharf.sync().await.generation_after, 1);
     let app_manifest = layout_digest(&dir.path().join("demo/app"), "1.0");
     let pool_file = wharf.tree().join("blobs/sha256").join(&app_manifest[7..]);
@@ -416,13 +422,7 @@ async fn transient_upstream_failures_are_retried() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pool_files_the_store_does_not_know_are_adopted_and_collected() {
-    let dir = tempfile::tempdir().unwrap();
-    wharf::demo::write_sample_images(dir.path()).unwrap();
-    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
-    setup.storage = "gc_grace = \"1day\"\n".into();
-    setup.clock = clock.clone();
-    let wharf = Wharf::launch(setup).await;
+    let (_dir, clock, wharf) = demo_upstream_with_clock("1day").await;
     wharf.sync().await;
     // What an interrupted run leaves: a verified pool file no record mentions.
     let bytes = b"left by an interrupted run";
