@@ -43,15 +43,19 @@ pub struct App {
 
 impl App {
     /// Create the data dir, open the store (takes its file lock; owner-only) and the tree.
-    /// The data dir stays traversable: the default tree lives in it and an rsync daemon or
-    /// web server serving the tree may run as another user.
+    /// A new data dir is made traversable (0755): the default tree lives in it and an rsync
+    /// daemon or web server serving the tree may run as another user.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
         let io = |what: String| move |source| AppError::Io { what, source };
-        std::fs::create_dir_all(&config.data_dir)
-            .and_then(|()| {
-                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o755))
-            })
-            .map_err(io(format!("creating data dir {}", config.data_dir.display())))?;
+        if !config.data_dir.is_dir() {
+            // An existing data dir keeps the mode its operator gave it.
+            std::fs::create_dir_all(&config.data_dir)
+                .and_then(|()| {
+                    let mode = std::fs::Permissions::from_mode(0o755);
+                    std::fs::set_permissions(&config.data_dir, mode)
+                })
+                .map_err(io(format!("creating data dir {}", config.data_dir.display())))?;
+        }
         let store = Store::open(&config.store_path())?;
         std::fs::set_permissions(config.store_path(), std::fs::Permissions::from_mode(0o600))
             .map_err(io(format!("restricting {}", config.store_path().display())))?;
