@@ -11,6 +11,8 @@ use actix_web::{HttpResponse, web};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::control;
+use crate::crawl::{CrawlCtx, CrawlError};
+use crate::geo::{GeoDb, Selector};
 use crate::registry::{self, RegistryState};
 use crate::scheduler::{self, Jobs};
 use crate::store::{Store, StoreError};
@@ -25,8 +27,11 @@ pub enum AppError {
     Tree(#[from] TreeError),
     #[error("{0}")]
     Sync(#[from] SyncError),
+
     #[error("{0}")]
     Scheduler(#[from] scheduler::SchedulerError),
+    #[error("{0}")]
+    Crawl(#[from] CrawlError),
     #[error("{0}")]
     Control(#[from] control::ControlError),
     #[error("{what}: {source}")]
@@ -39,6 +44,7 @@ pub struct App {
     pub store: Store,
     pub tree: MirrorTree,
     pub jobs: Arc<Jobs>,
+    pub geo: Arc<GeoDb>,
 }
 
 impl App {
@@ -60,8 +66,13 @@ impl App {
         std::fs::set_permissions(config.store_path(), std::fs::Permissions::from_mode(0o600))
             .map_err(io(format!("restricting {}", config.store_path().display())))?;
         let tree = MirrorTree::open(&config.tree_dir, &config.tmp_dir())?;
-        let sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock)?;
-        Ok(App { config: Arc::new(config), store, tree, jobs: Jobs::new(sync) })
+        let sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock.clone())?;
+        let crawl = CrawlCtx::new(store.clone(), config.crawl.clone(), clock)?;
+        let selector = Arc::new(Selector::new(config.fallback_url.clone(), config.require_https));
+        let geo =
+            Arc::new(GeoDb::open(config.geoip_database.as_deref(), config.asn_database.as_deref()));
+        let jobs = Jobs::new(sync, crawl, selector);
+        Ok(App { config: Arc::new(config), store, tree, jobs, geo })
     }
 
     /// Serve HTTP on `listener` with the schedules and the control socket until the server
@@ -80,14 +91,24 @@ impl App {
         if let Err(e) = crate::sync::republish(self.jobs.sync_ctx()).await {
             tracing::error!(error = %e, "republishing the tree at start");
         }
+        self.jobs.refresh_selection().await?;
         let socket_path = self.config.control_socket();
         let control_listener = control::bind(&socket_path).await?;
         let control_task = tokio::spawn(control::serve(control_listener, self.jobs.clone()));
-        let scheduler = scheduler::start(self.jobs.clone(), &self.config.sync_schedule).await?;
+        let reload_task = tokio::spawn(reload_geo_databases(self.geo.clone()));
+        let scheduler = scheduler::start(
+            self.jobs.clone(),
+            &self.config.sync_schedule,
+            &self.config.crawl_schedule,
+        )
+        .await?;
 
         let state = web::Data::new(RegistryState {
             store: self.store.clone(),
             public_url: self.config.public_url.clone(),
+            selector: self.jobs.selector().clone(),
+            geo: self.geo.clone(),
+            trusted_proxies: self.config.trusted_proxies.clone(),
         });
         let stats = web::Data::new(registry::RequestStats::default());
         let tree_dir = self.config.tree_dir.clone();
@@ -111,6 +132,7 @@ impl App {
             server: tokio::spawn(server),
             scheduler,
             control_task,
+            reload_task,
             socket_path,
             app: self,
         })
@@ -124,6 +146,7 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     scheduler: tokio_cron_scheduler::JobScheduler,
     control_task: tokio::task::JoinHandle<()>,
+    reload_task: tokio::task::JoinHandle<()>,
     socket_path: std::path::PathBuf,
     pub app: App,
 }
@@ -153,6 +176,27 @@ impl Running {
             tracing::warn!(error = %e, "stopping the scheduler");
         }
         self.control_task.abort();
+        self.reload_task.abort();
         let _ = std::fs::remove_file(&self.socket_path);
+    }
+}
+
+/// Reload the GeoIP databases when their files change (checked every 30 s) or on SIGHUP.
+async fn reload_geo_databases(geo: Arc<GeoDb>) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        match &mut hup {
+            Some(h) => {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = h.recv() => tracing::info!("SIGHUP: checking the GeoIP databases"),
+                }
+            }
+            None => {
+                tick.tick().await;
+            }
+        }
+        geo.reload_if_changed();
     }
 }

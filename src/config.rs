@@ -37,6 +37,9 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     pub schedule: RawSchedule,
     pub sync: RawSync,
+    pub mirrors: RawMirrors,
+    pub crawl: RawCrawl,
+    pub geoip: RawGeoip,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -44,11 +47,13 @@ pub struct RawConfig {
 pub struct RawServer {
     pub listen: String,
     pub public_url: Option<String>,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
-        RawServer { listen: "127.0.0.1:5000".into(), public_url: None }
+        RawServer { listen: "127.0.0.1:5000".into(), public_url: None, trusted_proxies: Vec::new() }
     }
 }
 
@@ -80,12 +85,67 @@ pub struct RawUpstream {
 #[serde(deny_unknown_fields, default)]
 pub struct RawSchedule {
     pub sync: String,
+    pub crawl: String,
 }
 
 impl Default for RawSchedule {
     fn default() -> Self {
-        RawSchedule { sync: "0 */10 * * * *".into() }
+        RawSchedule { sync: "0 */10 * * * *".into(), crawl: "0 5-59/15 * * * *".into() }
     }
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMirrors {
+    /// Where blobs go when no mirror qualifies; default `<public_url>/tree/`.
+    pub fallback_url: Option<String>,
+    /// Send clients only to https mirror URLs.
+    pub require_https: bool,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCrawl {
+    /// Mirrors crawled at once.
+    pub concurrency: usize,
+    /// Timeout of one request to a mirror.
+    pub request_timeout: String,
+    /// Time one mirror's crawl may take.
+    pub mirror_timeout: String,
+    /// Time a whole crawl run may take.
+    pub total_timeout: String,
+    /// Blobs new in the claimed generation checked (HEAD), at most.
+    pub new_blobs: usize,
+    /// Older blobs checked at random (HEAD).
+    pub random_blobs: usize,
+    /// Blobs downloaded in full and hashed.
+    pub downloads: usize,
+    /// Consecutive failed crawls before a mirror is disabled automatically.
+    pub max_failures: u32,
+}
+
+impl Default for RawCrawl {
+    fn default() -> Self {
+        RawCrawl {
+            concurrency: 8,
+            request_timeout: "10s".into(),
+            mirror_timeout: "2min".into(),
+            total_timeout: "10min".into(),
+            new_blobs: 50,
+            random_blobs: 20,
+            downloads: 2,
+            max_failures: 4,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGeoip {
+    /// A MaxMind City or Country database (GeoLite2-City.mmdb).
+    pub database: Option<PathBuf>,
+    /// A MaxMind ASN database (GeoLite2-ASN.mmdb).
+    pub asn_database: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -127,6 +187,26 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub sync_schedule: String,
     pub sync: SyncSettings,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Base URL of the fallback tree, ending in `/`.
+    pub fallback_url: String,
+    pub require_https: bool,
+    pub crawl_schedule: String,
+    pub crawl: CrawlSettings,
+    pub geoip_database: Option<PathBuf>,
+    pub asn_database: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CrawlSettings {
+    pub concurrency: usize,
+    pub request_timeout: Duration,
+    pub mirror_timeout: Duration,
+    pub total_timeout: Duration,
+    pub new_blobs: usize,
+    pub random_blobs: usize,
+    pub downloads: usize,
+    pub max_failures: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -340,7 +420,57 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         blob_timeout: duration("sync.blob_timeout", &s.blob_timeout)?,
         page_size: s.page_size,
     };
+    let trusted_proxies = raw
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    key_err("server.trusted_proxies", format!("{p:?} is not a CIDR or address"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let fallback_url = match raw.mirrors.fallback_url {
+        Some(u) => {
+            crate::model::parse_base_url(&u).map_err(|e| key_err("mirrors.fallback_url", e))?
+        }
+        None => format!("{public_url}/tree/"),
+    };
+    parse_cron(&raw.schedule.crawl).map_err(|e| key_err("schedule.crawl", e))?;
+    let c = raw.crawl;
+    if c.concurrency == 0 || c.concurrency > 256 {
+        return Err(key_err("crawl.concurrency", "must be between 1 and 256"));
+    }
+    if c.max_failures == 0 {
+        return Err(key_err("crawl.max_failures", "must be at least 1"));
+    }
+    let crawl = CrawlSettings {
+        concurrency: c.concurrency,
+        request_timeout: duration("crawl.request_timeout", &c.request_timeout)?,
+        mirror_timeout: duration("crawl.mirror_timeout", &c.mirror_timeout)?,
+        total_timeout: duration("crawl.total_timeout", &c.total_timeout)?,
+        new_blobs: c.new_blobs,
+        random_blobs: c.random_blobs,
+        downloads: c.downloads,
+        max_failures: c.max_failures,
+    };
+    let file = |key: &'static str, p: Option<PathBuf>| match p {
+        Some(p) if p.as_os_str().is_empty() => Ok(None),
+        Some(p) if !p.is_file() => Err(key_err(key, format!("{} is not a file", p.display()))),
+        other => Ok(other.map(|p| absolute(&p))),
+    };
+    let geoip_database = file("geoip.database", raw.geoip.database)?;
+    let asn_database = file("geoip.asn_database", raw.geoip.asn_database)?;
     Ok(Config {
+        trusted_proxies,
+        fallback_url,
+        require_https: raw.mirrors.require_https,
+        crawl_schedule: raw.schedule.crawl,
+        crawl,
+        geoip_database,
+        asn_database,
         listen,
         public_url,
         data_dir,
@@ -489,7 +619,15 @@ mod tests {
         assert_eq!(c.listen.port(), 5000);
         let text = std::fs::read_to_string(&path).unwrap();
         let defaults = toml::to_string(&RawConfig::default()).unwrap();
-        let optional = ["public_url", "tree_dir", "repositories", "tags"];
+        let optional = [
+            "public_url",
+            "tree_dir",
+            "repositories",
+            "tags",
+            "fallback_url",
+            "database",
+            "asn_database",
+        ];
         let keys = defaults.lines().filter_map(|l| l.split_once(" = ")).map(|(k, _)| k);
         for key in keys.chain(optional) {
             assert!(text.contains(&format!("{key} =")), "packaging/wharf.toml lacks {key}");

@@ -1,7 +1,8 @@
-//! The local control socket: operators' CLI commands reach a running `wharf serve` through
-//! `<data_dir>/control.sock` (owner-only), because the store file is locked by the server.
-//! Protocol: one JSON request line; JSON reply lines (progress, then a final result).
-//! Imports `scheduler`, `sync`, `model`; never actix.
+//! Operator commands, executed the same way whether they come over the local control socket
+//! of a running `wharf serve` (`<data_dir>/control.sock`, owner-only) or from a CLI that
+//! opened the store itself because no server runs. Protocol: one JSON request line; JSON
+//! reply lines (progress while a sync runs, then one result).
+//! Imports `scheduler`, `sync`, `crawl`, `store`, `model`; never actix.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,21 +13,41 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::model::SyncRun;
+use crate::crawl::{CrawlReport, Propagation};
+use crate::model::{CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorStatus, SyncRun};
 use crate::scheduler::Jobs;
+use crate::store::MirrorEditError;
 use crate::sync::ProgressSnapshot;
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "lowercase")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Sync,
+    Crawl,
+    MirrorAdd { name: String, patch: MirrorPatch },
+    MirrorSet { name: String, patch: MirrorPatch },
+    MirrorRemove { name: String },
+    MirrorList,
+    MirrorShow { name: String },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A mirror with its recent crawls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MirrorDetail {
+    #[serde(flatten)]
+    pub status: MirrorStatus,
+    pub crawls: Vec<CrawlResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reply {
     Progress(ProgressSnapshot),
-    Done(Box<SyncRun>),
+    Synced(Box<SyncRun>),
+    Crawled(CrawlReport),
+    Mirrors { mirrors: Vec<MirrorStatus>, propagation: Propagation },
+    Mirror(Box<MirrorDetail>),
+    Removed(String),
     Error(String),
 }
 
@@ -36,10 +57,59 @@ pub enum ControlError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("another wharf serve answers on {0}")]
     InUse(PathBuf),
-    #[error("the running server reported: {0}")]
-    Remote(String),
     #[error("control protocol: {0}")]
     Protocol(String),
+}
+
+/// Carry out one request. Mirror edits and runs rebuild the selection snapshot.
+pub async fn execute(jobs: &Jobs, request: Request) -> Reply {
+    let store = jobs.store();
+    let name = |n: &str| n.parse::<MirrorName>().map_err(|e| e.to_string());
+    let edited = |r: Result<MirrorStatus, MirrorEditError>| async {
+        let status = r.map_err(|e| e.to_string())?;
+        jobs.refresh_selection().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(Reply::Mirror(Box::new(MirrorDetail { status, crawls: Vec::new() })))
+    };
+    let result: Result<Reply, String> = async {
+        match request {
+            Request::Sync => {
+                jobs.run_sync().await.map(|r| Reply::Synced(Box::new(r))).map_err(|e| e.to_string())
+            }
+            Request::Crawl => jobs.run_crawl().await.map(Reply::Crawled).map_err(|e| e.to_string()),
+            Request::MirrorAdd { name: n, patch } => {
+                let mut mirror = Mirror::new(name(&n)?);
+                patch.apply(&mut mirror).map_err(|e| e.to_string())?;
+                edited(store.add_mirror(mirror).await).await
+            }
+            Request::MirrorSet { name: n, patch } => {
+                edited(store.update_mirror(&name(&n)?, move |m| patch.apply(m)).await).await
+            }
+            Request::MirrorRemove { name: n } => {
+                let n = name(&n)?;
+                store.remove_mirror(&n).await.map_err(|e| e.to_string())?;
+                jobs.refresh_selection().await.map_err(|e| e.to_string())?;
+                Ok(Reply::Removed(n.to_string()))
+            }
+            Request::MirrorList => {
+                let mirrors = store.mirrors().await.map_err(|e| e.to_string())?;
+                let generation = store.generation().await.map_err(|e| e.to_string())?;
+                let propagation = Propagation::of(generation, &mirrors);
+                Ok(Reply::Mirrors { mirrors, propagation })
+            }
+            Request::MirrorShow { name: n } => {
+                let n = name(&n)?;
+                let status = store
+                    .mirror(&n)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| MirrorEditError::Unknown(n.clone()).to_string())?;
+                let crawls = store.crawl_history(&n, 20).await.map_err(|e| e.to_string())?;
+                Ok(Reply::Mirror(Box::new(MirrorDetail { status, crawls })))
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(Reply::Error)
 }
 
 /// Bind the control socket, replacing a stale one, with owner-only permissions.
@@ -59,9 +129,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 /// Serve control requests until the listener is dropped.
 pub async fn serve(listener: UnixListener, jobs: Arc<Jobs>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let Ok((stream, _)) = listener.accept().await else { continue };
         let jobs = jobs.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, jobs).await {
@@ -71,55 +139,54 @@ pub async fn serve(listener: UnixListener, jobs: Arc<Jobs>) {
     }
 }
 
+fn line(r: &Reply) -> String {
+    let mut s = serde_json::to_string(r).expect("replies serialize");
+    s.push('\n');
+    s
+}
+
 async fn handle(stream: UnixStream, jobs: Arc<Jobs>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    let reply = |r: &Reply| {
-        let mut s = serde_json::to_string(r).expect("replies serialize");
-        s.push('\n');
-        s
-    };
-    match serde_json::from_str::<Request>(&line) {
+    let mut request = String::new();
+    BufReader::new(read).read_line(&mut request).await?;
+    let request = match serde_json::from_str::<Request>(&request) {
+        Ok(r) => r,
         Err(e) => {
-            write.write_all(reply(&Reply::Error(format!("bad request: {e}"))).as_bytes()).await?
+            write.write_all(line(&Reply::Error(format!("bad request: {e}"))).as_bytes()).await?;
+            return write.shutdown().await;
         }
-        Ok(Request::Sync) => {
-            // The run is its own task: a client that goes away or stops reading neither
-            // cancels nor stalls it.
-            let run = tokio::spawn({
-                let jobs = jobs.clone();
-                async move { jobs.run_sync().await }
-            });
-            tokio::pin!(run);
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            let mut client_reads = true;
-            let result = loop {
-                tokio::select! {
-                    r = &mut run => break r,
-                    _ = tick.tick(), if client_reads => {
-                        let p = reply(&Reply::Progress(jobs.sync_progress()));
-                        let sent = tokio::time::timeout(Duration::from_secs(1), write.write_all(p.as_bytes())).await;
-                        client_reads = matches!(sent, Ok(Ok(())));
-                    }
-                }
-            };
-            let last = match result {
-                Ok(Ok(run)) => Reply::Done(Box::new(run)),
-                Ok(Err(e)) => Reply::Error(e.to_string()),
-                Err(e) => Reply::Error(format!("sync task: {e}")),
-            };
-            write.write_all(reply(&last).as_bytes()).await?;
+    };
+    // The request runs as its own task: a client that goes away or stops reading neither
+    // cancels nor stalls it.
+    let show_progress = matches!(request, Request::Sync);
+    let run = tokio::spawn({
+        let jobs = jobs.clone();
+        async move { execute(&jobs, request).await }
+    });
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut client_reads = show_progress;
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = tick.tick(), if client_reads => {
+                let p = line(&Reply::Progress(jobs.sync_progress()));
+                let sent = tokio::time::timeout(Duration::from_secs(1), write.write_all(p.as_bytes())).await;
+                client_reads = matches!(sent, Ok(Ok(())));
+            }
         }
-    }
+    };
+    let last = result.unwrap_or_else(|e| Reply::Error(format!("task: {e}")));
+    write.write_all(line(&last).as_bytes()).await?;
     write.shutdown().await
 }
 
-/// Ask a running server to sync. `Ok(None)`: no server answers on `path`.
-pub async fn request_sync(
+/// Send a request to a running server. `Ok(None)`: no server answers on `path`.
+pub async fn call(
     path: &Path,
+    request: &Request,
     mut on_progress: impl FnMut(&ProgressSnapshot),
-) -> Result<Option<SyncRun>, ControlError> {
+) -> Result<Option<Reply>, ControlError> {
     let io = |source| ControlError::Io { path: path.to_owned(), source };
     let stream = match UnixStream::connect(path).await {
         Ok(s) => s,
@@ -134,17 +201,16 @@ pub async fn request_sync(
         Err(e) => return Err(io(e)),
     };
     let (read, mut write) = stream.into_split();
-    let mut req = serde_json::to_string(&Request::Sync).expect("requests serialize");
+    let mut req = serde_json::to_string(request).expect("requests serialize");
     req.push('\n');
     write.write_all(req.as_bytes()).await.map_err(io)?;
     let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await.map_err(io)? {
-        match serde_json::from_str::<Reply>(&line)
+    while let Some(l) = lines.next_line().await.map_err(io)? {
+        match serde_json::from_str::<Reply>(&l)
             .map_err(|e| ControlError::Protocol(e.to_string()))?
         {
             Reply::Progress(p) => on_progress(&p),
-            Reply::Done(run) => return Ok(Some(*run)),
-            Reply::Error(e) => return Err(ControlError::Remote(e)),
+            other => return Ok(Some(other)),
         }
     }
     Err(ControlError::Protocol("server closed the connection without a result".into()))

@@ -14,9 +14,12 @@ use clap::{Parser, Subcommand};
 use wharf::app::App;
 use wharf::clock::SystemClock;
 use wharf::config::{self, CliOverrides, Config};
-use wharf::model::{RunOutcome, SyncRun};
+use wharf::control::{Reply, Request};
+use wharf::model::{MirrorPatch, RunOutcome};
 use wharf::sync::ProgressSnapshot;
 use wharf::{control, demo};
+
+mod output;
 
 #[derive(Parser)]
 #[command(name = "wharf", version, about = "A container registry front for a mirror network")]
@@ -52,13 +55,129 @@ enum Command {
     },
     /// Exit 0 if the server configured here answers its health check.
     Healthcheck,
+    /// Crawl every enabled mirror now and print what each holds.
+    Crawl {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage mirrors (through the running server if there is one).
+    #[command(subcommand)]
+    Mirror(Box<MirrorCommand>),
+}
+
+#[derive(Subcommand)]
+enum MirrorCommand {
+    /// Register a mirror.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        fields: MirrorFields,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a mirror's fields (list options replace the list).
+    Set {
+        name: String,
+        #[command(flatten)]
+        fields: MirrorFields,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a mirror and its crawl history.
+    Remove {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every mirror with its state, and how far the current generation has propagated.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One mirror with its recent crawls.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct MirrorFields {
+    /// Base URL under which the tree root is served (http and/or https; repeatable).
+    #[arg(long = "url")]
+    urls: Vec<String>,
+    /// ISO 3166-1 alpha-2 country code ("" clears).
+    #[arg(long)]
+    country: Option<String>,
+    /// Continent code overriding the one derived from the country ("" clears).
+    #[arg(long)]
+    continent: Option<String>,
+    /// AS number whose clients this mirror serves first (repeatable).
+    #[arg(long = "asn")]
+    asns: Vec<u32>,
+    /// CIDR whose clients this mirror serves first (repeatable).
+    #[arg(long = "netblock")]
+    netblocks: Vec<String>,
+    /// Remove every ASN.
+    #[arg(long)]
+    clear_asns: bool,
+    /// Remove every netblock.
+    #[arg(long)]
+    clear_netblocks: bool,
+    /// Bandwidth in Mbit/s: the weight within a tier.
+    #[arg(long)]
+    bandwidth: Option<u32>,
+    /// Private mirrors serve only their netblocks and ASNs.
+    #[arg(long)]
+    private: Option<bool>,
+    /// Operator approval.
+    #[arg(long)]
+    enabled: Option<bool>,
+    /// The mirror admin's opt-in.
+    #[arg(long)]
+    active: Option<bool>,
+    /// Why the mirror is disabled ("" clears).
+    #[arg(long)]
+    reason: Option<String>,
+    /// `all`, or architectures like `amd64,arm64`.
+    #[arg(long)]
+    content: Option<String>,
+    /// Owning user id.
+    #[arg(long)]
+    owner: Option<u64>,
+}
+
+impl MirrorFields {
+    fn patch(&self) -> MirrorPatch {
+        let list = |v: &Vec<String>, clear: bool| (clear || !v.is_empty()).then(|| v.clone());
+        MirrorPatch {
+            urls: list(&self.urls, false),
+            country: self.country.clone(),
+            continent: self.continent.clone(),
+            asns: (self.clear_asns || !self.asns.is_empty()).then(|| self.asns.clone()),
+            netblocks: list(&self.netblocks, self.clear_netblocks),
+            bandwidth: self.bandwidth,
+            private: self.private,
+            enabled: self.enabled,
+            active: self.active,
+            reason: self.reason.clone(),
+            content: self.content.clone(),
+            owner: self.owner,
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One-shot commands print their own summary; services log what they do.
     let default_filter = match cli.command {
-        Command::Sync { .. } | Command::Healthcheck => "warn",
+        Command::Sync { .. }
+        | Command::Crawl { .. }
+        | Command::Mirror(_)
+        | Command::Healthcheck => "warn",
         Command::Serve | Command::Demo { .. } => "info,actix_server=warn",
     };
     tracing_subscriber::fmt()
@@ -106,30 +225,49 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match &cli.command {
+    let request = match &cli.command {
         Command::Serve => {
             let config = load_config(&cli)?;
             let listener = TcpListener::bind(config.listen)
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             App::open(config, Arc::new(SystemClock))?.serve(listener).await?;
-            Ok(ExitCode::SUCCESS)
+            return Ok(ExitCode::SUCCESS);
         }
-        Command::Sync { json } => {
-            let config = load_config(&cli)?;
-            let run = sync(config).await?;
-            report(&run, *json)
-        }
-        Command::Demo { port } => demo(*port, &cli).await,
-        Command::Healthcheck => {
-            let config = load_config(&cli)?;
-            healthcheck(&config).await
-        }
-    }
+        Command::Demo { port } => return demo(*port, &cli).await,
+        Command::Healthcheck => return healthcheck(&load_config(&cli)?).await,
+        Command::Sync { .. } => Request::Sync,
+        Command::Crawl { .. } => Request::Crawl,
+        Command::Mirror(m) => match m.as_ref() {
+            MirrorCommand::Add { name, fields, .. } => {
+                Request::MirrorAdd { name: name.clone(), patch: fields.patch() }
+            }
+            MirrorCommand::Set { name, fields, .. } => {
+                Request::MirrorSet { name: name.clone(), patch: fields.patch() }
+            }
+            MirrorCommand::Remove { name, .. } => Request::MirrorRemove { name: name.clone() },
+            MirrorCommand::List { .. } => Request::MirrorList,
+            MirrorCommand::Show { name, .. } => Request::MirrorShow { name: name.clone() },
+        },
+    };
+    let json = match &cli.command {
+        Command::Sync { json } | Command::Crawl { json } => *json,
+        Command::Mirror(m) => match m.as_ref() {
+            MirrorCommand::Add { json, .. }
+            | MirrorCommand::Set { json, .. }
+            | MirrorCommand::Remove { json, .. }
+            | MirrorCommand::List { json }
+            | MirrorCommand::Show { json, .. } => *json,
+        },
+        _ => false,
+    };
+    let reply = execute(load_config(&cli)?, request).await?;
+    output::print(&reply, json)
 }
 
-/// Sync through the running server if one answers on the control socket, else directly.
-async fn sync(config: Config) -> anyhow::Result<SyncRun> {
-    let bar = progress_bar();
+/// Run a request through the running server if one answers on the control socket, else on a
+/// store opened here.
+async fn execute(config: Config, request: Request) -> anyhow::Result<Reply> {
+    let bar = matches!(request, Request::Sync).then(progress_bar).flatten();
     let show = |p: &ProgressSnapshot| {
         if let Some(bar) = &bar {
             bar.set_length(p.blobs_total.max(1));
@@ -138,23 +276,24 @@ async fn sync(config: Config) -> anyhow::Result<SyncRun> {
                 "repos {}/{} {} {}",
                 p.repos_done,
                 p.repos_total,
-                human_bytes(p.bytes_done),
+                output::human_bytes(p.bytes_done),
                 p.current
             ));
         }
     };
     let socket = config.control_socket();
-    let run = match control::request_sync(&socket, show).await? {
-        Some(run) => run,
+    let reply = match control::call(&socket, &request, show).await? {
+        Some(reply) => reply,
         None => {
             let app = App::open(config, Arc::new(SystemClock))?;
             let jobs = app.jobs.clone();
-            let sync = jobs.run_sync();
-            tokio::pin!(sync);
+            app.jobs.refresh_selection().await?;
+            let run = control::execute(&jobs, request);
+            tokio::pin!(run);
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tokio::select! {
-                    r = &mut sync => break r?,
+                    r = &mut run => break r,
                     _ = tick.tick() => show(&jobs.sync_progress()),
                 }
             }
@@ -163,7 +302,7 @@ async fn sync(config: Config) -> anyhow::Result<SyncRun> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(run)
+    Ok(reply)
 }
 
 fn progress_bar() -> Option<indicatif::ProgressBar> {
@@ -179,56 +318,6 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     Some(bar)
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
-
-fn report(run: &SyncRun, json: bool) -> anyhow::Result<ExitCode> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(run)?);
-    } else {
-        let (added, moved, removed) = run
-            .repos
-            .iter()
-            .fold((0, 0, 0), |a, r| (a.0 + r.tags_added, a.1 + r.tags_moved, a.2 + r.tags_removed));
-        println!(
-            "sync run #{}: {:?} in {:.1}s — generation {} -> {}; {} repositories; tags +{added} ~{moved} -{removed}; {} blobs fetched ({}); {} collected",
-            run.id,
-            run.outcome,
-            (run.finished_at - run.started_at).num_milliseconds() as f64 / 1000.0,
-            run.generation_before,
-            run.generation_after,
-            run.repos.len(),
-            run.blobs_fetched(),
-            human_bytes(run.bytes_fetched()),
-            run.blobs_collected,
-        );
-        for e in run.errors() {
-            println!("  error: {e}");
-        }
-    }
-    match run.outcome {
-        RunOutcome::Ok => Ok(ExitCode::SUCCESS),
-        RunOutcome::Partial => {
-            eprintln!(
-                "error: sync finished with errors (some tags or repositories kept their previous content)"
-            );
-            Ok(ExitCode::from(2))
-        }
-        RunOutcome::Failed => {
-            eprintln!("error: sync failed; the previously published tree keeps serving");
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }
 
 async fn healthcheck(config: &Config) -> anyhow::Result<ExitCode> {
@@ -268,7 +357,7 @@ async fn demo(port: Option<u16>, cli: &Cli) -> anyhow::Result<ExitCode> {
     let config = config::load(None, std::iter::empty(), &CliOverrides { values })?;
     let app = App::open(config, Arc::new(SystemClock))?;
     let run = app.jobs.run_sync().await?;
-    report(&run, false)?;
+    output::report(&run, false)?;
     if run.outcome != RunOutcome::Ok {
         bail!("the demo sync did not succeed");
     }

@@ -1,13 +1,17 @@
 //! The scheduler: maps cron strings to jobs, keeps runs of one job from overlapping (whoever
-//! asks: cron, the control socket, later the admin UI), and stops on shutdown.
-//! Jobs are plain functions (`sync::run_once`); tests call them directly.
-//! Imports `sync`, `config`, `model`; never actix.
+//! asks: cron, the control socket, later the admin UI), and stops on shutdown. After every
+//! sync, crawl or mirror edit it rebuilds the blob-selection snapshot.
+//! Jobs are plain functions (`sync::run_once`, `crawl::run_once`); tests call them directly.
+//! Imports `sync`, `crawl`, `geo`, `store`, `config`, `model`; never actix.
 
 use std::sync::Arc;
 
 use tokio_cron_scheduler::{Job, JobScheduler};
 
+use crate::crawl::{self, CrawlCtx, CrawlError, CrawlReport};
+use crate::geo::Selector;
 use crate::model::SyncRun;
+use crate::store::{Store, StoreError};
 use crate::sync::{self, ProgressSnapshot, SyncCtx, SyncError};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,27 +20,79 @@ pub enum SchedulerError {
     Cron(#[from] tokio_cron_scheduler::JobSchedulerError),
 }
 
-/// The jobs of one Wharf instance, each behind its own lock.
+/// The jobs of one Wharf instance, each behind its own lock, and the selection they feed.
 pub struct Jobs {
     sync: SyncCtx,
     sync_lock: tokio::sync::Mutex<()>,
+    crawl: CrawlCtx,
+    crawl_lock: tokio::sync::Mutex<()>,
+    selector: Arc<Selector>,
 }
 
 impl Jobs {
-    pub fn new(sync: SyncCtx) -> Arc<Jobs> {
-        Arc::new(Jobs { sync, sync_lock: tokio::sync::Mutex::new(()) })
+    pub fn new(sync: SyncCtx, crawl: CrawlCtx, selector: Arc<Selector>) -> Arc<Jobs> {
+        Arc::new(Jobs {
+            sync,
+            sync_lock: tokio::sync::Mutex::new(()),
+            crawl,
+            crawl_lock: tokio::sync::Mutex::new(()),
+            selector,
+        })
     }
 
     /// Run a sync now, after any running one finishes.
     pub async fn run_sync(&self) -> Result<SyncRun, SyncError> {
         let _running = self.sync_lock.lock().await;
-        sync::run_once(&self.sync).await
+        let run = sync::run_once(&self.sync).await?;
+        self.refresh_selection().await?;
+        Ok(run)
     }
 
     /// Run a sync unless one is running (what a cron tick does).
     pub async fn sync_if_idle(&self) -> Option<Result<SyncRun, SyncError>> {
         let _running = self.sync_lock.try_lock().ok()?;
-        Some(sync::run_once(&self.sync).await)
+        let run = sync::run_once(&self.sync).await;
+        if let Err(e) = self.refresh_selection().await {
+            tracing::error!(error = %e, "rebuilding the selection snapshot");
+        }
+        Some(run)
+    }
+
+    /// Crawl the mirrors now, after any running crawl finishes.
+    pub async fn run_crawl(&self) -> Result<CrawlReport, CrawlError> {
+        let _running = self.crawl_lock.lock().await;
+        let report = crawl::run_once(&self.crawl).await?;
+        self.refresh_selection().await?;
+        Ok(report)
+    }
+
+    async fn crawl_if_idle(&self) {
+        let Ok(_running) = self.crawl_lock.try_lock() else {
+            tracing::info!("scheduled crawl skipped: a crawl is still running");
+            return;
+        };
+        if let Err(e) = crawl::run_once(&self.crawl).await {
+            tracing::error!(error = %e, "scheduled crawl failed");
+        }
+        if let Err(e) = self.refresh_selection().await {
+            tracing::error!(error = %e, "rebuilding the selection snapshot");
+        }
+    }
+
+    /// Rebuild the blob-selection snapshot from the store (after a sync, a crawl, an edit).
+    pub async fn refresh_selection(&self) -> Result<(), StoreError> {
+        let facts = self.sync.store.pool_facts().await?;
+        let mirrors = self.sync.store.mirrors().await?;
+        self.selector.install(facts, mirrors);
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.sync.store
+    }
+
+    pub fn selector(&self) -> &Arc<Selector> {
+        &self.selector
     }
 
     pub fn sync_progress(&self) -> ProgressSnapshot {
@@ -49,11 +105,16 @@ impl Jobs {
 }
 
 /// Start the cron schedules. The caller keeps the returned scheduler and shuts it down.
-pub async fn start(jobs: Arc<Jobs>, sync_cron: &str) -> Result<JobScheduler, SchedulerError> {
+pub async fn start(
+    jobs: Arc<Jobs>,
+    sync_cron: &str,
+    crawl_cron: &str,
+) -> Result<JobScheduler, SchedulerError> {
     let sched = JobScheduler::new().await?;
+    let sync_jobs = jobs.clone();
     sched
         .add(Job::new_async(sync_cron, move |_id, _sched| {
-            let jobs = jobs.clone();
+            let jobs = sync_jobs.clone();
             Box::pin(async move {
                 match jobs.sync_if_idle().await {
                     None => tracing::info!("scheduled sync skipped: a sync is still running"),
@@ -61,6 +122,12 @@ pub async fn start(jobs: Arc<Jobs>, sync_cron: &str) -> Result<JobScheduler, Sch
                     Some(Ok(_)) => {}
                 }
             })
+        })?)
+        .await?;
+    sched
+        .add(Job::new_async(crawl_cron, move |_id, _sched| {
+            let jobs = jobs.clone();
+            Box::pin(async move { jobs.crawl_if_idle().await })
         })?)
         .await?;
     sched.start().await?;

@@ -1,8 +1,10 @@
 //! Domain types shared by every layer: names, references, digests, media types, the parsed
 //! shape of a manifest and sync-run reports. Leaf module: imports nothing from the crate.
 
+pub mod geography;
 mod layout;
 mod manifest;
+mod mirror;
 mod names;
 mod run;
 
@@ -10,6 +12,10 @@ pub use layout::{RepoLayout, TagEntry};
 pub use manifest::{
     BlobRef, ChildManifest, MAX_MANIFEST_SIZE, ManifestError, ManifestShape, Platform, media_type,
     platform_of_config,
+};
+pub use mirror::{
+    ContentSet, CrawlResult, Mirror, MirrorError, MirrorHealth, MirrorName, MirrorPatch,
+    MirrorStatus, parse_base_url,
 };
 pub use names::{Digest, NameError, Reference, RepoName, Tag};
 pub use run::{RepoReport, RunOutcome, SyncRun};

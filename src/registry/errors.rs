@@ -27,6 +27,8 @@ pub enum RegistryError {
     Unsupported,
     #[error("not found")]
     NotFound,
+    #[error("invalid query")]
+    BadQuery(String),
     #[error("internal error")]
     Internal(#[from] StoreError),
 }
@@ -55,6 +57,7 @@ impl RegistryError {
             // Distribution has no code for an unknown endpoint; this read-only API does not
             // support it.
             RegistryError::NotFound => "UNSUPPORTED",
+            RegistryError::BadQuery(_) => "INVALID_QUERY",
             RegistryError::Internal(_) => "UNAVAILABLE",
         }
     }
@@ -65,7 +68,8 @@ impl RegistryError {
             | RegistryError::NameInvalid(d)
             | RegistryError::TagInvalid(d)
             | RegistryError::DigestInvalid(d)
-            | RegistryError::PaginationNumberInvalid(d) => serde_json::Value::String(d.clone()),
+            | RegistryError::PaginationNumberInvalid(d)
+            | RegistryError::BadQuery(d) => serde_json::Value::String(d.clone()),
             _ => serde_json::Value::Null,
         }
     }
@@ -81,7 +85,8 @@ impl ResponseError for RegistryError {
             RegistryError::NameInvalid(_)
             | RegistryError::TagInvalid(_)
             | RegistryError::DigestInvalid(_)
-            | RegistryError::PaginationNumberInvalid(_) => StatusCode::BAD_REQUEST,
+            | RegistryError::PaginationNumberInvalid(_)
+            | RegistryError::BadQuery(_) => StatusCode::BAD_REQUEST,
             RegistryError::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             RegistryError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -4,11 +4,13 @@
 //! Imports `model`, `store`; never `admin`.
 
 mod errors;
+mod mirrors;
 mod negotiate;
 mod route;
 mod stats;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
@@ -16,6 +18,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+use crate::geo::{BlobLookup, GeoDb, Selector};
 use crate::model::{Digest, Reference, RepoName};
 use crate::store::{Lookup, ManifestHit, Store};
 
@@ -34,13 +37,9 @@ pub struct RegistryState {
     pub store: Store,
     /// Without a trailing slash.
     pub public_url: String,
-}
-
-impl RegistryState {
-    /// The fallback blob URL: Wharf's own tree.
-    fn blob_url(&self, digest: &Digest) -> String {
-        format!("{}/tree/blobs/sha256/{}", self.public_url, digest.hex())
-    }
+    pub selector: Arc<Selector>,
+    pub geo: Arc<GeoDb>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Middleware: count every response by route kind, method and status (see [`RequestStats`]).
@@ -67,6 +66,9 @@ async fn metrics(stats: web::Data<RequestStats>) -> HttpResponse {
 
 pub fn configure(cfg: &mut web::ServiceConfig, tree_dir: &Path) {
     cfg.route("/metrics", web::get().to(metrics))
+        .route("/explain", web::get().to(mirrors::explain))
+        .service(web::scope("/metalink").default_service(web::to(mirrors::metalink)))
+        .service(web::scope("/mirrorlist").default_service(web::to(mirrors::mirrorlist)))
         .service(
             web::scope("/v2")
                 .wrap(DefaultHeaders::new().add(API_VERSION))
@@ -104,7 +106,7 @@ async fn dispatch(
         V2Route::Catalog => catalog(&req, &state).await,
         V2Route::Tags(name) => tags(&req, &state, name).await,
         V2Route::Manifest(name, reference) => manifest(&req, &state, name, reference).await,
-        V2Route::Blob(name, digest) => blob(&state, name, digest, head).await,
+        V2Route::Blob(name, digest) => blob(&req, &state, name, digest, head).await,
         V2Route::Upload => Err(RegistryError::Unsupported),
         V2Route::Unknown => Err(RegistryError::NotFound),
     }
@@ -187,23 +189,32 @@ fn manifest_response(req: &HttpRequest, hit: ManifestHit) -> HttpResponse {
     }
 }
 
+/// The hot path: one snapshot read, one GeoIP lookup, one pick. No store access, no lock.
 async fn blob(
+    req: &HttpRequest,
     state: &RegistryState,
     name: RepoName,
     digest: Digest,
     head: bool,
 ) -> Result<HttpResponse, RegistryError> {
-    let size =
-        found(state.store.repo_blob_size(&name, &digest).await?, RegistryError::BlobUnknown)?;
+    let snapshot = state.selector.snapshot();
+    let facts = match snapshot.blob(&name, &digest) {
+        BlobLookup::Found(b) => b,
+        BlobLookup::NameUnknown => return Err(RegistryError::NameUnknown),
+        BlobLookup::BlobUnknown => return Err(RegistryError::BlobUnknown),
+    };
     if head {
         return Ok(HttpResponse::Ok()
             .insert_header((CONTENT_DIGEST, digest.as_str()))
             .content_type("application/octet-stream")
-            .no_chunking(size)
+            .no_chunking(facts.size)
             .streaming(futures_util::stream::empty::<Result<web::Bytes, actix_web::Error>>()));
     }
+    let client = mirrors::Client::of(req, &state.trusted_proxies);
+    let geo = state.geo.lookup(client.ip);
+    let pick = snapshot.pick(&digest, facts, client.ip, &geo, client.https, &mut rand::rng());
     Ok(HttpResponse::TemporaryRedirect()
-        .insert_header((header::LOCATION, state.blob_url(&digest)))
+        .insert_header((header::LOCATION, pick.url))
         .insert_header((CONTENT_DIGEST, digest.as_str()))
         .finish())
 }

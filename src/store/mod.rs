@@ -3,7 +3,9 @@
 //! Imports `model` only (and `clock` types by value); never actix, askama or reqwest.
 
 mod commit;
+mod mirrors;
 mod records;
+mod selection;
 mod tables;
 
 use std::collections::BTreeMap;
@@ -17,7 +19,9 @@ use crate::model::{
 };
 
 pub use commit::{CommitOutcome, NewManifest, SyncCommit, TagDiff};
+pub use mirrors::{CRAWL_HISTORY, MirrorEditError};
 use records::{StoredManifest, StoredRun, StoredTag, decode, encode};
+pub use selection::{BlobFacts, PoolFacts};
 use tables::*;
 
 /// The schema this build writes. Opening an older store migrates it; a newer one is refused.
@@ -111,6 +115,8 @@ impl Store {
             txn.open_table(BLOBS)?;
             txn.open_table(REPO_CONTENT)?;
             txn.open_table(RUNS)?;
+            txn.open_table(MIRRORS)?;
+            txn.open_table(CRAWLS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })

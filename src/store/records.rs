@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    BlobRef, ChildManifest, Digest, Generation, Platform, RepoReport, RunOutcome, SyncRun,
+    BlobRef, ChildManifest, CrawlResult, Digest, Generation, Mirror, MirrorHealth, Platform,
+    RepoReport, RunOutcome, SyncRun,
 };
 
 use super::StoreError;
@@ -155,6 +156,20 @@ impl StoredRun {
             blobs_collected: r.blobs_collected,
         }
     }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(super) enum StoredMirror {
+    #[serde(rename = "1")]
+    V1 { mirror: Mirror, health: MirrorHealth },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(super) enum StoredCrawl {
+    #[serde(rename = "1")]
+    V1(CrawlResult),
 }
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

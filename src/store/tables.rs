@@ -23,6 +23,11 @@ pub(super) const REPO_CONTENT: TableDefinition<(&str, &str), u64> =
 /// run id -> `StoredRun`.
 pub(super) const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("sync_runs");
 
+/// mirror name -> `StoredMirror`.
+pub(super) const MIRRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("mirrors");
+/// (mirror name, sequence) -> `StoredCrawl`: the recent crawls of each mirror.
+pub(super) const CRAWLS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("crawls");
+
 pub(super) const KEY_SCHEMA: &str = "schema_version";
 pub(super) const KEY_GENERATION: &str = "generation";
 pub(super) const KEY_NEXT_RUN: &str = "next_run_id";

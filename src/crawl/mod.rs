@@ -1,0 +1,357 @@
+//! The crawler: checks every enabled mirror over HTTP(S). A mirror is credited with
+//! generation G only when its marker says G and a sample of G's blobs passes: HEAD (status
+//! and size) for the blobs new in G (up to a bound) and random older ones, plus a few full
+//! downloads checked by sha256 — so a corrupt or partial mirror is caught, not only a
+//! missing one. Failing mirrors are disabled automatically after `max_failures` crawls in a
+//! row and re-enabled by the next successful one.
+//! Imports `model`, `store`, `config`, `clock`; never actix or askama.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, stream};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::clock::Clock;
+use crate::config::CrawlSettings;
+use crate::model::{ContentSet, CrawlResult, Digest, Generation, MirrorHealth, MirrorStatus};
+use crate::store::{BlobFacts, PoolFacts, Store, StoreError};
+
+/// HEAD requests in flight per mirror.
+const CHECKS_IN_FLIGHT: usize = 4;
+/// The marker's name at the tree root (see `tree::MARKER_FILE`).
+const MARKER_FILE: &str = "wharf-generation.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrawlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("crawler setup: {0}")]
+    Setup(String),
+}
+
+pub struct CrawlCtx {
+    pub store: Store,
+    pub settings: CrawlSettings,
+    pub clock: Arc<dyn Clock>,
+    /// Fixed seed for the blob sample (tests); `None`: fresh randomness each run.
+    pub seed: Option<u64>,
+    http: reqwest::Client,
+}
+
+impl CrawlCtx {
+    pub fn new(
+        store: Store,
+        settings: CrawlSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<CrawlCtx, CrawlError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("wharf-crawler/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.request_timeout)
+            .timeout(settings.request_timeout)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|e| CrawlError::Setup(e.to_string()))?;
+        Ok(CrawlCtx { store, settings, clock, seed: None, http })
+    }
+}
+
+/// How far the current generation has propagated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Propagation {
+    pub generation: Generation,
+    pub current: usize,
+    pub previous: usize,
+    pub older: usize,
+    pub unknown: usize,
+}
+
+impl Propagation {
+    pub fn of(generation: Generation, mirrors: &[MirrorStatus]) -> Propagation {
+        let mut p = Propagation { generation, ..Propagation::default() };
+        for m in mirrors.iter().filter(|m| m.mirror.enabled) {
+            match m.health.generation {
+                Some(g) if g >= generation => p.current += 1,
+                Some(g) if g + 1 == generation => p.previous += 1,
+                Some(_) => p.older += 1,
+                None => p.unknown += 1,
+            }
+        }
+        p
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrawlReport {
+    pub results: Vec<CrawlResult>,
+    pub propagation: Propagation,
+}
+
+/// Crawl every enabled mirror once and record the results.
+pub async fn run_once(ctx: &CrawlCtx) -> Result<CrawlReport, CrawlError> {
+    let facts = Arc::new(ctx.store.pool_facts().await?);
+    let mirrors: Vec<MirrorStatus> =
+        ctx.store.mirrors().await?.into_iter().filter(|m| m.mirror.enabled).collect();
+    let seed = ctx.seed.unwrap_or_else(rand::random);
+    let deadline = tokio::time::Instant::now() + ctx.settings.total_timeout;
+    let results: Vec<(CrawlResult, MirrorHealth)> = stream::iter(mirrors.into_iter().enumerate())
+        .map(|(i, m)| {
+            let facts = facts.clone();
+            async move {
+                let started = ctx.clock.now();
+                let t0 = Instant::now();
+                let budget =
+                    ctx.settings.mirror_timeout.min(deadline - tokio::time::Instant::now());
+                let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64));
+                let outcome =
+                    tokio::time::timeout(budget, crawl_mirror(ctx, &facts, &m, &mut rng)).await;
+                let outcome = outcome
+                    .unwrap_or_else(|_| Verdict::failed(format!("no answer within {budget:?}")));
+                let result = CrawlResult {
+                    mirror: m.mirror.name.clone(),
+                    at: started,
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                    claimed: outcome.claimed,
+                    credited: outcome.error.is_none().then_some(outcome.claimed).flatten(),
+                    checks: outcome.checks,
+                    downloads: outcome.downloads,
+                    error: outcome.error,
+                };
+                let health = next_health(m.health, &result, ctx.settings.max_failures);
+                (result, health)
+            }
+        })
+        .buffer_unordered(ctx.settings.concurrency)
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for (result, health) in results {
+        match &result.error {
+            None => {
+                tracing::info!(mirror = %result.mirror, generation = ?result.credited, "mirror verified")
+            }
+            Some(e) => {
+                tracing::warn!(mirror = %result.mirror, error = %e, "mirror failed its crawl")
+            }
+        }
+        ctx.store.record_crawl(result.clone(), health).await?;
+        out.push(result);
+    }
+    out.sort_by(|a, b| a.mirror.cmp(&b.mirror));
+    let propagation = Propagation::of(facts.generation, &ctx.store.mirrors().await?);
+    Ok(CrawlReport { results: out, propagation })
+}
+
+/// A mirror's health after a crawl.
+pub fn next_health(prev: MirrorHealth, result: &CrawlResult, max_failures: u32) -> MirrorHealth {
+    let mut h = prev;
+    h.last_crawl = Some(result.at);
+    match &result.error {
+        None => {
+            h.generation = result.credited;
+            h.last_success = Some(result.at);
+            h.last_error = None;
+            h.consecutive_failures = 0;
+            h.auto_disabled = None;
+        }
+        Some(e) => {
+            // Unverified now: no traffic until a crawl verifies it again.
+            h.generation = None;
+            h.last_error = Some(e.clone());
+            h.consecutive_failures += 1;
+            if h.consecutive_failures >= max_failures {
+                h.auto_disabled = Some(format!(
+                    "{} consecutive failed crawls; last: {e}",
+                    h.consecutive_failures
+                ));
+            }
+        }
+    }
+    h
+}
+
+/// What one mirror's crawl found.
+struct Verdict {
+    claimed: Option<Generation>,
+    checks: u32,
+    downloads: u32,
+    error: Option<String>,
+}
+
+impl Verdict {
+    fn failed(error: String) -> Verdict {
+        Verdict { claimed: None, checks: 0, downloads: 0, error: Some(error) }
+    }
+}
+
+#[derive(Deserialize)]
+struct Marker {
+    generation: Generation,
+}
+
+async fn crawl_mirror(
+    ctx: &CrawlCtx,
+    facts: &PoolFacts,
+    m: &MirrorStatus,
+    rng: &mut StdRng,
+) -> Verdict {
+    let Some(base) = m.mirror.url_for(true).or(m.mirror.url_for(false)) else {
+        return Verdict::failed("no URL".into());
+    };
+    let marker_url = format!("{base}{MARKER_FILE}");
+    let claimed = match get_marker(&ctx.http, &marker_url).await {
+        Ok(g) => g,
+        Err(e) => return Verdict::failed(e),
+    };
+    let mut v = Verdict { claimed: Some(claimed), checks: 0, downloads: 0, error: None };
+    if claimed > facts.generation {
+        v.error =
+            Some(format!("claims generation {claimed}, newer than Wharf's {}", facts.generation));
+        return v;
+    }
+    let sample = sample(facts, claimed, &m.mirror.content, &ctx.settings, rng);
+    let url = |d: &Digest| format!("{base}blobs/sha256/{}", d.hex());
+    // Owned values: the stream's futures must not borrow from the sample.
+    let checks: Vec<(String, Digest, u64)> =
+        sample.heads.iter().map(|(d, b)| (url(d), (*d).clone(), b.size)).collect();
+    let heads: Vec<Result<(), String>> = stream::iter(checks)
+        .map(|(u, d, size)| async move { head_check(&ctx.http, u, &d, size).await })
+        .buffer_unordered(CHECKS_IN_FLIGHT)
+        .collect()
+        .await;
+    v.checks = heads.len() as u32;
+    if let Some(Err(e)) = heads.into_iter().find(Result::is_err) {
+        v.error = Some(e);
+        return v;
+    }
+    for (d, b) in &sample.downloads {
+        v.downloads += 1;
+        if let Err(e) = download_check(&ctx.http, url(d), d, b.size).await {
+            v.error = Some(e);
+            return v;
+        }
+    }
+    v
+}
+
+struct Sample<'a> {
+    heads: Vec<(&'a Digest, &'a BlobFacts)>,
+    downloads: Vec<(&'a Digest, &'a BlobFacts)>,
+}
+
+/// The blobs to check for a mirror claiming `generation`: those new in it (up to a bound)
+/// and random older ones, all within its content set; downloads are drawn from them, new
+/// ones first.
+fn sample<'a>(
+    facts: &'a PoolFacts,
+    generation: Generation,
+    content: &ContentSet,
+    s: &CrawlSettings,
+    rng: &mut StdRng,
+) -> Sample<'a> {
+    let carried = |b: &BlobFacts| match (&b.arches, content) {
+        (None, _) | (_, ContentSet::All) => true,
+        (Some(a), set) => a.iter().any(|x| set.contains_arch(x)),
+    };
+    let mut new = Vec::new();
+    let mut old = Vec::new();
+    for (d, b) in &facts.blobs {
+        if b.first_seen > generation || !carried(b) {
+            continue;
+        }
+        if b.first_seen == generation { new.push((d, b)) } else { old.push((d, b)) }
+    }
+    // HashMap order is arbitrary: sort, then shuffle with the (seedable) rng.
+    new.sort_by_key(|(d, _)| *d);
+    old.sort_by_key(|(d, _)| *d);
+    new.shuffle(rng);
+    new.truncate(s.new_blobs);
+    let old: Vec<_> = old.choose_multiple(rng, s.random_blobs).copied().collect();
+    let downloads = new.iter().chain(old.iter()).take(s.downloads).copied().collect();
+    Sample { heads: new.into_iter().chain(old).collect(), downloads }
+}
+
+async fn get_marker(http: &reqwest::Client, url: &str) -> Result<Generation, String> {
+    let resp = http.get(url).send().await.map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status()));
+    }
+    let bytes = resp.bytes().await.map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+    if bytes.len() > 4096 {
+        return Err(format!("{url}: not a generation marker (too large)"));
+    }
+    serde_json::from_slice::<Marker>(&bytes)
+        .map(|m| m.generation)
+        .map_err(|e| format!("{url}: not a generation marker: {e}"))
+}
+
+async fn head_check(
+    http: &reqwest::Client,
+    url: String,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), String> {
+    let resp =
+        http.head(&url).send().await.map_err(|e| format!("{digest}: {}", error_chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("{digest}: HTTP {} from {url}", resp.status()));
+    }
+    match resp
+        .headers()
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        Some(n) if n == size => Ok(()),
+        Some(n) => Err(format!("{digest}: {n} bytes at {url}, expected {size}")),
+        None => Err(format!("{digest}: no Content-Length from {url}")),
+    }
+}
+
+async fn download_check(
+    http: &reqwest::Client,
+    url: String,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), String> {
+    let resp = http
+        .get(&url)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .map_err(|e| format!("{digest}: {}", error_chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("{digest}: HTTP {} from {url}", resp.status()));
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut n = 0u64;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("{digest}: {}", error_chain(&e)))?;
+        n += chunk.len() as u64;
+        if n > size {
+            return Err(format!("{digest}: more than {size} bytes at {url}"));
+        }
+        hasher.update(&chunk);
+    }
+    let actual = Digest::from_sha256(hasher.finalize().as_slice());
+    if n != size || &actual != digest {
+        return Err(format!("{digest}: content at {url} hashes to {actual} ({n} bytes): corrupt"));
+    }
+    Ok(())
+}
+
+/// An error with its causes ("connection refused" hides two levels down in reqwest).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

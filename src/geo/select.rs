@@ -1,0 +1,469 @@
+//! Blob selection, the hot path: an immutable [`Snapshot`] of the pool and the mirrors,
+//! rebuilt after a sync, a crawl or a mirror edit and swapped atomically; a request reads it
+//! without locks or writes and picks a mirror that provably holds the blob and is nearest.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rand::Rng;
+use serde::Serialize;
+
+use crate::model::{ContentSet, Digest, Generation, MirrorName, MirrorStatus, RepoName};
+use crate::store::{BlobFacts, PoolFacts};
+
+use super::lookup::ClientGeo;
+
+/// Selection tiers, nearest first; the first with a qualifying mirror wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Netblock,
+    Asn,
+    Country,
+    Continent,
+    Global,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Netblock => "netblock",
+            Tier::Asn => "asn",
+            Tier::Country => "country",
+            Tier::Continent => "continent",
+            Tier::Global => "global",
+        }
+    }
+
+    /// Metalink priority: 1 is preferred.
+    pub fn priority(self) -> u32 {
+        self as u32 + 1
+    }
+}
+
+/// Why a mirror may not get a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Exclusion {
+    Disabled {
+        detail: Option<String>,
+    },
+    OptedOut,
+    AutoDisabled {
+        detail: String,
+    },
+    NeverVerified,
+    /// The blob is newer than the generation the mirror holds.
+    Stale {
+        holds: Generation,
+        blob_first_seen: Generation,
+    },
+    ContentSet {
+        carries: String,
+    },
+    NoHttpsUrl,
+    /// Private mirrors serve only their netblocks and ASNs.
+    Private,
+}
+
+struct MirrorEntry {
+    name: MirrorName,
+    http: Option<String>,
+    https: Option<String>,
+    country: Option<String>,
+    continent: Option<String>,
+    asns: Vec<u32>,
+    netblocks: Vec<ipnet::IpNet>,
+    weight: u32,
+    private: bool,
+    generation: Option<Generation>,
+    content: ContentSet,
+    /// Operator, admin and crawler state, decided once per snapshot.
+    state: Result<(), Exclusion>,
+}
+
+/// The outcome of a repository-scoped blob lookup.
+pub enum BlobLookup<'a> {
+    Found(&'a BlobFacts),
+    NameUnknown,
+    BlobUnknown,
+}
+
+/// A qualifying mirror with the tier it falls in for this client.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub mirror: MirrorName,
+    pub tier: Tier,
+    /// For the netblock tier: the length of the matching prefix.
+    pub prefix: u8,
+    pub weight: u32,
+    pub country: Option<String>,
+    pub url: String,
+}
+
+/// Where a blob request goes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pick {
+    pub url: String,
+    /// `None`: the fallback.
+    pub mirror: Option<MirrorName>,
+    pub tier: Option<Tier>,
+}
+
+/// Everything `/explain` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub client: IpAddr,
+    pub geo: ClientGeo,
+    pub generation: Generation,
+    pub blob: Option<BlobSummary>,
+    pub candidates: Vec<Candidate>,
+    pub excluded: Vec<Excluded>,
+    pub pick: Pick,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobSummary {
+    pub size: u64,
+    pub first_seen: Generation,
+    pub arches: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Excluded {
+    pub mirror: MirrorName,
+    #[serde(flatten)]
+    pub why: Exclusion,
+}
+
+/// The pool and the mirrors at one moment.
+pub struct Snapshot {
+    pub generation: Generation,
+    blobs: HashMap<Digest, BlobFacts>,
+    repos: HashMap<RepoName, HashSet<Digest>>,
+    mirrors: Vec<MirrorEntry>,
+    fallback: String,
+    require_https: bool,
+}
+
+impl Snapshot {
+    pub fn empty(fallback: String, require_https: bool) -> Snapshot {
+        Snapshot::build(PoolFacts::default(), Vec::new(), fallback, require_https)
+    }
+
+    pub fn build(
+        facts: PoolFacts,
+        mirrors: Vec<MirrorStatus>,
+        fallback: String,
+        require_https: bool,
+    ) -> Snapshot {
+        let mirrors = mirrors
+            .into_iter()
+            .map(|s| {
+                let m = s.mirror;
+                let state = if !m.enabled {
+                    Err(Exclusion::Disabled { detail: m.disabled_reason.clone() })
+                } else if !m.active {
+                    Err(Exclusion::OptedOut)
+                } else if let Some(why) = s.health.auto_disabled.clone() {
+                    Err(Exclusion::AutoDisabled { detail: why })
+                } else {
+                    Ok(())
+                };
+                MirrorEntry {
+                    http: m.url_for(false).map(str::to_owned),
+                    https: m.url_for(true).map(str::to_owned),
+                    continent: s.continent,
+                    name: m.name,
+                    country: m.country,
+                    asns: m.asns,
+                    netblocks: m.netblocks,
+                    weight: m.bandwidth.max(1),
+                    private: m.private,
+                    generation: s.health.generation,
+                    content: m.content,
+                    state,
+                }
+            })
+            .collect();
+        let repos = facts.repos.into_iter().map(|(r, ds)| (r, ds.into_iter().collect())).collect();
+        Snapshot {
+            generation: facts.generation,
+            blobs: facts.blobs,
+            repos,
+            mirrors,
+            fallback,
+            require_https,
+        }
+    }
+
+    /// The blob, if the repository's tags reach it.
+    pub fn blob(&self, repo: &RepoName, digest: &Digest) -> BlobLookup<'_> {
+        match self.repos.get(repo) {
+            None => BlobLookup::NameUnknown,
+            Some(content) if content.contains(digest) => match self.blobs.get(digest) {
+                Some(b) => BlobLookup::Found(b),
+                None => BlobLookup::BlobUnknown,
+            },
+            Some(_) => BlobLookup::BlobUnknown,
+        }
+    }
+
+    pub fn fallback_url(&self, digest: &Digest) -> String {
+        format!("{}blobs/sha256/{}", self.fallback, digest.hex())
+    }
+
+    /// May mirror `m` serve `blob` to a client that came over https (or not)? Returns the
+    /// base URL to use.
+    fn qualifies<'a>(
+        &'a self,
+        m: &'a MirrorEntry,
+        blob: &BlobFacts,
+        https: bool,
+    ) -> Result<&'a str, Exclusion> {
+        m.state.clone()?;
+        let holds = m.generation.ok_or(Exclusion::NeverVerified)?;
+        if blob.first_seen > holds {
+            return Err(Exclusion::Stale { holds, blob_first_seen: blob.first_seen });
+        }
+        let carried = match (&blob.arches, &m.content) {
+            (None, _) | (_, ContentSet::All) => true,
+            (Some(arches), ContentSet::Arches(_)) => {
+                arches.iter().any(|a| m.content.contains_arch(a))
+            }
+        };
+        if !carried {
+            return Err(Exclusion::ContentSet { carries: m.content.to_string() });
+        }
+        let url = if self.require_https {
+            m.https.as_deref()
+        } else if https {
+            m.https.as_deref().or(m.http.as_deref())
+        } else {
+            m.http.as_deref().or(m.https.as_deref())
+        };
+        url.ok_or(Exclusion::NoHttpsUrl)
+    }
+
+    /// The nearest tier `m` falls in for this client, with the netblock prefix length.
+    fn tier_of(m: &MirrorEntry, ip: IpAddr, geo: &ClientGeo) -> Result<(Tier, u8), Exclusion> {
+        let prefix = m.netblocks.iter().filter(|n| n.contains(&ip)).map(|n| n.prefix_len()).max();
+        if let Some(p) = prefix {
+            return Ok((Tier::Netblock, p));
+        }
+        if geo.asn.is_some_and(|a| m.asns.contains(&a)) {
+            return Ok((Tier::Asn, 0));
+        }
+        if m.private {
+            return Err(Exclusion::Private);
+        }
+        let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+        Ok(if same(&m.country, &geo.country) {
+            (Tier::Country, 0)
+        } else if same(&m.continent, &geo.continent) {
+            (Tier::Continent, 0)
+        } else {
+            (Tier::Global, 0)
+        })
+    }
+
+    fn classify(
+        &self,
+        digest: &Digest,
+        blob: &BlobFacts,
+        ip: IpAddr,
+        geo: &ClientGeo,
+        https: bool,
+    ) -> (Vec<Candidate>, Vec<Excluded>) {
+        let mut candidates = Vec::new();
+        let mut excluded = Vec::new();
+        for m in &self.mirrors {
+            let result = self
+                .qualifies(m, blob, https)
+                .and_then(|base| Self::tier_of(m, ip, geo).map(|t| (base, t)));
+            match result {
+                Ok((base, (tier, prefix))) => candidates.push(Candidate {
+                    mirror: m.name.clone(),
+                    tier,
+                    prefix,
+                    weight: m.weight,
+                    country: m.country.clone(),
+                    url: format!("{base}blobs/sha256/{}", digest.hex()),
+                }),
+                Err(why) => excluded.push(Excluded { mirror: m.name.clone(), why }),
+            }
+        }
+        candidates.sort_by(|a, b| a.tier.cmp(&b.tier).then(b.prefix.cmp(&a.prefix)));
+        (candidates, excluded)
+    }
+
+    /// Pick where `blob` goes for this client: the nearest non-empty tier (for netblocks the
+    /// longest prefix), weighted by bandwidth; the fallback if no mirror qualifies.
+    pub fn pick(
+        &self,
+        digest: &Digest,
+        blob: &BlobFacts,
+        ip: IpAddr,
+        geo: &ClientGeo,
+        https: bool,
+        rng: &mut impl Rng,
+    ) -> Pick {
+        // The hot path: score every mirror without building the full explanation.
+        let mut best: Option<(Tier, u8)> = None;
+        let mut total = 0u64;
+        let mut winners: Vec<(&MirrorEntry, &str)> = Vec::new();
+        for m in &self.mirrors {
+            let Ok(base) = self.qualifies(m, blob, https) else { continue };
+            let Ok(rank) = Self::tier_of(m, ip, geo) else { continue };
+            let better = best.is_none_or(|(t, p)| rank.0 < t || (rank.0 == t && rank.1 > p));
+            if better {
+                best = Some(rank);
+                winners.clear();
+                total = 0;
+            }
+            if best == Some(rank) {
+                winners.push((m, base));
+                total += u64::from(m.weight);
+            }
+        }
+        if winners.is_empty() {
+            return Pick { url: self.fallback_url(digest), mirror: None, tier: None };
+        }
+        let mut ticket = rng.random_range(0..total);
+        let (m, base) = winners
+            .iter()
+            .find(|(m, _)| {
+                let w = u64::from(m.weight);
+                if ticket < w {
+                    true
+                } else {
+                    ticket -= w;
+                    false
+                }
+            })
+            .copied()
+            .unwrap_or(winners[0]);
+        Pick {
+            url: format!("{base}blobs/sha256/{}", digest.hex()),
+            mirror: Some(m.name.clone()),
+            tier: best.map(|(t, _)| t),
+        }
+    }
+
+    /// Every qualifying mirror, nearest tier first (for metalink and mirrorlist).
+    pub fn ranked(
+        &self,
+        digest: &Digest,
+        blob: &BlobFacts,
+        ip: IpAddr,
+        geo: &ClientGeo,
+        https: bool,
+    ) -> Vec<Candidate> {
+        self.classify(digest, blob, ip, geo, https).0
+    }
+
+    /// Why each mirror would or would not get this request, and the pick.
+    #[allow(clippy::too_many_arguments)]
+    pub fn explain(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        ip: IpAddr,
+        geo: ClientGeo,
+        https: bool,
+        rng: &mut impl Rng,
+    ) -> Explanation {
+        let blob = match self.blob(repo, digest) {
+            BlobLookup::Found(b) => Some(b),
+            _ => None,
+        };
+        let (candidates, excluded, pick) = match blob {
+            Some(b) => {
+                let (c, e) = self.classify(digest, b, ip, &geo, https);
+                (c, e, self.pick(digest, b, ip, &geo, https, rng))
+            }
+            None => (
+                Vec::new(),
+                Vec::new(),
+                Pick { url: self.fallback_url(digest), mirror: None, tier: None },
+            ),
+        };
+        Explanation {
+            client: ip,
+            generation: self.generation,
+            blob: blob.map(|b| BlobSummary {
+                size: b.size,
+                first_seen: b.first_seen,
+                arches: b.arches.as_ref().map(|a| a.iter().cloned().collect()),
+            }),
+            geo,
+            candidates,
+            excluded,
+            pick,
+        }
+    }
+}
+
+/// The client's address: the peer, or — only when the peer is a trusted proxy — the nearest
+/// untrusted address in `X-Forwarded-For`, else `Forwarded: for=`.
+pub fn client_ip(
+    peer: IpAddr,
+    x_forwarded_for: Option<&str>,
+    forwarded: Option<&str>,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let parse = |s: &str| {
+        let s = s.trim().trim_matches('"');
+        let s = s.strip_prefix('[').and_then(|r| r.split(']').next()).unwrap_or(s);
+        s.parse::<IpAddr>().ok().or_else(|| s.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
+    };
+    let from_xff =
+        x_forwarded_for.and_then(|h| h.rsplit(',').filter_map(parse).find(|ip| !is_trusted(ip)));
+    let from_fwd = || {
+        forwarded.and_then(|h| {
+            h.split(',')
+                .rev()
+                .filter_map(|el| {
+                    el.split(';')
+                        .find_map(|kv| {
+                            kv.trim()
+                                .strip_prefix("for=")
+                                .or_else(|| kv.trim().strip_prefix("For="))
+                        })
+                        .and_then(parse)
+                })
+                .find(|ip| !is_trusted(ip))
+        })
+    };
+    from_xff.or_else(from_fwd).unwrap_or(peer)
+}
+
+/// The selection state of a running Wharf: the current snapshot, swapped atomically.
+pub struct Selector {
+    snapshot: ArcSwap<Snapshot>,
+    fallback: String,
+    require_https: bool,
+}
+
+impl Selector {
+    pub fn new(fallback: String, require_https: bool) -> Selector {
+        let empty = Snapshot::empty(fallback.clone(), require_https);
+        Selector { snapshot: ArcSwap::from_pointee(empty), fallback, require_https }
+    }
+
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// Replace the snapshot with one built from `facts` and `mirrors`.
+    pub fn install(&self, facts: PoolFacts, mirrors: Vec<MirrorStatus>) {
+        let snap = Snapshot::build(facts, mirrors, self.fallback.clone(), self.require_https);
+        self.snapshot.store(Arc::new(snap));
+    }
+}

@@ -1,0 +1,189 @@
+//! What the one-shot commands print: summaries for people, JSON with `--json`, and the exit
+//! code each outcome deserves.
+
+use std::process::ExitCode;
+
+use wharf::control::{MirrorDetail, Reply};
+use wharf::model::{MirrorStatus, RunOutcome, SyncRun};
+
+pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
+    let as_json = |v: &dyn erased::Json| -> anyhow::Result<()> {
+        println!("{}", v.pretty()?);
+        Ok(())
+    };
+    match reply {
+        Reply::Synced(run) => return report(run, json),
+        Reply::Error(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Reply::Progress(_) => anyhow::bail!("unexpected progress reply"),
+        _ if json => match reply {
+            Reply::Crawled(r) => as_json(r)?,
+            Reply::Mirrors { mirrors, propagation } => {
+                as_json(&serde_json::json!({ "mirrors": mirrors, "propagation": propagation }))?
+            }
+            Reply::Mirror(m) => as_json(m.as_ref())?,
+            Reply::Removed(name) => as_json(&serde_json::json!({ "removed": name }))?,
+            _ => unreachable!("handled above"),
+        },
+        Reply::Crawled(r) => {
+            for c in &r.results {
+                match (&c.error, c.credited) {
+                    (None, Some(g)) => println!(
+                        "{}: holds generation {g} ({} checks, {} downloads, {} ms)",
+                        c.mirror, c.checks, c.downloads, c.duration_ms
+                    ),
+                    (None, None) => println!("{}: ok", c.mirror),
+                    (Some(e), _) => println!("{}: FAILED: {e}", c.mirror),
+                }
+            }
+            let p = &r.propagation;
+            println!(
+                "generation {}: {} mirrors current, {} one behind, {} older, {} unverified",
+                p.generation, p.current, p.previous, p.older, p.unknown
+            );
+        }
+        Reply::Mirrors { mirrors, propagation: p } => {
+            println!(
+                "{:<20} {:<12} {:>10} {:<8} {:>9}  URLS",
+                "NAME", "STATE", "GENERATION", "COUNTRY", "MBIT/S"
+            );
+            for m in mirrors {
+                println!(
+                    "{:<20} {:<12} {:>10} {:<8} {:>9}  {}",
+                    m.mirror.name,
+                    state(m),
+                    m.health.generation.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+                    m.mirror.country.as_deref().unwrap_or("-"),
+                    m.mirror.bandwidth,
+                    m.mirror.urls.join(" ")
+                );
+            }
+            println!(
+                "generation {}: {} current, {} one behind, {} older, {} unverified",
+                p.generation, p.current, p.previous, p.older, p.unknown
+            );
+        }
+        Reply::Mirror(d) => show(d),
+        Reply::Removed(name) => println!("removed mirror {name}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serialise anything serde can, pretty.
+mod erased {
+    pub trait Json {
+        fn pretty(&self) -> serde_json::Result<String>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn pretty(&self) -> serde_json::Result<String> {
+            serde_json::to_string_pretty(self)
+        }
+    }
+}
+
+fn state(m: &MirrorStatus) -> &'static str {
+    if !m.mirror.enabled {
+        "disabled"
+    } else if m.health.auto_disabled.is_some() {
+        "auto-disabled"
+    } else if !m.mirror.active {
+        "opted-out"
+    } else {
+        "active"
+    }
+}
+
+fn show(d: &MirrorDetail) {
+    let m = &d.status.mirror;
+    let h = &d.status.health;
+    println!("mirror {} ({})", m.name, state(&d.status));
+    println!("  urls:       {}", m.urls.join(" "));
+    println!(
+        "  country:    {} (continent {})",
+        m.country.as_deref().unwrap_or("-"),
+        d.status.continent.as_deref().unwrap_or("-")
+    );
+    println!(
+        "  netblocks:  {}",
+        m.netblocks.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ")
+    );
+    println!(
+        "  asns:       {}",
+        m.asns.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ")
+    );
+    println!("  bandwidth:  {} Mbit/s{}", m.bandwidth, if m.private { ", private" } else { "" });
+    println!("  content:    {}", m.content);
+    if let Some(r) = &m.disabled_reason {
+        println!("  disabled:   {r}");
+    }
+    if let Some(r) = &h.auto_disabled {
+        println!("  auto-disabled: {r}");
+    }
+    println!(
+        "  holds:      {}",
+        h.generation
+            .map(|g| format!("generation {g}"))
+            .unwrap_or_else(|| "nothing verified".into())
+    );
+    for c in &d.crawls {
+        println!(
+            "  crawl {}: {}",
+            c.at.format("%Y-%m-%d %H:%M:%S"),
+            c.error
+                .clone()
+                .unwrap_or_else(|| format!("ok, generation {}", c.credited.unwrap_or_default()))
+        );
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+pub fn report(run: &SyncRun, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(run)?);
+    } else {
+        let (added, moved, removed) = run
+            .repos
+            .iter()
+            .fold((0, 0, 0), |a, r| (a.0 + r.tags_added, a.1 + r.tags_moved, a.2 + r.tags_removed));
+        println!(
+            "sync run #{}: {:?} in {:.1}s — generation {} -> {}; {} repositories; tags +{added} ~{moved} -{removed}; {} blobs fetched ({}); {} collected",
+            run.id,
+            run.outcome,
+            (run.finished_at - run.started_at).num_milliseconds() as f64 / 1000.0,
+            run.generation_before,
+            run.generation_after,
+            run.repos.len(),
+            run.blobs_fetched(),
+            human_bytes(run.bytes_fetched()),
+            run.blobs_collected,
+        );
+        for e in run.errors() {
+            println!("  error: {e}");
+        }
+    }
+    match run.outcome {
+        RunOutcome::Ok => Ok(ExitCode::SUCCESS),
+        RunOutcome::Partial => {
+            eprintln!(
+                "error: sync finished with errors (some tags or repositories kept their previous content)"
+            );
+            Ok(ExitCode::from(2))
+        }
+        RunOutcome::Failed => {
+            eprintln!("error: sync failed; the previously published tree keeps serving");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
