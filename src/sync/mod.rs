@@ -193,10 +193,14 @@ pub async fn publish(
     collected: Vec<Digest>,
 ) -> Result<(), SyncError> {
     let layouts = ctx.store.layouts().await?;
+    let facts = ctx.store.pool_facts().await?;
     let tree = ctx.tree.clone();
     let now = ctx.clock.now();
     let (errors, files) = tokio::task::spawn_blocking(move || {
         let mut errors = Vec::new();
+        if let Err(e) = tree.write_content_sets(&content_sets(&facts, &layouts)) {
+            errors.push(format!("content sets: {e}"));
+        }
         let keep = layouts.iter().map(|l| l.repo.clone()).collect();
         for layout in &layouts {
             if let Err(e) = tree.publish_layout(layout) {
@@ -227,6 +231,45 @@ pub async fn publish(
         tracing::warn!(adopted, "pool files without a store record adopted");
     }
     if errors.is_empty() { Ok(()) } else { Err(SyncError::Publish(errors.join("; "))) }
+}
+
+/// For each architecture, the tree paths a mirror carrying only it needs: the pool files and
+/// layout links of its blobs and of everything every set carries (indexes, platform-less
+/// images), each layout's `oci-layout` and `index.json`, and the marker, last.
+fn content_sets(
+    facts: &crate::store::PoolFacts,
+    layouts: &[crate::model::RepoLayout],
+) -> BTreeMap<String, Vec<String>> {
+    let arches: std::collections::BTreeSet<&String> =
+        facts.blobs.values().filter_map(|b| b.arches.as_ref()).flatten().collect();
+    let carried = |d: &Digest, arch: &str| {
+        facts.blobs.get(d).is_some_and(|b| b.arches.as_ref().is_none_or(|a| a.contains(arch)))
+    };
+    let mut sorted: Vec<&Digest> = facts.blobs.keys().collect();
+    sorted.sort();
+    arches
+        .into_iter()
+        .map(|arch| {
+            let mut paths: Vec<String> = sorted
+                .iter()
+                .filter(|d| carried(d, arch))
+                .map(|d| format!("blobs/sha256/{}", d.hex()))
+                .collect();
+            for l in layouts {
+                let dir = format!("repositories/{}", l.repo);
+                paths.push(format!("{dir}/oci-layout"));
+                paths.push(format!("{dir}/index.json"));
+                paths.extend(
+                    l.content
+                        .iter()
+                        .filter(|d| carried(d, arch))
+                        .map(|d| format!("{dir}/blobs/sha256/{}", d.hex())),
+                );
+            }
+            paths.push(crate::tree::MARKER_FILE.to_owned());
+            (arch.clone(), paths)
+        })
+        .collect()
 }
 
 /// Rewrite layouts and marker from the store: at start, in case a run was interrupted

@@ -28,6 +28,8 @@ pub use writer::BlobWriter;
 
 /// The generation marker's file name, at the tree root.
 pub const MARKER_FILE: &str = "wharf-generation.json";
+/// The directory of per-architecture file lists.
+pub const CONTENT_SETS: &str = "content-sets";
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Entries of a layout directory; no repository name component may equal one.
 const RESERVED: [&str; 3] = ["blobs", "index.json", "oci-layout"];
@@ -241,6 +243,31 @@ impl MirrorTree {
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// Write `content-sets/<arch>.txt` for each entry of `sets` (paths relative to the tree
+    /// root, for `rsync --files-from`) and remove the lists of architectures no longer present.
+    pub fn write_content_sets(
+        &self,
+        sets: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<(), TreeError> {
+        public_dirs(&self.root, Path::new(CONTENT_SETS))?;
+        let dir = self.root.join(CONTENT_SETS);
+        for (arch, paths) in sets {
+            let mut text = paths.join("\n");
+            text.push('\n');
+            let path = dir.join(format!("{arch}.txt"));
+            if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+                self.write_atomically(&path, text.as_bytes())?;
+            }
+        }
+        for e in std::fs::read_dir(&dir).map_err(io_err(dir.display()))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.strip_suffix(".txt").is_some_and(|a| sets.contains_key(a)) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
     }
 
     pub fn read_marker(&self) -> Option<Marker> {

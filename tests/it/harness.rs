@@ -18,7 +18,7 @@ use wharf::config::{self, CliOverrides, Config};
 use wharf::model::SyncRun;
 
 pub const INSTALL_HINT: &str = "run ./test.sh: it installs docker-registry skopeo podman \
-     containerd runc busybox-static jq apache2-utils (apt-get) before running the tests";
+     containerd runc busybox-static jq apache2-utils nginx (apt-get) before running the tests";
 
 /// The path of a required program, or a panic that says how to install it.
 pub fn require(tool: &str) -> PathBuf {
@@ -213,6 +213,8 @@ pub struct Wharf {
 pub struct Setup {
     /// The `[upstream]` table's body.
     pub upstream: String,
+    /// Extra lines of the `[server]` table.
+    pub server: String,
     /// Extra lines of the `[storage]` table.
     pub storage: String,
     /// Lines of the `[sync]` table besides `request_timeout`.
@@ -229,6 +231,7 @@ impl Setup {
     pub fn new(upstream_url: &str) -> Setup {
         Setup {
             upstream: format!("url = \"{upstream_url}\"\n"),
+            server: String::new(),
             storage: String::new(),
             sync: "retries = 2\n".into(),
             schedule: "0 0 0 31 2 *".into(),
@@ -241,7 +244,8 @@ impl Setup {
 /// Write `<dir>/wharf.toml` for `setup` listening on `addr`, and load it.
 pub fn config_for(dir: &Path, addr: std::net::SocketAddr, setup: &Setup) -> Config {
     let toml = format!(
-        "[server]\nlisten = \"{addr}\"\n[storage]\ndata_dir = \"{}\"\n{}[upstream]\n{}[sync]\nrequest_timeout = \"5s\"\n{}[schedule]\nsync = \"{}\"\n{}",
+        "[server]\nlisten = \"{addr}\"\n{}[storage]\ndata_dir = \"{}\"\n{}[upstream]\n{}[sync]\nrequest_timeout = \"5s\"\n{}[schedule]\nsync = \"{}\"\n{}",
+        setup.server,
         dir.join("data").display(),
         setup.storage,
         setup.upstream,
@@ -287,6 +291,15 @@ impl Wharf {
 
     pub async fn sync(&self) -> SyncRun {
         self.app().jobs.run_sync().await.expect("sync run recorded")
+    }
+
+    pub async fn crawl(&self) -> wharf::crawl::CrawlReport {
+        self.app().jobs.run_crawl().await.expect("crawl run")
+    }
+
+    /// Run an operator command the way `wharf mirror ...` does.
+    pub async fn control(&self, request: wharf::control::Request) -> wharf::control::Reply {
+        wharf::control::execute(&self.app().jobs, request).await
     }
 
     /// Recorded sync runs, newest first.

@@ -4,6 +4,8 @@ mod api;
 mod architecture;
 mod cli;
 mod harness;
+mod mirrors;
+mod mirrors_harness;
 mod pull;
 mod sync;
 mod token;

@@ -1,0 +1,177 @@
+//! Real mirrors for tests: nginx serving copies of Wharf's tree, and MaxMind databases
+//! written with maxminddb-writer.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use crate::harness::*;
+
+/// An nginx serving `root` on a free port (or the given one), logging every request.
+pub struct Nginx {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+}
+
+impl Nginx {
+    /// `limit_rate` (bytes/s) makes it slow.
+    pub async fn start(root: &Path, port: Option<u16>, limit_rate: Option<u32>) -> Nginx {
+        let bin = require("nginx");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["tmp", "logs"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let port = port.unwrap_or_else(free_port);
+        let user = if nix_is_root() { "user root;\n" } else { "" };
+        let rate = limit_rate.map(|r| format!("limit_rate {r};")).unwrap_or_default();
+        let conf = format!(
+            "{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log {d}/logs/access.log;\n  client_body_temp_path {d}/tmp/body;\n  \
+             proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  \
+             scgi_temp_path {d}/tmp/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    \
+             location / {{ {rate} }}\n  }}\n}}\n",
+            d = d.display(),
+            root = root.display(),
+        );
+        std::fs::write(d.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .arg("-p")
+            .arg(d)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("logs/stderr.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let n = Nginx { port, dir, child: Some(child) };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "nginx did not start: {}",
+            std::fs::read_to_string(n.dir.path().join("logs/stderr.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Request lines of the access log (`GET /a/blobs/sha256/... HTTP/1.1" 200`).
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("logs/access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
+            .collect()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+            let _ = c.wait().await;
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// Copy Wharf's tree (hardlinks kept) to `dest`, as a mirror's rsync would.
+pub async fn copy_tree(tree: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    run(Command::new(require("cp")).arg("-a").arg(format!("{}/.", tree.display())).arg(dest)).await;
+}
+
+/// A directory world-readable for nginx's workers.
+pub fn public_tempdir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    d
+}
+
+#[derive(serde::Serialize)]
+struct Iso<'a> {
+    iso_code: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Code<'a> {
+    code: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct CityRecord<'a> {
+    country: Iso<'a>,
+    continent: Code<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct AsnRecord {
+    autonomous_system_number: u32,
+}
+
+fn path_of(cidr: &str) -> maxminddb_writer::paths::IpAddrWithMask {
+    let (addr, len) = cidr.split_once('/').unwrap();
+    let len: u8 = len.parse().unwrap();
+    match addr.parse::<IpAddr>().unwrap() {
+        // IPv4 lives under ::/96 in an IPv6 database.
+        IpAddr::V4(v4) => maxminddb_writer::paths::IpAddrWithMask::new(
+            IpAddr::V6(v4.to_ipv6_compatible()),
+            96 + len,
+        ),
+        v6 => maxminddb_writer::paths::IpAddrWithMask::new(v6, len),
+    }
+}
+
+fn new_db(kind: &str) -> maxminddb_writer::Database {
+    let mut db = maxminddb_writer::Database::default();
+    db.metadata.ip_version = maxminddb_writer::metadata::IpVersion::V6;
+    db.metadata.database_type = kind.into();
+    db.metadata.languages = vec!["en".into()];
+    db.metadata.binary_format_major_version = 2;
+    db
+}
+
+/// A GeoIP2-City database placing each CIDR in a country (continent from Wharf's table).
+pub fn write_city_db(path: &Path, entries: &[(&str, &str)]) -> PathBuf {
+    let mut db = new_db("GeoIP2-City");
+    for (cidr, country) in entries {
+        let continent = wharf::model::geography::continent_of(country).unwrap();
+        let data = db
+            .insert_value(CityRecord {
+                country: Iso { iso_code: country },
+                continent: Code { code: continent },
+            })
+            .unwrap();
+        db.insert_node(path_of(cidr), data);
+    }
+    db.write_to(std::fs::File::create(path).unwrap()).unwrap();
+    path.to_owned()
+}
+
+/// A GeoLite2-ASN database.
+pub fn write_asn_db(path: &Path, entries: &[(&str, u32)]) -> PathBuf {
+    let mut db = new_db("GeoLite2-ASN");
+    for (cidr, asn) in entries {
+        let data = db.insert_value(AsnRecord { autonomous_system_number: *asn }).unwrap();
+        db.insert_node(path_of(cidr), data);
+    }
+    db.write_to(std::fs::File::create(path).unwrap()).unwrap();
+    path.to_owned()
+}
