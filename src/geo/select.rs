@@ -467,3 +467,177 @@ impl Selector {
         self.snapshot.store(Arc::new(snap));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::model::{Mirror, MirrorHealth, MirrorPatch};
+
+    fn mirror(name: &str, patch: MirrorPatch, generation: Option<Generation>) -> MirrorStatus {
+        let mut m = Mirror::new(name.parse().unwrap());
+        let patch = MirrorPatch { urls: Some(vec![format!("http://{name}.example/")]), ..patch };
+        patch.apply(&mut m).unwrap();
+        let health = MirrorHealth { generation, ..MirrorHealth::default() };
+        MirrorStatus { continent: m.continent().map(str::to_owned), mirror: m, health }
+    }
+
+    fn snapshot(mirrors: Vec<MirrorStatus>, blobs: &[(&Digest, u64, Option<&str>)]) -> Snapshot {
+        let mut facts = PoolFacts { generation: 3, ..PoolFacts::default() };
+        for (d, first_seen, arch) in blobs {
+            let arches = arch.map(|a| BTreeSet::from([a.to_owned()]));
+            facts
+                .blobs
+                .insert((*d).clone(), BlobFacts { size: 1, first_seen: *first_seen, arches });
+            facts.repos.entry("r".parse().unwrap()).or_default().push((*d).clone());
+        }
+        Snapshot::build(facts, mirrors, "http://wharf/tree/".into(), false)
+    }
+
+    #[test]
+    fn bandwidth_weights_split_picks() {
+        let d = Digest::of(b"blob");
+        let bw = |b| MirrorPatch { bandwidth: Some(b), ..MirrorPatch::default() };
+        let snap = snapshot(
+            vec![
+                mirror("a", bw(100), Some(3)),
+                mirror("b", bw(300), Some(3)),
+                mirror("c", bw(600), Some(3)),
+            ],
+            &[(&d, 1, None)],
+        );
+        let BlobLookup::Found(blob) = snap.blob(&"r".parse().unwrap(), &d) else { panic!() };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut counts = HashMap::new();
+        let n = 20_000;
+        for _ in 0..n {
+            let p = snap.pick(
+                &d,
+                blob,
+                "192.0.2.1".parse().unwrap(),
+                &ClientGeo::default(),
+                false,
+                &mut rng,
+            );
+            assert_eq!(p.tier, Some(Tier::Global));
+            *counts.entry(p.mirror.unwrap().to_string()).or_insert(0) += 1;
+        }
+        for (name, share) in [("a", 0.1), ("b", 0.3), ("c", 0.6)] {
+            let got = f64::from(counts[name]) / f64::from(n);
+            assert!((got - share).abs() < 0.02, "{name}: {got} (expected {share})");
+        }
+    }
+
+    #[test]
+    fn never_to_a_mirror_that_lacks_the_blob() {
+        let (old, new, arm) = (Digest::of(b"old"), Digest::of(b"new"), Digest::of(b"arm"));
+        let arm_only = MirrorPatch { content: Some("arm64".into()), ..MirrorPatch::default() };
+        let snap = snapshot(
+            vec![
+                mirror("stale", MirrorPatch::default(), Some(2)),
+                mirror("unverified", MirrorPatch::default(), None),
+                mirror("arm", arm_only, Some(3)),
+                mirror(
+                    "off",
+                    MirrorPatch { enabled: Some(false), ..MirrorPatch::default() },
+                    Some(3),
+                ),
+            ],
+            &[(&old, 1, Some("amd64")), (&new, 3, None), (&arm, 2, Some("arm64"))],
+        );
+        let repo = "r".parse().unwrap();
+        let ip = "192.0.2.1".parse().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let pick = |d: &Digest, rng: &mut rand::rngs::StdRng| {
+            let BlobLookup::Found(b) = snap.blob(&repo, d) else { panic!() };
+            snap.pick(d, b, ip, &ClientGeo::default(), false, rng).mirror.map(|m| m.to_string())
+        };
+        for _ in 0..200 {
+            assert_eq!(
+                pick(&old, &mut rng).as_deref(),
+                Some("stale"),
+                "amd64 blob: not on the arm64 mirror"
+            );
+            assert_eq!(
+                pick(&new, &mut rng).as_deref(),
+                Some("arm"),
+                "generation 3 only on the mirror holding 3"
+            );
+            assert!(pick(&arm, &mut rng).is_some());
+        }
+        let e = snap.explain(&repo, &new, ip, ClientGeo::default(), false, &mut rng);
+        let why: HashMap<String, String> = e
+            .excluded
+            .iter()
+            .map(|x| {
+                (
+                    x.mirror.to_string(),
+                    serde_json::to_value(&x.why).unwrap()["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(why["stale"], "stale");
+        assert_eq!(why["unverified"], "never_verified");
+        assert_eq!(why["off"], "disabled");
+        // No qualifying mirror: the fallback.
+        let only_stale =
+            snapshot(vec![mirror("stale", MirrorPatch::default(), Some(2))], &[(&new, 3, None)]);
+        let BlobLookup::Found(b) = only_stale.blob(&repo, &new) else { panic!() };
+        let p = only_stale.pick(&new, b, ip, &ClientGeo::default(), false, &mut rng);
+        assert_eq!(
+            (p.mirror, p.url),
+            (None, format!("http://wharf/tree/blobs/sha256/{}", new.hex()))
+        );
+    }
+
+    #[test]
+    fn https_clients_get_https_urls() {
+        let d = Digest::of(b"x");
+        let both = MirrorPatch {
+            urls: Some(vec!["http://m.example/".into(), "https://m.example/".into()]),
+            ..MirrorPatch::default()
+        };
+        let mut m = mirror("m", MirrorPatch::default(), Some(3));
+        both.apply(&mut m.mirror).unwrap();
+        let snap = snapshot(vec![m], &[(&d, 1, None)]);
+        let BlobLookup::Found(b) = snap.blob(&"r".parse().unwrap(), &d) else { panic!() };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let ip = "192.0.2.1".parse().unwrap();
+        assert!(
+            snap.pick(&d, b, ip, &ClientGeo::default(), true, &mut rng).url.starts_with("https://")
+        );
+        assert!(
+            snap.pick(&d, b, ip, &ClientGeo::default(), false, &mut rng).url.starts_with("http://")
+        );
+    }
+
+    #[test]
+    fn forwarded_addresses_only_from_trusted_peers() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_ip(ip("192.0.2.9"), Some("198.51.100.1"), None, &trusted),
+            ip("192.0.2.9")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), Some("198.51.100.1"), None, &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), Some("198.51.100.1, 10.0.0.7"), None, &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), None, Some("for=\"[2001:db8::1]:4711\""), &trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), None, Some("for=198.51.100.2;proto=https"), &trusted),
+            ip("198.51.100.2")
+        );
+        assert_eq!(client_ip(ip("10.0.0.1"), Some("garbage"), None, &trusted), ip("10.0.0.1"));
+    }
+}

@@ -238,3 +238,283 @@ async fn clients_pull_from_the_nearest_verified_mirror() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(blob_gets(&us, us_before) >= 3);
 }
+
+/// Clients in DE, FR, US and JP (by GeoIP and ASN databases) against mirrors in every tier.
+#[tokio::test(flavor = "multi_thread")]
+async fn tiers_netblocks_asns_proxies_and_metalink() {
+    let geo = public_tempdir();
+    let city = write_city_db(
+        &geo.path().join("city.mmdb"),
+        &[
+            ("10.1.0.0/16", "DE"),
+            ("10.2.0.0/16", "FR"),
+            ("10.3.0.0/16", "US"),
+            ("10.4.0.0/16", "JP"),
+            ("2001:db8:1::/48", "DE"),
+        ],
+    );
+    let asn = write_asn_db(&geo.path().join("asn.mmdb"), &[("10.4.0.0/16", 64500)]);
+    let reg = Registry::start().await;
+    reg.push("single:v1", "single:v1", &[]).await;
+    let mut setup = Setup::new(&reg.url());
+    setup.server = "trusted_proxies = [\"127.0.0.2/32\"]\n".into();
+    setup.extra = format!(
+        "{THOROUGH}[geoip]\ndatabase = \"{}\"\nasn_database = \"{}\"\n",
+        city.display(),
+        asn.display()
+    );
+    let wharf = Wharf::launch(setup).await;
+    wharf.sync().await;
+    // One nginx serves the tree under a path per mirror.
+    let root = public_tempdir();
+    copy_tree(wharf.tree(), &root.path().join("tree")).await;
+    let nginx = Nginx::start(root.path(), None, None).await;
+    let patch = |f: fn(&mut MirrorPatch)| {
+        let mut p = MirrorPatch::default();
+        f(&mut p);
+        p
+    };
+    let mirrors: Vec<(&str, MirrorPatch)> = vec![
+        ("de", patch(|p| p.country = Some("DE".into()))),
+        (
+            "de-big",
+            patch(|p| {
+                p.country = Some("DE".into());
+                p.bandwidth = Some(100_000);
+            }),
+        ),
+        ("fr", patch(|p| p.country = Some("FR".into()))),
+        ("us", patch(|p| p.country = Some("US".into()))),
+        (
+            "net",
+            patch(|p| {
+                p.country = Some("US".into());
+                p.netblocks = Some(vec!["10.1.2.0/24".into(), "2001:db8:1:2::/64".into()]);
+            }),
+        ),
+        ("net-wide", patch(|p| p.netblocks = Some(vec!["10.1.0.0/16".into()]))),
+        (
+            "asn",
+            patch(|p| {
+                p.country = Some("BR".into());
+                p.asns = Some(vec![64500]);
+            }),
+        ),
+        (
+            "private",
+            patch(|p| {
+                p.private = Some(true);
+                p.netblocks = Some(vec!["10.9.0.0/16".into()]);
+            }),
+        ),
+    ];
+    for (name, p) in mirrors {
+        std::os::unix::fs::symlink(root.path().join("tree"), root.path().join(name)).unwrap();
+        add_mirror(&wharf, name, &nginx.url(&format!("{name}/")), p).await;
+    }
+    let report = wharf.crawl().await;
+    assert!(report.results.iter().all(|r| r.credited == Some(1)), "{report:#?}");
+
+    let single: serde_json::Value =
+        wharf.get("/v2/single/manifests/v1").await.json().await.unwrap();
+    let digest = single["layers"][1]["digest"].as_str().unwrap().to_owned();
+    let explain = |ip: &str| {
+        let url = wharf.url(&format!("/explain?ip={ip}&name=single&digest={digest}"));
+        async move {
+            let r = http().get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let winners = |e: &serde_json::Value| -> (String, Vec<String>) {
+        let c = e["candidates"].as_array().unwrap();
+        let tier = c[0]["tier"].as_str().unwrap().to_owned();
+        let first = &c[0];
+        let mut names: Vec<String> = c
+            .iter()
+            .filter(|x| x["tier"] == first["tier"] && x["prefix"] == first["prefix"])
+            .map(|x| x["mirror"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        (tier, names)
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // Longest netblock beats a wider one and beats the country.
+    assert_eq!(winners(&explain("10.1.2.3").await), ("netblock".into(), s(&["net"])));
+    assert_eq!(winners(&explain("2001:db8:1:2::5").await), ("netblock".into(), s(&["net"])));
+    assert_eq!(winners(&explain("10.1.9.9").await), ("netblock".into(), s(&["net-wide"])));
+    let e = explain("10.1.9.9").await;
+    assert_eq!(e["geo"]["country"], "DE");
+    assert_eq!(
+        winners(&explain("2001:db8:1:3::1").await),
+        ("country".into(), s(&["de", "de-big"]))
+    );
+    assert_eq!(winners(&explain("10.2.0.1").await), ("country".into(), s(&["fr"])));
+    assert_eq!(winners(&explain("10.4.0.1").await), ("asn".into(), s(&["asn"])));
+    assert_eq!(explain("10.4.0.1").await["geo"]["asn"], 64500);
+    assert_eq!(winners(&explain("10.3.0.1").await), ("country".into(), s(&["net", "us"])));
+    // Unknown place: every public mirror; the private one only for its netblock.
+    let e = explain("192.0.2.1").await;
+    assert_eq!(winners(&e).0, "global");
+    assert!(!winners(&e).1.contains(&"private".to_owned()));
+    let private =
+        e["excluded"].as_array().unwrap().iter().find(|x| x["mirror"] == "private").unwrap();
+    assert_eq!(private["reason"], "private");
+    assert_eq!(winners(&explain("10.9.1.1").await), ("netblock".into(), s(&["private"])));
+
+    // Continent: with fr opted out, a French client goes to the German mirrors.
+    let off = MirrorPatch { active: Some(false), ..MirrorPatch::default() };
+    wharf.control(Request::MirrorSet { name: "fr".into(), patch: off }).await;
+    let e = explain("10.2.0.1").await;
+    assert_eq!(winners(&e), ("continent".into(), s(&["de", "de-big"])));
+    let fr = e["excluded"].as_array().unwrap().iter().find(|x| x["mirror"] == "fr").unwrap();
+    assert_eq!(fr["reason"], "opted_out");
+
+    // Forwarded addresses count only from a trusted proxy (127.0.0.2 here).
+    let from = |local: &str| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(local.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let blob_url = wharf.url(&format!("/v2/single/blobs/{digest}"));
+    let location = |c: reqwest::Client, xff: &'static str| {
+        let url = blob_url.clone();
+        async move {
+            let r = c.get(url).header("X-Forwarded-For", xff).send().await.unwrap();
+            r.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let trusted = location(from("127.0.0.2"), "10.1.2.3").await;
+    assert!(trusted.contains("/net/"), "{trusted}");
+    for _ in 0..10 {
+        let untrusted = location(from("127.0.0.1"), "10.1.2.3").await;
+        assert!(!untrusted.contains("/private/"), "{untrusted}");
+    }
+    let via_proxy_chain = location(from("127.0.0.2"), "10.2.0.1, 127.0.0.2").await;
+    assert!(via_proxy_chain.contains("/de"), "{via_proxy_chain}");
+    // An untrusted peer claiming a netblock address does not get the netblock mirror.
+    let mut netblock_hits = 0;
+    for _ in 0..30 {
+        if location(from("127.0.0.1"), "10.9.1.1").await.contains("/private/") {
+            netblock_hits += 1;
+        }
+    }
+    assert_eq!(netblock_hits, 0, "X-Forwarded-For from an untrusted peer was believed");
+
+    // Metalink 4 and the mirror list.
+    let r = http()
+        .get(wharf.url(&format!("/metalink/single/blobs/{digest}")))
+        .header("X-Forwarded-For", "10.1.9.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/metalink4+xml");
+    let xml = r.text().await.unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let ns = "urn:ietf:params:xml:ns:metalink";
+    let root_el = doc.root_element();
+    assert_eq!((root_el.tag_name().namespace(), root_el.tag_name().name()), (Some(ns), "metalink"));
+    let file = root_el.children().find(|n| n.has_tag_name((ns, "file"))).unwrap();
+    assert_eq!(file.attribute("name"), Some(&digest[7..]));
+    let child = |name: &str| file.children().find(|n| n.has_tag_name((ns, name))).unwrap();
+    let size = single["layers"][1]["size"].as_u64().unwrap();
+    assert_eq!(child("size").text(), Some(size.to_string().as_str()));
+    assert_eq!(child("hash").attribute("type"), Some("sha-256"));
+    assert_eq!(child("hash").text(), Some(&digest[7..]));
+    let urls: Vec<(u32, Option<&str>, &str)> = file
+        .children()
+        .filter(|n| n.has_tag_name((ns, "url")))
+        .map(|n| {
+            (
+                n.attribute("priority").unwrap().parse().unwrap(),
+                n.attribute("location"),
+                n.text().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(urls.len(), 7, "6 public, active mirrors + the fallback: {xml}");
+    assert!(urls.windows(2).all(|w| w[0].0 <= w[1].0), "ordered by priority");
+    // The client (127.0.0.1, untrusted) has no location: every public mirror is global.
+    assert!(urls.iter().any(|u| u.1 == Some("de") && u.2.contains("/de/")));
+    assert!(urls.last().unwrap().2.contains("/tree/blobs/sha256/"), "the fallback is last");
+    let list = wharf.get(&format!("/mirrorlist/single/blobs/{digest}")).await.text().await.unwrap();
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines, urls.iter().map(|u| u.2).collect::<Vec<_>>());
+    for l in &lines {
+        let r = http().get(*l).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{l}");
+        assert_eq!(r.bytes().await.unwrap().len() as u64, size);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_endpoints_and_commands_reject_bad_input() {
+    let (_reg, wharf) = synced_pair().await;
+    let digest = "sha256:".to_owned() + &"0".repeat(64);
+    for (path, status) in [
+        ("/explain".to_owned(), 400),
+        ("/explain?name=multi".to_owned(), 400),
+        (format!("/explain?ip=not-an-ip&name=multi&digest={digest}"), 400),
+        ("/explain?ip=10.0.0.1&name=multi&digest=sha256:xyz".to_owned(), 400),
+        (format!("/explain?ip=10.0.0.1&name=Bad..Name&digest={digest}"), 400),
+        (format!("/explain?ip=10.0.0.1&name=nope&digest={digest}"), 404),
+        ("/metalink/multi/blobs/sha256:xyz".to_owned(), 400),
+        (format!("/metalink/nope/blobs/{digest}"), 404),
+        (format!("/metalink/multi/blobs/{digest}"), 404),
+        (format!("/mirrorlist/multi/blobs/{digest}"), 404),
+        ("/mirrorlist/multi/tags/list".to_owned(), 404),
+    ] {
+        let r = wharf.get(&path).await;
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["errors"][0]["code"].is_string(), "{path}: {body}");
+    }
+    let bad = |patch: MirrorPatch| Request::MirrorAdd { name: "m".into(), patch };
+    let url = |u: &str| Some(vec![u.to_owned()]);
+    for (request, needle) in [
+        (bad(MirrorPatch::default()), "at least one URL"),
+        (bad(MirrorPatch { urls: url("ftp://x/"), ..Default::default() }), "http"),
+        (
+            bad(MirrorPatch {
+                urls: url("http://x/"),
+                country: Some("XX".into()),
+                ..Default::default()
+            }),
+            "country",
+        ),
+        (
+            bad(MirrorPatch {
+                urls: url("http://x/"),
+                netblocks: Some(vec!["10/8".into()]),
+                ..Default::default()
+            }),
+            "netblock",
+        ),
+        (
+            Request::MirrorAdd { name: "Bad Name".into(), patch: MirrorPatch::default() },
+            "mirror name",
+        ),
+        (
+            Request::MirrorSet { name: "nope".into(), patch: MirrorPatch::default() },
+            "no mirror named nope",
+        ),
+        (Request::MirrorRemove { name: "nope".into() }, "no mirror named nope"),
+        (Request::MirrorShow { name: "nope".into() }, "no mirror named nope"),
+    ] {
+        match wharf.control(request.clone()).await {
+            Reply::Error(e) => assert!(e.contains(needle), "{request:?}: {e}"),
+            other => panic!("{request:?} was accepted: {other:?}"),
+        }
+    }
+    let ok = MirrorPatch { urls: url("http://m.example/"), ..Default::default() };
+    assert!(matches!(
+        wharf.control(Request::MirrorAdd { name: "m".into(), patch: ok.clone() }).await,
+        Reply::Mirror(_)
+    ));
+    let dup = wharf.control(Request::MirrorAdd { name: "m".into(), patch: ok }).await;
+    assert!(matches!(&dup, Reply::Error(e) if e.contains("already exists")), "{dup:?}");
+    let Reply::Mirrors { mirrors, .. } = wharf.control(Request::MirrorList).await else { panic!() };
+    assert_eq!(mirrors.len(), 1, "refused commands wrote nothing");
+}

@@ -13,7 +13,8 @@ use crate::harness::*;
 pub struct Nginx {
     pub port: u16,
     pub dir: tempfile::TempDir,
-    child: Option<tokio::process::Child>,
+    /// Killed on drop.
+    _child: tokio::process::Child,
 }
 
 impl Nginx {
@@ -49,7 +50,7 @@ impl Nginx {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let n = Nginx { port, dir, child: Some(child) };
+        let n = Nginx { port, dir, _child: child };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
                 return n;
@@ -73,13 +74,6 @@ impl Nginx {
             .lines()
             .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
             .collect()
-    }
-
-    pub async fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill().await;
-            let _ = c.wait().await;
-        }
     }
 }
 
