@@ -456,13 +456,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         downloads: c.downloads,
         max_failures: c.max_failures,
     };
-    let file = |key: &'static str, p: Option<PathBuf>| match p {
-        Some(p) if p.as_os_str().is_empty() => Ok(None),
-        Some(p) if !p.is_file() => Err(key_err(key, format!("{} is not a file", p.display()))),
-        other => Ok(other.map(|p| absolute(&p))),
-    };
-    let geoip_database = file("geoip.database", raw.geoip.database)?;
-    let asn_database = file("geoip.asn_database", raw.geoip.asn_database)?;
+    // A database that is missing is not an error: its tiers are skipped until the file
+    // appears (it is picked up by the periodic reload).
+    let file = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty()).map(|p| absolute(&p));
+    let geoip_database = file(raw.geoip.database);
+    let asn_database = file(raw.geoip.asn_database);
     Ok(Config {
         trusted_proxies,
         fallback_url,

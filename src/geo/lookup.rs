@@ -42,7 +42,13 @@ impl Db {
     /// Reload when the file's mtime changed; a broken file keeps the previous contents.
     fn reload_if_changed(&self) -> bool {
         let Some(path) = &self.path else { return false };
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
+            if self.loaded.load().is_none() {
+                tracing::warn!(path = %path.display(), "GeoIP database missing: its tiers are skipped");
+            }
+            return false;
+        };
+        let modified = Some(modified);
         if let Some(l) = self.loaded.load().as_ref()
             && l.modified == modified
         {

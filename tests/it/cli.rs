@@ -21,7 +21,7 @@ fn write_config(dir: &Path, port: u16, upstream: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = \"{}\"\n[upstream]\nurl = \"{upstream}\"\n[sync]\nretries = 1\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = \"{}\"\n[upstream]\nurl = \"{upstream}\"\n[sync]\nretries = 1\n[schedule]\nsync = \"{NEVER}\"\ncrawl = \"{NEVER}\"\n",
             dir.join("data").display()
         ),
     )
@@ -159,4 +159,70 @@ async fn demo_serves_what_it_prints() {
         run_failing(Command::new(env!("CARGO_BIN_EXE_wharf")).args(["--data-dir", "/srv", "demo"]))
             .await;
     assert!(err.contains("own temp data dir"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_commands_work_with_and_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("upstream");
+    wharf::demo::write_sample_images(&demo).unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, &format!("oci:{}", demo.display()));
+    let json = |out: String| -> serde_json::Value { serde_json::from_str(&out).unwrap() };
+
+    // No server: the CLI opens the store itself.
+    let out = run(wharf_cmd(&config).args([
+        "mirror",
+        "add",
+        "--name",
+        "m1",
+        "--url",
+        "http://127.0.0.1:9/wharf",
+        "--country",
+        "de",
+        "--bandwidth",
+        "1000",
+        "--netblock",
+        "10.1.0.0/16",
+        "--content",
+        "arm64",
+        "--json",
+    ]))
+    .await;
+    let m = json(out);
+    assert_eq!((m["name"].as_str(), m["continent"].as_str()), (Some("m1"), Some("EU")));
+    assert_eq!(m["urls"][0], "http://127.0.0.1:9/wharf/");
+    let err = run_failing(
+        wharf_cmd(&config).args(["mirror", "add", "--name", "m2", "--url", "ftp://x/"]),
+    )
+    .await;
+    assert!(err.contains("http://"), "{err}");
+    let err =
+        run_failing(wharf_cmd(&config).args(["mirror", "set", "nope", "--active", "false"])).await;
+    assert!(err.contains("no mirror named nope"), "{err}");
+
+    // With a server: the same commands go through its control socket.
+    let mut server = wharf_cmd(&config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_http(&format!("http://127.0.0.1:{port}/healthz"), &[200]).await;
+    run(wharf_cmd(&config).args(["mirror", "set", "m1", "--active", "false", "--asn", "64500"]))
+        .await;
+    let list = json(run(wharf_cmd(&config).args(["mirror", "list", "--json"])).await);
+    assert_eq!(list["mirrors"][0]["active"], false);
+    assert_eq!(list["mirrors"][0]["asns"], serde_json::json!([64500]));
+    assert_eq!(list["propagation"]["unknown"], 1);
+    let text = run(wharf_cmd(&config).args(["mirror", "show", "m1"])).await;
+    assert!(text.contains("opted-out") && text.contains("nothing verified"), "{text}");
+    let crawl = json(run(wharf_cmd(&config).args(["crawl", "--json"])).await);
+    // Nothing listens on port 9: the crawl records the failure.
+    assert!(crawl["results"][0]["error"].as_str().unwrap().contains("127.0.0.1:9"), "{crawl}");
+    run(wharf_cmd(&config).args(["mirror", "remove", "m1"])).await;
+    let list = json(run(wharf_cmd(&config).args(["mirror", "list", "--json"])).await);
+    assert_eq!(list["mirrors"], serde_json::json!([]));
+    server.kill().await.unwrap();
 }

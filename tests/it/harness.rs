@@ -209,6 +209,9 @@ pub struct Wharf {
     pub addr: std::net::SocketAddr,
 }
 
+/// A cron expression that never fires: February 31st.
+pub const NEVER: &str = "0 0 0 31 2 *";
+
 /// How to configure a test Wharf.
 pub struct Setup {
     /// The `[upstream]` table's body.
@@ -219,8 +222,8 @@ pub struct Setup {
     pub storage: String,
     /// Lines of the `[sync]` table besides `request_timeout`.
     pub sync: String,
-    /// The `[schedule] sync` cron; by default one that never fires (February 31st), so no
-    /// scheduled run interferes with a test's own.
+    /// The `[schedule]` table's body; by default crons that never fire (February 31st), so
+    /// no scheduled run interferes with a test's own.
     pub schedule: String,
     /// Extra tables.
     pub extra: String,
@@ -234,7 +237,7 @@ impl Setup {
             server: String::new(),
             storage: String::new(),
             sync: "retries = 2\n".into(),
-            schedule: "0 0 0 31 2 *".into(),
+            schedule: format!("sync = \"{NEVER}\"\ncrawl = \"{NEVER}\"\n"),
             extra: String::new(),
             clock: Arc::new(SystemClock),
         }
@@ -244,7 +247,7 @@ impl Setup {
 /// Write `<dir>/wharf.toml` for `setup` listening on `addr`, and load it.
 pub fn config_for(dir: &Path, addr: std::net::SocketAddr, setup: &Setup) -> Config {
     let toml = format!(
-        "[server]\nlisten = \"{addr}\"\n{}[storage]\ndata_dir = \"{}\"\n{}[upstream]\n{}[sync]\nrequest_timeout = \"5s\"\n{}[schedule]\nsync = \"{}\"\n{}",
+        "[server]\nlisten = \"{addr}\"\n{}[storage]\ndata_dir = \"{}\"\n{}[upstream]\n{}[sync]\nrequest_timeout = \"5s\"\n{}[schedule]\n{}{}",
         setup.server,
         dir.join("data").display(),
         setup.storage,
@@ -291,6 +294,10 @@ impl Wharf {
 
     pub async fn sync(&self) -> SyncRun {
         self.app().jobs.run_sync().await.expect("sync run recorded")
+    }
+
+    pub fn geo(&self) -> &wharf::geo::GeoDb {
+        &self.app().geo
     }
 
     pub async fn crawl(&self) -> wharf::crawl::CrawlReport {

@@ -518,3 +518,33 @@ async fn mirror_endpoints_and_commands_reject_bad_input() {
     let Reply::Mirrors { mirrors, .. } = wharf.control(Request::MirrorList).await else { panic!() };
     assert_eq!(mirrors.len(), 1, "refused commands wrote nothing");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn geoip_database_is_optional_and_reloaded_when_it_changes() {
+    let geo = public_tempdir();
+    let path = geo.path().join("city.mmdb");
+    let dir = tempfile::tempdir().unwrap();
+    wharf::demo::write_sample_images(dir.path()).unwrap();
+    let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
+    setup.extra = format!("[geoip]\ndatabase = \"{}\"\n", path.display());
+    // The database does not exist yet: Wharf starts, countries are unknown.
+    let wharf = Wharf::launch(setup).await;
+    wharf.sync().await;
+    let single = layout_digest(&dir.path().join("demo/app"), "1.0");
+    let country = || async {
+        let url = wharf.url(&format!("/explain?ip=10.1.0.1&name=demo/app&digest={single}"));
+        let e: serde_json::Value = http().get(url).send().await.unwrap().json().await.unwrap();
+        e["geo"]["country"].clone()
+    };
+    assert_eq!(country().await, serde_json::Value::Null);
+    write_city_db(&path, &[("10.1.0.0/16", "DE")]);
+    assert!(wharf.geo().reload_if_changed());
+    assert_eq!(country().await, "DE");
+    // A changed file (new mtime) replaces the old contents.
+    write_city_db(&path, &[("10.1.0.0/16", "FR")]);
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
+    assert!(wharf.geo().reload_if_changed());
+    assert_eq!(country().await, "FR");
+    assert!(!wharf.geo().reload_if_changed(), "unchanged: no reload");
+}

@@ -309,7 +309,7 @@ async fn scheduled_syncs_run_and_never_overlap() {
     let reg = Registry::start().await;
     reg.push("single:v1", "single:v1", &[]).await;
     let mut setup = Setup::new(&reg.url());
-    setup.schedule = "* * * * * *".into();
+    setup.schedule = format!("sync = \"* * * * * *\"\ncrawl = \"{NEVER}\"\n");
     let wharf = Wharf::launch(setup).await;
     // The cron (every second) publishes without anyone asking.
     let mut served = false;
