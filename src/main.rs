@@ -52,6 +52,9 @@ enum Command {
         /// Port to serve on (default: a free one).
         #[arg(long)]
         port: Option<u16>,
+        /// Only write the sample images (OCI layouts, usable as an `oci:` upstream) to DIR.
+        #[arg(long, value_name = "DIR")]
+        write_images: Option<PathBuf>,
     },
     /// Exit 0 if the server configured here answers its health check.
     Healthcheck,
@@ -233,7 +236,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             App::open(config, Arc::new(SystemClock))?.serve(listener).await?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Demo { port } => return demo(*port, &cli).await,
+        Command::Demo { write_images: Some(dir), .. } => {
+            demo::write_sample_images(dir).with_context(|| format!("writing {}", dir.display()))?;
+            println!("sample images written to {} (use it as upstream.url = \"oci:{0}\")", dir.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Demo { port, .. } => return demo(*port, &cli).await,
         Command::Healthcheck => return healthcheck(&load_config(&cli)?).await,
         Command::Sync { .. } => Request::Sync,
         Command::Crawl { .. } => Request::Crawl,

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Blob-redirect hot path: Wharf answering GET /v2/<repo>/blobs/<digest> with a 307 to a
+# mirror chosen by GeoIP tier and bandwidth (20 verified mirrors, clients spread over
+# countries by X-Forwarded-For from a trusted proxy), side by side with nginx answering the
+# same request with a fixed `return 307` (the floor: no lookup, no choice). Prints both
+# rates and Wharf's ratio to nginx.
+#
+# Usage: bench/redirect.sh [seconds]   (needs wrk and nginx; uses the GeoLite2-City database
+# from PyPI's maxminddb-geolite2 if it is installed, else no GeoIP: then every client falls
+# into the global tier.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+for t in wrk nginx; do command -v "$t" >/dev/null || { echo "install $t (apt-get install wrk nginx)" >&2; exit 1; }; done
+
+cargo build --release -q
+WHARF=$PWD/target/release/wharf
+W=$(mktemp -d); chmod 755 "$W"
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+WP=$(free_port); NP=$(free_port); MP=$(free_port)
+
+GEO=$(python3 -c 'import _maxminddb_geolite2 as m,os;print(os.path.join(os.path.dirname(m.__file__),"GeoLite2-City.mmdb"))' 2>/dev/null || true)
+[ -f "$GEO" ] || GEO=""
+
+# Upstream: the demo's sample images as OCI layouts.
+mkdir -p "$W/up" "$W/data"
+cat > "$W/wharf.toml" <<TOML
+[server]
+listen = "127.0.0.1:$WP"
+trusted_proxies = ["127.0.0.1/32"]
+[storage]
+data_dir = "$W/data"
+[upstream]
+url = "oci:$W/up"
+[schedule]
+sync = "0 0 0 31 2 *"
+crawl = "0 0 0 31 2 *"
+[geoip]
+database = "$GEO"
+TOML
+"$WHARF" demo --write-images "$W/up"
+RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" sync >/dev/null
+
+# 20 mirrors, all served by one nginx from a copy of the tree.
+mkdir -p "$W/mirror" "$W/nginx/logs" "$W/nginx/tmp"
+cp -a "$W/data/tree/." "$W/mirror/tree/"
+COUNTRIES=(DE FR US JP BR GB NL SE PL IT ES CA AU IN ZA KR CN RU MX AR)
+for i in "${!COUNTRIES[@]}"; do
+  ln -s "$W/mirror/tree" "$W/mirror/m$i"
+  RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" mirror add --name "m$i" \
+    --url "http://127.0.0.1:$MP/m$i/" --country "${COUNTRIES[$i]}" --bandwidth $(( (i % 5 + 1) * 200 )) >/dev/null
+done
+RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" mirror add --name net \
+  --url "http://127.0.0.1:$MP/m0/" --netblock 81.0.0.0/8 >/dev/null
+USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
+cat > "$W/nginx/nginx.conf" <<NGX
+$USER_LINE
+daemon off; worker_processes 1; pid $W/nginx/nginx.pid; error_log $W/nginx/logs/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $W/nginx/tmp/b; proxy_temp_path $W/nginx/tmp/p; fastcgi_temp_path $W/nginx/tmp/f;
+  uwsgi_temp_path $W/nginx/tmp/u; scgi_temp_path $W/nginx/tmp/s;
+  server { listen 127.0.0.1:$MP; root $W/mirror; }
+  server { listen 127.0.0.1:$NP; location /v2/ { return 307 http://127.0.0.1:$MP/m0\$request_uri; } }
+}
+NGX
+nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" & 
+RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" serve &
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$WP/healthz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$MP/" && break; sleep 0.1; done
+RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" crawl > "$W/crawl.out"
+VERIFIED=$(grep -c "holds generation" "$W/crawl.out" || true)
+
+DIGEST=$(curl -fs "http://127.0.0.1:$WP/v2/demo/app/manifests/1.0" | python3 -c 'import json,sys;print(json.load(sys.stdin)["layers"][1]["digest"])')
+PATH_=/v2/demo/app/blobs/$DIGEST
+curl -fs -o /dev/null -w "wharf: %{http_code} -> %{redirect_url}\n" -H "X-Forwarded-For: 81.2.69.142" "http://127.0.0.1:$WP$PATH_"
+curl -fs -o /dev/null -w "nginx: %{http_code} -> %{redirect_url}\n" "http://127.0.0.1:$NP$PATH_"
+
+# Clients spread over the world: one X-Forwarded-For per request from a fixed list.
+cat > "$W/xff.lua" <<'LUA'
+local ips = {"81.2.69.142","2.125.160.216","89.160.20.112","216.160.83.56","175.16.199.0",
+             "67.43.156.0","202.196.224.0","111.235.160.0","149.101.100.0","12.81.92.0"}
+local i = 0
+request = function()
+  i = i + 1
+  wrk.headers["X-Forwarded-For"] = ips[(i % #ips) + 1]
+  return wrk.format("GET", nil)
+end
+LUA
+rate() { wrk -t1 -c32 -d"${SECS}s" -s "$W/xff.lua" "$1" | tee "$W/last.txt" >&2; awk '/Requests\/sec/ {print $2}' "$W/last.txt"; }
+echo "== wharf ($VERIFIED verified mirrors, GeoIP: ${GEO:-none})" >&2
+WR=$(rate "http://127.0.0.1:$WP$PATH_")
+echo "== nginx return 307" >&2
+NR=$(rate "http://127.0.0.1:$NP$PATH_")
+python3 - "$WR" "$NR" <<'PY'
+import sys
+w, n = float(sys.argv[1]), float(sys.argv[2])
+print(f"wharf {w:,.0f} req/s, nginx {n:,.0f} req/s, ratio wharf/nginx = {w/n:.2f}")
+PY
