@@ -238,7 +238,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { write_images: Some(dir), .. } => {
             demo::write_sample_images(dir).with_context(|| format!("writing {}", dir.display()))?;
-            println!("sample images written to {} (use it as upstream.url = \"oci:{0}\")", dir.display());
+            println!(
+                "sample images written to {} (use it as upstream.url = \"oci:{0}\")",
+                dir.display()
+            );
             return Ok(ExitCode::SUCCESS);
         }
         Command::Demo { port, .. } => return demo(*port, &cli).await,

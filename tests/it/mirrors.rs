@@ -205,6 +205,22 @@ async fn clients_pull_from_the_nearest_verified_mirror() {
     assert_eq!(blob_gets(&us, us_before), 0);
     assert_eq!(wharf.requests("blob", "GET", "307").await, 3);
 
+    // podman too.
+    let de_before = de.requests().len();
+    let root = tempfile::tempdir().unwrap();
+    run(tokio::process::Command::new(require("podman"))
+        .arg("--root")
+        .arg(root.path().join("root"))
+        .arg("--runroot")
+        .arg(root.path().join("run"))
+        .arg("--tmpdir")
+        .arg(root.path().join("tmp"))
+        .args(["--events-backend", "none", "pull", "--tls-verify=false"])
+        .arg(format!("{}/multi:v1", wharf.host())))
+    .await;
+    assert!(blob_gets(&de, de_before) >= 3, "podman's blobs came from the DE mirror");
+    assert_eq!(blob_gets(&us, us_before), 0);
+
     // Corrupt the DE mirror after the crawl: the client's digest check fails...
     let index = layout_digest(&fixtures().join("multi"), "v1");
     let amd64 = index_children(&fixtures().join("multi"), &index)
@@ -547,4 +563,73 @@ async fn geoip_database_is_optional_and_reloaded_when_it_changes() {
     assert!(wharf.geo().reload_if_changed());
     assert_eq!(country().await, "FR");
     assert!(!wharf.geo().reload_if_changed(), "unchanged: no reload");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_arm64_only_mirror_synced_with_files_from_gets_only_arm64_blobs() {
+    let reg = Registry::start().await;
+    reg.push("multi:v1", "multi:v1", &["--all"]).await;
+    let mut setup = Setup::new(&reg.url());
+    setup.extra = THOROUGH.into();
+    let wharf = Wharf::launch(setup).await;
+    wharf.sync().await;
+    let fx = fixtures();
+    let index = layout_digest(&fx.join("multi"), "v1");
+    let children = index_children(&fx.join("multi"), &index);
+    let layer_of = |arch: &str| -> String {
+        let d = &children.iter().find(|(a, _)| a == arch).unwrap().1;
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(fx.join("multi/blobs/sha256").join(&d[7..])).unwrap(),
+        )
+        .unwrap();
+        m["layers"][1]["digest"].as_str().unwrap().to_owned()
+    };
+    let (arm, amd) = (layer_of("arm64"), layer_of("amd64"));
+
+    // The published list for arm64 has the arm64 layer, not the amd64 one, and ends with the marker.
+    let list = std::fs::read_to_string(wharf.tree().join("content-sets/arm64.txt")).unwrap();
+    assert!(list.contains(&format!("blobs/sha256/{}", &arm[7..])));
+    assert!(list.contains(&format!("repositories/multi/blobs/sha256/{}", &arm[7..])));
+    assert!(!list.contains(&amd[7..]), "{list}");
+    assert!(list.contains(&format!("blobs/sha256/{}", &index[7..])), "indexes are in every set");
+    assert_eq!(list.lines().last(), Some("wharf-generation.json"));
+
+    // A mirror admin rsyncs just that set, as the README says.
+    let root = public_tempdir();
+    let dest = root.path().join("arm");
+    run(tokio::process::Command::new(require("rsync"))
+        .args(["-aH", "--delay-updates", "--files-from"])
+        .arg(wharf.tree().join("content-sets/arm64.txt"))
+        .arg(format!("{}/", wharf.tree().display()))
+        .arg(&dest))
+    .await;
+    assert!(!dest.join("blobs/sha256").join(&amd[7..]).exists());
+    let nginx = Nginx::start(root.path(), None, None).await;
+    let arm_only = MirrorPatch { content: Some("arm64".into()), ..MirrorPatch::default() };
+    add_mirror(&wharf, "arm", &nginx.url("arm/"), arm_only).await;
+    let report = wharf.crawl().await;
+    assert_eq!(holds(&report, "arm"), Some(1), "{report:#?}");
+
+    let location = |d: String| {
+        let url = wharf.url(&format!("/v2/multi/blobs/{d}"));
+        async move {
+            let r = http().get(url).send().await.unwrap();
+            r.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    assert!(location(arm.clone()).await.starts_with(&nginx.url("arm/")));
+    assert!(location(amd.clone()).await.contains("/tree/blobs/"), "amd64 blobs go to the fallback");
+    // A real arm64 pull is served by the mirror.
+    let out = tempfile::tempdir().unwrap();
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false", "--override-arch", "arm64"])
+        .arg(format!("docker://{}/multi:v1", wharf.host()))
+        .arg(format!("oci:{}:v1", out.path().join("a").display())))
+    .await;
+    assert!(
+        nginx
+            .requests()
+            .iter()
+            .any(|r| r.starts_with(&format!("GET /arm/blobs/sha256/{}", &arm[7..])))
+    );
 }
