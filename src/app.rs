@@ -181,22 +181,29 @@ impl Running {
     }
 }
 
-/// Reload the GeoIP databases when their files change (checked every 30 s) or on SIGHUP.
+/// Reload the GeoIP databases when their files change (checked every 30 s), and
+/// unconditionally on SIGHUP. The reading happens off the async workers.
 async fn reload_geo_databases(geo: Arc<GeoDb>) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
     loop {
-        match &mut hup {
-            Some(h) => {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = h.recv() => tracing::info!("SIGHUP: checking the GeoIP databases"),
+        let force = match &mut hup {
+            Some(h) => tokio::select! {
+                _ = tick.tick() => false,
+                _ = h.recv() => {
+                    tracing::info!("SIGHUP: reloading the GeoIP databases");
+                    true
                 }
-            }
+            },
             None => {
                 tick.tick().await;
+                false
             }
-        }
-        geo.reload_if_changed();
+        };
+        let geo = geo.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if force { geo.reload_now() } else { geo.reload_if_changed() }
+        })
+        .await;
     }
 }

@@ -14,6 +14,9 @@ pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
     match reply {
         Reply::Synced(run) => return report(run, json),
         Reply::Error(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "error": e }));
+            }
             eprintln!("error: {e}");
             return Ok(ExitCode::FAILURE);
         }

@@ -27,16 +27,29 @@ pub struct Jobs {
     crawl: CrawlCtx,
     crawl_lock: tokio::sync::Mutex<()>,
     selector: Arc<Selector>,
+    /// Serialises snapshot rebuilds, so an older read never replaces a newer snapshot.
+    refresh_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Jobs {
-    pub fn new(sync: SyncCtx, crawl: CrawlCtx, selector: Arc<Selector>) -> Arc<Jobs> {
+    pub fn new(mut sync: SyncCtx, crawl: CrawlCtx, selector: Arc<Selector>) -> Arc<Jobs> {
+        let refresh_lock = Arc::new(tokio::sync::Mutex::new(()));
+        let (store, sel, lock) = (sync.store.clone(), selector.clone(), refresh_lock.clone());
+        sync.after_commit = Some(Arc::new(move || {
+            let (store, sel, lock) = (store.clone(), sel.clone(), lock.clone());
+            Box::pin(async move {
+                if let Err(e) = refresh(&store, &sel, &lock).await {
+                    tracing::error!(error = %e, "rebuilding the selection snapshot");
+                }
+            })
+        }));
         Arc::new(Jobs {
             sync,
             sync_lock: tokio::sync::Mutex::new(()),
             crawl,
             crawl_lock: tokio::sync::Mutex::new(()),
             selector,
+            refresh_lock,
         })
     }
 
@@ -81,10 +94,7 @@ impl Jobs {
 
     /// Rebuild the blob-selection snapshot from the store (after a sync, a crawl, an edit).
     pub async fn refresh_selection(&self) -> Result<(), StoreError> {
-        let facts = self.sync.store.pool_facts().await?;
-        let mirrors = self.sync.store.mirrors().await?;
-        self.selector.install(facts, mirrors);
-        Ok(())
+        refresh(&self.sync.store, &self.selector, &self.refresh_lock).await
     }
 
     pub fn store(&self) -> &Store {
@@ -102,6 +112,18 @@ impl Jobs {
     pub fn sync_ctx(&self) -> &SyncCtx {
         &self.sync
     }
+}
+
+async fn refresh(
+    store: &Store,
+    selector: &Selector,
+    lock: &tokio::sync::Mutex<()>,
+) -> Result<(), StoreError> {
+    let _one_at_a_time = lock.lock().await;
+    let facts = store.pool_facts().await?;
+    let mirrors = store.mirrors().await?;
+    selector.install(facts, mirrors);
+    Ok(())
 }
 
 /// Start the cron schedules. The caller keeps the returned scheduler and shuts it down.

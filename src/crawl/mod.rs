@@ -91,45 +91,53 @@ pub struct CrawlReport {
     pub propagation: Propagation,
 }
 
-/// Crawl every enabled mirror once and record the results.
+/// Crawl every enabled mirror once and record the results. Mirrors are taken in random
+/// order, so when the total time bound cuts a run short it is not always the same ones that
+/// wait; those not reached are reported as skipped and keep their health.
 pub async fn run_once(ctx: &CrawlCtx) -> Result<CrawlReport, CrawlError> {
     let facts = Arc::new(ctx.store.pool_facts().await?);
-    let mirrors: Vec<MirrorStatus> =
+    let mut mirrors: Vec<MirrorStatus> =
         ctx.store.mirrors().await?.into_iter().filter(|m| m.mirror.enabled).collect();
     let seed = ctx.seed.unwrap_or_else(rand::random);
+    mirrors.shuffle(&mut StdRng::seed_from_u64(seed));
     let deadline = tokio::time::Instant::now() + ctx.settings.total_timeout;
-    let results: Vec<(CrawlResult, MirrorHealth)> = stream::iter(mirrors.into_iter().enumerate())
-        .map(|(i, m)| {
-            let facts = facts.clone();
-            async move {
-                let started = ctx.clock.now();
-                let t0 = Instant::now();
-                let budget =
-                    ctx.settings.mirror_timeout.min(deadline - tokio::time::Instant::now());
-                let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64));
-                let outcome =
-                    tokio::time::timeout(budget, crawl_mirror(ctx, &facts, &m, &mut rng)).await;
-                let outcome = outcome
-                    .unwrap_or_else(|_| Verdict::failed(format!("no answer within {budget:?}")));
-                let result = CrawlResult {
-                    mirror: m.mirror.name.clone(),
-                    at: started,
-                    duration_ms: t0.elapsed().as_millis() as u64,
-                    claimed: outcome.claimed,
-                    credited: outcome.error.is_none().then_some(outcome.claimed).flatten(),
-                    checks: outcome.checks,
-                    downloads: outcome.downloads,
-                    error: outcome.error,
-                };
-                let health = next_health(m.health, &result, ctx.settings.max_failures);
-                (result, health)
-            }
-        })
-        .buffer_unordered(ctx.settings.concurrency)
-        .collect()
-        .await;
+    let results: Vec<Option<(MirrorStatus, CrawlResult, MirrorHealth)>> =
+        stream::iter(mirrors.into_iter().enumerate())
+            .map(|(i, m)| {
+                let facts = facts.clone();
+                async move {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        tracing::warn!(mirror = %m.mirror.name, "not crawled: the run's time bound was reached");
+                        return None;
+                    }
+                    let started = ctx.clock.now();
+                    let t0 = Instant::now();
+                    let budget = ctx.settings.mirror_timeout.min(left);
+                    let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64));
+                    let outcome =
+                        tokio::time::timeout(budget, crawl_mirror(ctx, facts, &m, &mut rng)).await;
+                    let outcome = outcome
+                        .unwrap_or_else(|_| Verdict::failed(format!("no answer within {budget:?}")));
+                    let result = CrawlResult {
+                        mirror: m.mirror.name.clone(),
+                        at: started,
+                        duration_ms: t0.elapsed().as_millis() as u64,
+                        claimed: outcome.claimed,
+                        credited: outcome.error.is_none().then_some(outcome.claimed).flatten(),
+                        checks: outcome.checks,
+                        downloads: outcome.downloads,
+                        error: outcome.error,
+                    };
+                    let health = next_health(m.health.clone(), &result, ctx.settings.max_failures);
+                    Some((m, result, health))
+                }
+            })
+            .buffer_unordered(ctx.settings.concurrency)
+            .collect()
+            .await;
     let mut out = Vec::new();
-    for (result, health) in results {
+    for (m, result, health) in results.into_iter().flatten() {
         match &result.error {
             None => {
                 tracing::info!(mirror = %result.mirror, generation = ?result.credited, "mirror verified")
@@ -138,11 +146,12 @@ pub async fn run_once(ctx: &CrawlCtx) -> Result<CrawlReport, CrawlError> {
                 tracing::warn!(mirror = %result.mirror, error = %e, "mirror failed its crawl")
             }
         }
-        ctx.store.record_crawl(result.clone(), health).await?;
+        ctx.store.record_crawl(m.mirror, result.clone(), health).await?;
         out.push(result);
     }
     out.sort_by(|a, b| a.mirror.cmp(&b.mirror));
-    let propagation = Propagation::of(facts.generation, &ctx.store.mirrors().await?);
+    let generation = ctx.store.generation().await?;
+    let propagation = Propagation::of(generation, &ctx.store.mirrors().await?);
     Ok(CrawlReport { results: out, propagation })
 }
 
@@ -193,49 +202,75 @@ struct Marker {
     generation: Generation,
 }
 
+/// Blobs larger than this are checked by HEAD only, never downloaded in full.
+const MAX_DOWNLOAD: u64 = 64 * 1024 * 1024;
+
+/// Crawl a mirror through each of its URLs (clients may be sent to any of them); it is
+/// credited only if every URL passes.
 async fn crawl_mirror(
     ctx: &CrawlCtx,
-    facts: &PoolFacts,
+    facts: Arc<PoolFacts>,
     m: &MirrorStatus,
     rng: &mut StdRng,
 ) -> Verdict {
-    let Some(base) = m.mirror.url_for(true).or(m.mirror.url_for(false)) else {
+    let mut facts = facts;
+    let mut total = Verdict { claimed: None, checks: 0, downloads: 0, error: None };
+    if m.mirror.urls.is_empty() {
         return Verdict::failed("no URL".into());
-    };
-    let marker_url = format!("{base}{MARKER_FILE}");
-    let claimed = match get_marker(&ctx.http, &marker_url).await {
-        Ok(g) => g,
-        Err(e) => return Verdict::failed(e),
-    };
-    let mut v = Verdict { claimed: Some(claimed), checks: 0, downloads: 0, error: None };
-    if claimed > facts.generation {
-        v.error =
-            Some(format!("claims generation {claimed}, newer than Wharf's {}", facts.generation));
-        return v;
     }
-    let sample = sample(facts, claimed, &m.mirror.content, &ctx.settings, rng);
-    let url = |d: &Digest| format!("{base}blobs/sha256/{}", d.hex());
-    // Owned values: the stream's futures must not borrow from the sample.
-    let checks: Vec<(String, Digest, u64)> =
-        sample.heads.iter().map(|(d, b)| (url(d), (*d).clone(), b.size)).collect();
-    let heads: Vec<Result<(), String>> = stream::iter(checks)
-        .map(|(u, d, size)| async move { head_check(&ctx.http, u, &d, size).await })
-        .buffer_unordered(CHECKS_IN_FLIGHT)
-        .collect()
-        .await;
-    v.checks = heads.len() as u32;
-    if let Some(Err(e)) = heads.into_iter().find(Result::is_err) {
-        v.error = Some(e);
-        return v;
-    }
-    for (d, b) in &sample.downloads {
-        v.downloads += 1;
-        if let Err(e) = download_check(&ctx.http, url(d), d, b.size).await {
-            v.error = Some(e);
-            return v;
+    for base in &m.mirror.urls {
+        let marker_url = format!("{base}{MARKER_FILE}");
+        let claimed = match get_marker(&ctx.http, &marker_url).await {
+            Ok(g) => g,
+            Err(e) => return Verdict { error: Some(e), ..total },
+        };
+        if total.claimed.is_some_and(|c| c != claimed) {
+            total.error = Some(format!(
+                "{base} claims generation {claimed}, another URL {}",
+                total.claimed.unwrap_or(0)
+            ));
+            return total;
+        }
+        total.claimed = Some(claimed);
+        if claimed > facts.generation {
+            // A sync may have published since this crawl began.
+            match ctx.store.pool_facts().await {
+                Ok(f) => facts = Arc::new(f),
+                Err(e) => return Verdict { error: Some(e.to_string()), ..total },
+            }
+            if claimed > facts.generation {
+                total.error = Some(format!(
+                    "claims generation {claimed}, newer than Wharf's {}",
+                    facts.generation
+                ));
+                return total;
+            }
+        }
+        let sample = sample(&facts, claimed, &m.mirror.content, &ctx.settings, rng);
+        let url = |d: &Digest| format!("{base}blobs/sha256/{}", d.hex());
+        // Owned values: the stream's futures must not borrow from the sample.
+        let checks: Vec<(String, Digest, u64)> =
+            sample.heads.iter().map(|(d, b)| (url(d), (*d).clone(), b.size)).collect();
+        let heads: Vec<Result<(), String>> = stream::iter(checks)
+            .map(|(u, d, size)| async move { head_check(&ctx.http, u, &d, size).await })
+            .buffer_unordered(CHECKS_IN_FLIGHT)
+            .collect()
+            .await;
+        total.checks += heads.len() as u32;
+        if let Some(Err(e)) = heads.into_iter().find(Result::is_err) {
+            total.error = Some(e);
+            return total;
+        }
+        for (d, b) in &sample.downloads {
+            total.downloads += 1;
+            let timeout = ctx.settings.mirror_timeout;
+            if let Err(e) = download_check(&ctx.http, url(d), d, b.size, timeout).await {
+                total.error = Some(e);
+                return total;
+            }
         }
     }
-    v
+    total
 }
 
 struct Sample<'a> {
@@ -253,17 +288,14 @@ fn sample<'a>(
     s: &CrawlSettings,
     rng: &mut StdRng,
 ) -> Sample<'a> {
-    let carried = |b: &BlobFacts| match (&b.arches, content) {
-        (None, _) | (_, ContentSet::All) => true,
-        (Some(a), set) => a.iter().any(|x| set.contains_arch(x)),
-    };
     let mut new = Vec::new();
     let mut old = Vec::new();
     for (d, b) in &facts.blobs {
-        if b.first_seen > generation || !carried(b) {
-            continue;
+        match b.carried_since(content) {
+            Some(since) if since == generation => new.push((d, b)),
+            Some(since) if since < generation => old.push((d, b)),
+            _ => {}
         }
-        if b.first_seen == generation { new.push((d, b)) } else { old.push((d, b)) }
     }
     // HashMap order is arbitrary: sort, then shuffle with the (seedable) rng.
     new.sort_by_key(|(d, _)| *d);
@@ -271,7 +303,13 @@ fn sample<'a>(
     new.shuffle(rng);
     new.truncate(s.new_blobs);
     let old: Vec<_> = old.choose_multiple(rng, s.random_blobs).copied().collect();
-    let downloads = new.iter().chain(old.iter()).take(s.downloads).copied().collect();
+    let downloads = new
+        .iter()
+        .chain(old.iter())
+        .filter(|(_, b)| b.size <= MAX_DOWNLOAD)
+        .take(s.downloads)
+        .copied()
+        .collect();
     Sample { heads: new.into_iter().chain(old).collect(), downloads }
 }
 
@@ -316,10 +354,11 @@ async fn download_check(
     url: String,
     digest: &Digest,
     size: u64,
+    timeout: Duration,
 ) -> Result<(), String> {
     let resp = http
         .get(&url)
-        .timeout(Duration::from_secs(600))
+        .timeout(timeout)
         .send()
         .await
         .map_err(|e| format!("{digest}: {}", error_chain(&e)))?;

@@ -30,26 +30,30 @@ struct Loaded {
 struct Db {
     path: Option<PathBuf>,
     loaded: ArcSwapOption<Loaded>,
+    warned_missing: std::sync::atomic::AtomicBool,
 }
 
 impl Db {
     fn new(path: Option<PathBuf>) -> Db {
-        let db = Db { path, loaded: ArcSwapOption::empty() };
-        db.reload_if_changed();
+        let db = Db { path, loaded: ArcSwapOption::empty(), warned_missing: Default::default() };
+        db.reload(false);
         db
     }
 
-    /// Reload when the file's mtime changed; a broken file keeps the previous contents.
-    fn reload_if_changed(&self) -> bool {
+    /// Reload when the file's mtime changed (or always, with `force`); a broken or missing
+    /// file keeps the previous contents.
+    fn reload(&self, force: bool) -> bool {
         let Some(path) = &self.path else { return false };
         let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
-            if self.loaded.load().is_none() {
+            if !self.warned_missing.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 tracing::warn!(path = %path.display(), "GeoIP database missing: its tiers are skipped");
             }
             return false;
         };
+        self.warned_missing.store(false, std::sync::atomic::Ordering::Relaxed);
         let modified = Some(modified);
-        if let Some(l) = self.loaded.load().as_ref()
+        if !force
+            && let Some(l) = self.loaded.load().as_ref()
             && l.modified == modified
         {
             return false;
@@ -106,10 +110,17 @@ impl GeoDb {
         GeoDb { geo: Db::new(geo.map(Path::to_owned)), asn: Db::new(asn.map(Path::to_owned)) }
     }
 
-    /// Reload changed files; returns whether anything was reloaded.
+    /// Reload changed files; returns whether anything was reloaded. Blocking file I/O.
     pub fn reload_if_changed(&self) -> bool {
-        let a = self.geo.reload_if_changed();
-        let b = self.asn.reload_if_changed();
+        let a = self.geo.reload(false);
+        let b = self.asn.reload(false);
+        a || b
+    }
+
+    /// Reload both files whatever their mtime (SIGHUP). Blocking file I/O.
+    pub fn reload_now(&self) -> bool {
+        let a = self.geo.reload(true);
+        let b = self.asn.reload(true);
         a || b
     }
 

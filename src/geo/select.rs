@@ -128,7 +128,8 @@ pub struct Explanation {
 pub struct BlobSummary {
     pub size: u64,
     pub first_seen: Generation,
-    pub arches: Option<Vec<String>>,
+    /// Content set -> since which generation it carries the blob.
+    pub sets: std::collections::BTreeMap<String, Generation>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -215,36 +216,41 @@ impl Snapshot {
         format!("{}blobs/sha256/{}", self.fallback, digest.hex())
     }
 
-    /// May mirror `m` serve `blob` to a client that came over https (or not)? Returns the
-    /// base URL to use.
-    fn qualifies<'a>(
-        &'a self,
-        m: &'a MirrorEntry,
-        blob: &BlobFacts,
-        https: bool,
-    ) -> Result<&'a str, Exclusion> {
-        m.state.clone()?;
-        let holds = m.generation.ok_or(Exclusion::NeverVerified)?;
-        if blob.first_seen > holds {
-            return Err(Exclusion::Stale { holds, blob_first_seen: blob.first_seen });
+    /// The base URL mirror `m` would serve `blob` from, if it may: the hot path's check,
+    /// without building a reason.
+    fn eligible<'a>(&self, m: &'a MirrorEntry, blob: &BlobFacts, https: bool) -> Option<&'a str> {
+        let holds = m.generation?;
+        if m.state.is_err() || blob.carried_since(&m.content)? > holds {
+            return None;
         }
-        let carried = match (&blob.arches, &m.content) {
-            (None, _) | (_, ContentSet::All) => true,
-            (Some(arches), ContentSet::Arches(_)) => {
-                arches.iter().any(|a| m.content.contains_arch(a))
-            }
-        };
-        if !carried {
-            return Err(Exclusion::ContentSet { carries: m.content.to_string() });
-        }
-        let url = if self.require_https {
+        if self.require_https {
             m.https.as_deref()
         } else if https {
             m.https.as_deref().or(m.http.as_deref())
         } else {
             m.http.as_deref().or(m.https.as_deref())
-        };
-        url.ok_or(Exclusion::NoHttpsUrl)
+        }
+    }
+
+    /// Like [`Self::eligible`], saying why not (for `/explain`).
+    fn qualifies<'a>(
+        &self,
+        m: &'a MirrorEntry,
+        blob: &BlobFacts,
+        https: bool,
+    ) -> Result<&'a str, Exclusion> {
+        if let Some(url) = self.eligible(m, blob, https) {
+            return Ok(url);
+        }
+        m.state.clone()?;
+        let holds = m.generation.ok_or(Exclusion::NeverVerified)?;
+        let since = blob
+            .carried_since(&m.content)
+            .ok_or_else(|| Exclusion::ContentSet { carries: m.content.to_string() })?;
+        if since > holds {
+            return Err(Exclusion::Stale { holds, blob_first_seen: since });
+        }
+        Err(Exclusion::NoHttpsUrl)
     }
 
     /// The nearest tier `m` falls in for this client, with the netblock prefix length.
@@ -310,45 +316,37 @@ impl Snapshot {
         https: bool,
         rng: &mut impl Rng,
     ) -> Pick {
-        // The hot path: score every mirror without building the full explanation.
-        let mut best: Option<(Tier, u8)> = None;
+        // The hot path: one pass, no allocation but the URL. Weighted reservoir sampling:
+        // each mirror of the best rank so far replaces the pick with probability
+        // weight / total weight seen at that rank.
+        let mut best: Option<((Tier, u8), &MirrorEntry, &str)> = None;
         let mut total = 0u64;
-        let mut winners: Vec<(&MirrorEntry, &str)> = Vec::new();
         for m in &self.mirrors {
-            let Ok(base) = self.qualifies(m, blob, https) else { continue };
+            let Some(base) = self.eligible(m, blob, https) else { continue };
             let Ok(rank) = Self::tier_of(m, ip, geo) else { continue };
-            let better = best.is_none_or(|(t, p)| rank.0 < t || (rank.0 == t && rank.1 > p));
-            if better {
-                best = Some(rank);
-                winners.clear();
-                total = 0;
-            }
-            if best == Some(rank) {
-                winners.push((m, base));
-                total += u64::from(m.weight);
-            }
-        }
-        if winners.is_empty() {
-            return Pick { url: self.fallback_url(digest), mirror: None, tier: None };
-        }
-        let mut ticket = rng.random_range(0..total);
-        let (m, base) = winners
-            .iter()
-            .find(|(m, _)| {
-                let w = u64::from(m.weight);
-                if ticket < w {
-                    true
-                } else {
-                    ticket -= w;
-                    false
+            let w = u64::from(m.weight);
+            match best {
+                Some(((t, p), ..))
+                    if (t, std::cmp::Reverse(p)) < (rank.0, std::cmp::Reverse(rank.1)) => {}
+                Some((r, ..)) if r == rank => {
+                    total += w;
+                    if rng.random_range(0..total) < w {
+                        best = Some((rank, m, base));
+                    }
                 }
-            })
-            .copied()
-            .unwrap_or(winners[0]);
-        Pick {
-            url: format!("{base}blobs/sha256/{}", digest.hex()),
-            mirror: Some(m.name.clone()),
-            tier: best.map(|(t, _)| t),
+                _ => {
+                    total = w;
+                    best = Some((rank, m, base));
+                }
+            }
+        }
+        match best {
+            None => Pick { url: self.fallback_url(digest), mirror: None, tier: None },
+            Some(((tier, _), m, base)) => Pick {
+                url: format!("{base}blobs/sha256/{}", digest.hex()),
+                mirror: Some(m.name.clone()),
+                tier: Some(tier),
+            },
         }
     }
 
@@ -396,7 +394,7 @@ impl Snapshot {
             blob: blob.map(|b| BlobSummary {
                 size: b.size,
                 first_seen: b.first_seen,
-                arches: b.arches.as_ref().map(|a| a.iter().cloned().collect()),
+                sets: b.sets.clone(),
             }),
             geo,
             candidates,
@@ -407,41 +405,53 @@ impl Snapshot {
 }
 
 /// The client's address: the peer, or — only when the peer is a trusted proxy — the nearest
-/// untrusted address in `X-Forwarded-For`, else `Forwarded: for=`.
+/// untrusted address the proxies recorded: from `Forwarded` (`for=`) when present, else from
+/// `X-Forwarded-For` (all header lines, in order). Walking from the right, trusted proxies are
+/// skipped; an entry that does not parse ends the walk at the peer, so nothing a client
+/// wrote further left is believed. IPv4-mapped IPv6 addresses count as IPv4.
 pub fn client_ip(
     peer: IpAddr,
-    x_forwarded_for: Option<&str>,
-    forwarded: Option<&str>,
+    x_forwarded_for: &[&str],
+    forwarded: &[&str],
     trusted: &[ipnet::IpNet],
 ) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
-    let parse = |s: &str| {
+    let parse = |s: &str| -> Option<IpAddr> {
         let s = s.trim().trim_matches('"');
         let s = s.strip_prefix('[').and_then(|r| r.split(']').next()).unwrap_or(s);
-        s.parse::<IpAddr>().ok().or_else(|| s.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
+        s.parse::<IpAddr>()
+            .ok()
+            .or_else(|| s.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
+            .map(|ip| ip.to_canonical())
     };
-    let from_xff =
-        x_forwarded_for.and_then(|h| h.rsplit(',').filter_map(parse).find(|ip| !is_trusted(ip)));
-    let from_fwd = || {
-        forwarded.and_then(|h| {
-            h.split(',')
-                .rev()
-                .filter_map(|el| {
-                    el.split(';')
-                        .find_map(|kv| {
-                            kv.trim()
-                                .strip_prefix("for=")
-                                .or_else(|| kv.trim().strip_prefix("For="))
-                        })
-                        .and_then(parse)
+    let walk = |entries: Vec<Option<IpAddr>>| -> IpAddr {
+        for e in entries.into_iter().rev() {
+            match e {
+                Some(ip) if is_trusted(&ip) => continue,
+                Some(ip) => return ip,
+                None => return peer,
+            }
+        }
+        peer
+    };
+    if !forwarded.is_empty() {
+        let entries = forwarded
+            .iter()
+            .flat_map(|h| h.split(','))
+            .map(|el| {
+                el.split(';').find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    k.eq_ignore_ascii_case("for").then(|| parse(v)).flatten()
                 })
-                .find(|ip| !is_trusted(ip))
-        })
-    };
-    from_xff.or_else(from_fwd).unwrap_or(peer)
+            })
+            .collect();
+        return walk(entries);
+    }
+    walk(x_forwarded_for.iter().flat_map(|h| h.split(',')).map(parse).collect())
 }
 
 /// The selection state of a running Wharf: the current snapshot, swapped atomically.
@@ -470,7 +480,7 @@ impl Selector {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::BTreeMap;
 
     use rand::SeedableRng;
 
@@ -488,10 +498,9 @@ mod tests {
     fn snapshot(mirrors: Vec<MirrorStatus>, blobs: &[(&Digest, u64, Option<&str>)]) -> Snapshot {
         let mut facts = PoolFacts { generation: 3, ..PoolFacts::default() };
         for (d, first_seen, arch) in blobs {
-            let arches = arch.map(|a| BTreeSet::from([a.to_owned()]));
-            facts
-                .blobs
-                .insert((*d).clone(), BlobFacts { size: 1, first_seen: *first_seen, arches });
+            let set = arch.unwrap_or(crate::store::EVERY_SET).to_owned();
+            let sets = BTreeMap::from([(set, *first_seen)]);
+            facts.blobs.insert((*d).clone(), BlobFacts { size: 1, first_seen: *first_seen, sets });
             facts.repos.entry("r".parse().unwrap()).or_default().push((*d).clone());
         }
         Snapshot::build(facts, mirrors, "http://wharf/tree/".into(), false)
@@ -594,6 +603,36 @@ mod tests {
     }
 
     #[test]
+    fn a_content_set_that_gained_a_blob_later_needs_that_generation() {
+        // Layer first seen in generation 1 for amd64; an arm64 image uses it from 3 on.
+        let d = Digest::of(b"shared");
+        let mut facts = PoolFacts { generation: 3, ..PoolFacts::default() };
+        let sets = BTreeMap::from([("amd64".to_owned(), 1), ("arm64".to_owned(), 3)]);
+        facts.blobs.insert(d.clone(), BlobFacts { size: 1, first_seen: 1, sets });
+        facts.repos.insert("r".parse().unwrap(), vec![d.clone()]);
+        let arm = |g| {
+            mirror(
+                "arm",
+                MirrorPatch { content: Some("arm64".into()), ..MirrorPatch::default() },
+                Some(g),
+            )
+        };
+        let ip = "192.0.2.1".parse().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for (holds, expect) in [(2, None), (3, Some("arm"))] {
+            let snap =
+                Snapshot::build(facts.clone(), vec![arm(holds)], "http://w/tree/".into(), false);
+            let BlobLookup::Found(b) = snap.blob(&"r".parse().unwrap(), &d) else { panic!() };
+            let p = snap.pick(&d, b, ip, &ClientGeo::default(), false, &mut rng);
+            assert_eq!(
+                p.mirror.as_ref().map(|m| m.as_str()),
+                expect,
+                "arm64 mirror holding {holds}"
+            );
+        }
+    }
+
+    #[test]
     fn https_clients_get_https_urls() {
         let d = Digest::of(b"x");
         let both = MirrorPatch {
@@ -618,26 +657,23 @@ mod tests {
     fn forwarded_addresses_only_from_trusted_peers() {
         let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let c = |peer: &str, xff: &[&str], fwd: &[&str]| client_ip(ip(peer), xff, fwd, &trusted);
+        assert_eq!(c("192.0.2.9", &["198.51.100.1"], &[]), ip("192.0.2.9"), "untrusted peer");
+        assert_eq!(c("10.0.0.1", &["198.51.100.1"], &[]), ip("198.51.100.1"));
+        assert_eq!(c("10.0.0.1", &["198.51.100.1, 10.0.0.7"], &[]), ip("198.51.100.1"));
+        // Every header line counts: the proxy's appended line is the rightmost.
+        assert_eq!(c("10.0.0.1", &["10.9.9.9", "198.51.100.3"], &[]), ip("198.51.100.3"));
+        // A forged entry left of an unparseable one is never reached.
+        assert_eq!(c("10.0.0.1", &["10.1.1.1, unknown"], &[]), ip("10.0.0.1"));
+        assert_eq!(c("10.0.0.1", &["garbage"], &[]), ip("10.0.0.1"));
+        // Forwarded wins over X-Forwarded-For; `for` is case-insensitive.
         assert_eq!(
-            client_ip(ip("192.0.2.9"), Some("198.51.100.1"), None, &trusted),
-            ip("192.0.2.9")
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), Some("198.51.100.1"), None, &trusted),
-            ip("198.51.100.1")
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), Some("198.51.100.1, 10.0.0.7"), None, &trusted),
-            ip("198.51.100.1")
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), None, Some("for=\"[2001:db8::1]:4711\""), &trusted),
+            c("10.0.0.1", &["203.0.113.5"], &["for=\"[2001:db8::1]:4711\""]),
             ip("2001:db8::1")
         );
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), None, Some("for=198.51.100.2;proto=https"), &trusted),
-            ip("198.51.100.2")
-        );
-        assert_eq!(client_ip(ip("10.0.0.1"), Some("garbage"), None, &trusted), ip("10.0.0.1"));
+        assert_eq!(c("10.0.0.1", &[], &["For=198.51.100.2;proto=https"]), ip("198.51.100.2"));
+        // IPv4-mapped peers and addresses are IPv4.
+        assert_eq!(c("::ffff:10.0.0.1", &["::ffff:198.51.100.4"], &[]), ip("198.51.100.4"));
+        assert_eq!(c("::ffff:192.0.2.1", &["198.51.100.4"], &[]), ip("192.0.2.1"));
     }
 }

@@ -23,10 +23,14 @@ pub struct Client {
 
 impl Client {
     pub fn of(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Client {
-        let peer = req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok());
-        let ip = client_ip(peer, header("x-forwarded-for"), header("forwarded"), trusted);
+        let peer =
+            req.peer_addr().map(|a| a.ip().to_canonical()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let all = |h: &str| -> Vec<&str> {
+            req.headers().get_all(h).filter_map(|v| v.to_str().ok()).collect()
+        };
+        let ip = client_ip(peer, &all("x-forwarded-for"), &all("forwarded"), trusted);
         let via_trusted = trusted.iter().any(|n| n.contains(&peer));
+        let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok());
         let https = match header("x-forwarded-proto") {
             Some(p) if via_trusted => p.eq_ignore_ascii_case("https"),
             _ => req.app_config().secure(),
@@ -142,8 +146,10 @@ pub async fn explain(
         None => client.ip,
     };
     let snapshot = state.selector.snapshot();
-    if let BlobLookup::NameUnknown = snapshot.blob(&name, &digest) {
-        return Err(RegistryError::NameUnknown);
+    match snapshot.blob(&name, &digest) {
+        BlobLookup::Found(_) => {}
+        BlobLookup::NameUnknown => return Err(RegistryError::NameUnknown),
+        BlobLookup::BlobUnknown => return Err(RegistryError::BlobUnknown),
     }
     let geo = state.geo.lookup(ip);
     let https = q.https.unwrap_or(client.https);

@@ -9,9 +9,9 @@ use redb::{Database, ReadableTable};
 
 use crate::model::{BlobRef, ChildManifest, Digest, Generation, Platform, RepoName, Tag};
 
-use super::StoreError;
 use super::records::{Released, StoredBlob, StoredManifest, StoredRepo, StoredTag, decode, encode};
 use super::tables::*;
+use super::{StoreError, selection};
 
 /// A manifest fetched and verified by the sync, with its bytes already in the pool.
 #[derive(Debug, Clone)]
@@ -181,11 +181,11 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         for row in blobs.iter()? {
             let (k, v) = row?;
             let key = k.value().to_owned();
-            let StoredBlob::V1 { size, first_seen, released } = decode("blobs", v.value())?;
+            let StoredBlob::V1 { size, first_seen, released, sets } = decode("blobs", v.value())?;
             let live = referenced.contains_key(&key);
             match (live, released) {
                 (true, Some(_)) => {
-                    updates.push((key, StoredBlob::V1 { size, first_seen, released: None }))
+                    updates.push((key, StoredBlob::V1 { size, first_seen, released: None, sets }))
                 }
                 (false, None) => updates.push((
                     key,
@@ -193,6 +193,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                         size,
                         first_seen,
                         released: Some(Released { generation: before, at: c.now }),
+                        sets,
                     },
                 )),
                 (false, Some(r)) if expired(r.at, c.grace, c.now) => collected.push(
@@ -205,6 +206,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         for (key, rec) in updates {
             blobs.insert(key.as_str(), encode(&rec).as_slice())?;
         }
+        let current = selection::current_sets(&manifests)?;
         for d in &collected {
             blobs.remove(d.as_str())?;
             manifests.remove(d.as_str())?;
@@ -230,8 +232,32 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         for (digest, size) in added_to_pool {
             let released = (!referenced.contains_key(digest.as_str()))
                 .then_some(Released { generation, at: c.now });
-            let rec = StoredBlob::V1 { size, first_seen: generation, released };
+            let sets = BTreeMap::new();
+            let rec = StoredBlob::V1 { size, first_seen: generation, released, sets };
             blobs.insert(digest.as_str(), encode(&rec).as_slice())?;
+        }
+        // Content sets that carry a blob from now on, from this generation on.
+        let mut grown = Vec::new();
+        for row in blobs.iter()? {
+            let (k, v) = row?;
+            let StoredBlob::V1 { size, first_seen, released, mut sets } =
+                decode("blobs", v.value())?;
+            let mut changed = false;
+            for set in current.get(k.value()).into_iter().flatten() {
+                if !sets.contains_key(set) {
+                    sets.insert(set.clone(), generation.max(first_seen));
+                    changed = true;
+                }
+            }
+            if changed {
+                grown.push((
+                    k.value().to_owned(),
+                    StoredBlob::V1 { size, first_seen, released, sets },
+                ));
+            }
+        }
+        for (key, rec) in grown {
+            blobs.insert(key.as_str(), encode(&rec).as_slice())?;
         }
         meta.insert(KEY_GENERATION, generation)?;
         CommitOutcome { generation_before: before, generation, diffs, collected }

@@ -90,10 +90,19 @@ impl Store {
                 let Some(row) = table.get(name.as_str())? else {
                     return Ok(Err(MirrorEditError::Unknown(name)));
                 };
-                let StoredMirror::V1 { mut mirror, health } = decode("mirrors", row.value())?;
+                let StoredMirror::V1 { mut mirror, mut health } = decode("mirrors", row.value())?;
                 drop(row);
+                let before = mirror.clone();
                 if let Err(e) = edit(&mut mirror).and_then(|()| mirror.validate()) {
                     return Ok(Err(e.into()));
+                }
+                // What was verified no longer describes the mirror: new URLs, another content
+                // set, or coming back from an operator's disable. No traffic until a crawl.
+                if mirror.urls != before.urls
+                    || mirror.content != before.content
+                    || (mirror.enabled && !before.enabled)
+                {
+                    health.generation = None;
                 }
                 let rec = StoredMirror::V1 { mirror, health };
                 table.insert(name.as_str(), encode(&rec).as_slice())?;
@@ -130,10 +139,13 @@ impl Store {
     }
 
     /// Record a crawl and the mirror's resulting health; keeps the last [`CRAWL_HISTORY`].
+    /// `crawled` is the mirror as the crawl saw it: if it was edited meanwhile, the credit
+    /// is dropped (the crawl verified something else).
     pub async fn record_crawl(
         &self,
+        crawled: Mirror,
         result: CrawlResult,
-        health: MirrorHealth,
+        mut health: MirrorHealth,
     ) -> Result<(), StoreError> {
         self.blocking("record_crawl", move |db| {
             let txn = db.begin_write()?;
@@ -144,6 +156,9 @@ impl Store {
                 let Some(row) = table.get(name)? else { return Ok(()) };
                 let StoredMirror::V1 { mirror, .. } = decode("mirrors", row.value())?;
                 drop(row);
+                if mirror.urls != crawled.urls || mirror.content != crawled.content {
+                    health.generation = None;
+                }
                 table.insert(name, encode(&StoredMirror::V1 { mirror, health }).as_slice())?;
                 let mut crawls = txn.open_table(CRAWLS)?;
                 let last = crawls.range((name, 0)..=(name, u64::MAX))?.next_back().transpose()?;

@@ -21,7 +21,7 @@ use crate::model::{
 pub use commit::{CommitOutcome, NewManifest, SyncCommit, TagDiff};
 pub use mirrors::{CRAWL_HISTORY, MirrorEditError};
 use records::{StoredManifest, StoredRun, StoredTag, decode, encode};
-pub use selection::{BlobFacts, PoolFacts};
+pub use selection::{BlobFacts, EVERY_SET, PoolFacts};
 use tables::*;
 
 /// The schema this build writes. Opening an older store migrates it; a newer one is refused.
@@ -361,7 +361,9 @@ impl Store {
                         continue;
                     }
                     let released = Some(records::Released { generation, at: now });
-                    let rec = records::StoredBlob::V1 { size, first_seen: generation, released };
+                    let sets = Default::default();
+                    let rec =
+                        records::StoredBlob::V1 { size, first_seen: generation, released, sets };
                     blobs.insert(digest.as_str(), encode(&rec).as_slice())?;
                     adopted += 1;
                 }

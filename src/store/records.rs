@@ -43,7 +43,15 @@ pub(super) enum StoredManifest {
 #[serde(tag = "v")]
 pub(super) enum StoredBlob {
     #[serde(rename = "1")]
-    V1 { size: u64, first_seen: Generation, released: Option<Released> },
+    V1 {
+        size: u64,
+        first_seen: Generation,
+        released: Option<Released>,
+        /// Content set -> the generation from which it carries the blob (see
+        /// `selection::BlobFacts::sets`).
+        #[serde(default)]
+        sets: std::collections::BTreeMap<String, Generation>,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]

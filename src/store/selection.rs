@@ -1,25 +1,44 @@
 //! What blob selection and the crawler need to know about the pool, read in one snapshot:
-//! each pool file's size, the generation it appeared in, the architectures whose content
-//! sets carry it, and which repositories reach it.
+//! each pool file's size, the generation it appeared in, since which generation each content
+//! set carries it, and which repositories reach it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use crate::model::{Digest, Generation, RepoName};
+use crate::model::{ContentSet, Digest, Generation, RepoName, media_type};
 
 use super::records::{StoredBlob, StoredManifest, decode};
 use super::tables::*;
 use super::{Store, StoreError};
+
+/// The content-set key of blobs every set carries (indexes, images without a platform, and
+/// blobs such images share).
+pub const EVERY_SET: &str = "*";
 
 /// A pool file as selection sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobFacts {
     pub size: u64,
     pub first_seen: Generation,
-    /// The architectures whose content sets carry it; `None`: every set (indexes, images
-    /// without a platform, blobs shared with such images).
-    pub arches: Option<BTreeSet<String>>,
+    /// Content set (an architecture, or [`EVERY_SET`]) -> the generation from which that set
+    /// carries the blob. Membership only grows: a set that once carried a blob keeps it.
+    pub sets: BTreeMap<String, Generation>,
+}
+
+impl BlobFacts {
+    /// Since which generation a mirror carrying `content` has this blob.
+    pub fn carried_since(&self, content: &ContentSet) -> Option<Generation> {
+        match content {
+            ContentSet::All => Some(self.first_seen),
+            ContentSet::Arches(_) => self
+                .sets
+                .iter()
+                .filter(|(k, _)| k.as_str() == EVERY_SET || content.contains_arch(k))
+                .map(|(_, g)| *g)
+                .min(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -30,50 +49,50 @@ pub struct PoolFacts {
     pub repos: HashMap<RepoName, Vec<Digest>>,
 }
 
+/// The content sets each digest belongs to now, from the manifests that reference it: an
+/// image manifest's architecture, or [`EVERY_SET`] for indexes and platform-less images.
+pub(super) fn current_sets(
+    manifests: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<HashMap<String, Vec<String>>, StoreError> {
+    let mut sets: HashMap<String, Vec<String>> = HashMap::new();
+    let mut add = |d: &str, set: &str| {
+        let entry = sets.entry(d.to_owned()).or_default();
+        if !entry.iter().any(|s| s == set) {
+            entry.push(set.to_owned());
+        }
+    };
+    for row in manifests.iter()? {
+        let (k, v) = row?;
+        let StoredManifest::V1 { media_type: mt, blobs, platform, .. } =
+            decode("manifests", v.value())?;
+        let set = match &platform {
+            Some(p) if !media_type::is_index(&mt) => p.architecture.as_str(),
+            _ => EVERY_SET,
+        };
+        add(k.value(), set);
+        for b in &blobs {
+            add(b.digest.as_str(), set);
+        }
+    }
+    Ok(sets)
+}
+
 impl Store {
     pub async fn pool_facts(&self) -> Result<PoolFacts, StoreError> {
         self.blocking("pool_facts", |db| {
             let txn = db.begin_read()?;
             let generation =
                 txn.open_table(META)?.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0);
-
-            // Architectures per digest, from the image manifests that reference it.
-            let mut arches: HashMap<String, Option<BTreeSet<String>>> = HashMap::new();
-            let mut add = |d: &str, arch: Option<&str>| {
-                let entry = arches.entry(d.to_owned()).or_insert_with(|| Some(BTreeSet::new()));
-                match (entry.as_mut(), arch) {
-                    (Some(set), Some(a)) => {
-                        set.insert(a.to_owned());
-                    }
-                    (Some(_), None) => *entry = None,
-                    (None, _) => {}
-                }
-            };
-            for row in txn.open_table(MANIFESTS)?.iter()? {
-                let (k, v) = row?;
-                let StoredManifest::V1 { media_type, blobs, platform, .. } =
-                    decode("manifests", v.value())?;
-                let arch = platform.as_ref().map(|p| p.architecture.as_str());
-                let arch =
-                    if crate::model::media_type::is_index(&media_type) { None } else { arch };
-                add(k.value(), arch);
-                for b in &blobs {
-                    add(b.digest.as_str(), arch);
-                }
-            }
-
             let mut blobs = HashMap::new();
             for row in txn.open_table(BLOBS)?.iter()? {
                 let (k, v) = row?;
-                let StoredBlob::V1 { size, first_seen, .. } = decode("blobs", v.value())?;
+                let StoredBlob::V1 { size, first_seen, sets, .. } = decode("blobs", v.value())?;
                 let digest: Digest = k
                     .value()
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("blobs: bad key {}", k.value())))?;
-                let arches = arches.get(k.value()).cloned().unwrap_or(None);
-                blobs.insert(digest, BlobFacts { size, first_seen, arches });
+                blobs.insert(digest, BlobFacts { size, first_seen, sets });
             }
-
             let mut repos: HashMap<RepoName, Vec<Digest>> = HashMap::new();
             for row in txn.open_table(REPO_CONTENT)?.iter()? {
                 let (k, _) = row?;

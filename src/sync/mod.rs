@@ -55,6 +55,12 @@ pub enum SyncError {
     EmptyUpstream { upstream: String, known: usize },
 }
 
+/// Called right after a sync's store commit, before the tree is published (the server
+/// rebuilds its blob-selection snapshot there, so it never redirects to a blob about to be
+/// collected nor misses one just committed).
+pub type CommitHook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 /// Everything a sync run needs.
 pub struct SyncCtx {
     pub store: Store,
@@ -65,6 +71,7 @@ pub struct SyncCtx {
     pub grace: std::time::Duration,
     pub clock: Arc<dyn Clock>,
     pub progress: Arc<SyncProgress>,
+    pub after_commit: Option<CommitHook>,
 }
 
 impl SyncCtx {
@@ -83,6 +90,7 @@ impl SyncCtx {
             grace: config.gc_grace,
             clock,
             progress: Arc::default(),
+            after_commit: None,
         })
     }
 }
@@ -171,6 +179,9 @@ async fn sync_and_publish(
 
     ctx.progress.set_current("publishing");
     let outcome = ctx.store.commit_sync(commit).await?;
+    if let Some(hook) = &ctx.after_commit {
+        hook().await;
+    }
     for report in &mut run.repos {
         if let Some(d) = report.repo.parse().ok().and_then(|r: RepoName| outcome.diffs.get(&r)) {
             report.tags_added = d.added;
@@ -240,10 +251,11 @@ fn content_sets(
     facts: &crate::store::PoolFacts,
     layouts: &[crate::model::RepoLayout],
 ) -> BTreeMap<String, Vec<String>> {
+    let every = crate::store::EVERY_SET;
     let arches: std::collections::BTreeSet<&String> =
-        facts.blobs.values().filter_map(|b| b.arches.as_ref()).flatten().collect();
+        facts.blobs.values().flat_map(|b| b.sets.keys()).filter(|k| k.as_str() != every).collect();
     let carried = |d: &Digest, arch: &str| {
-        facts.blobs.get(d).is_some_and(|b| b.arches.as_ref().is_none_or(|a| a.contains(arch)))
+        facts.blobs.get(d).is_some_and(|b| b.sets.contains_key(arch) || b.sets.contains_key(every))
     };
     let mut sorted: Vec<&Digest> = facts.blobs.keys().collect();
     sorted.sort();

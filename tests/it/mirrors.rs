@@ -152,6 +152,14 @@ async fn crawler_credits_only_verified_generations() {
     assert_eq!(d.status.health.generation, Some(2));
     assert_eq!(d.crawls.len(), 3, "crawl history is kept per mirror");
     assert!(d.crawls[0].error.is_none() && d.crawls[1].error.is_some());
+
+    // Editing what was verified (the URLs, the content set) drops the credit until a crawl.
+    let moved = MirrorPatch { urls: Some(vec![nginx.url("partial/")]), ..MirrorPatch::default() };
+    let reply = wharf.control(Request::MirrorSet { name: "dead".into(), patch: moved }).await;
+    let Reply::Mirror(d) = reply else { panic!("{reply:?}") };
+    assert_eq!(d.status.health.generation, None);
+    let r = http().get(wharf.url(&format!("/v2/single/blobs/{new_blob}"))).send().await.unwrap();
+    assert!(!r.headers()["location"].to_str().unwrap().contains("/partial/"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -404,10 +412,15 @@ async fn tiers_netblocks_asns_proxies_and_metalink() {
     };
     let trusted = location(from("127.0.0.2"), "10.1.2.3").await;
     assert!(trusted.contains("/net/"), "{trusted}");
+    // From an untrusted peer the same header is ignored: the client is 127.0.0.1, in no
+    // netblock, so picks spread over the global tier (mostly de-big, by bandwidth).
+    let mut net_hits = 0;
     for _ in 0..10 {
         let untrusted = location(from("127.0.0.1"), "10.1.2.3").await;
         assert!(!untrusted.contains("/private/"), "{untrusted}");
+        net_hits += usize::from(untrusted.contains("/net/"));
     }
+    assert!(net_hits < 10, "the untrusted X-Forwarded-For was believed");
     let via_proxy_chain = location(from("127.0.0.2"), "10.2.0.1, 127.0.0.2").await;
     assert!(via_proxy_chain.contains("/de"), "{via_proxy_chain}");
     // An untrusted peer claiming a netblock address does not get the netblock mirror.
@@ -420,9 +433,10 @@ async fn tiers_netblocks_asns_proxies_and_metalink() {
     assert_eq!(netblock_hits, 0, "X-Forwarded-For from an untrusted peer was believed");
 
     // Metalink 4 and the mirror list.
-    let r = http()
+    // Asked through the trusted proxy for a client at 10.1.2.3 (DE, in net's netblock).
+    let r = from("127.0.0.2")
         .get(wharf.url(&format!("/metalink/single/blobs/{digest}")))
-        .header("X-Forwarded-For", "10.1.9.9")
+        .header("X-Forwarded-For", "10.1.2.3")
         .send()
         .await
         .unwrap();
@@ -452,10 +466,27 @@ async fn tiers_netblocks_asns_proxies_and_metalink() {
         .collect();
     assert_eq!(urls.len(), 7, "6 public, active mirrors + the fallback: {xml}");
     assert!(urls.windows(2).all(|w| w[0].0 <= w[1].0), "ordered by priority");
-    // The client (127.0.0.1, untrusted) has no location: every public mirror is global.
-    assert!(urls.iter().any(|u| u.1 == Some("de") && u.2.contains("/de/")));
+    // Priority is the tier: netblock 1, country 3, global 5; the fallback after them.
+    let priority_of = |m: &str| urls.iter().find(|u| u.2.contains(&format!("/{m}/"))).unwrap().0;
+    assert_eq!(priority_of("net"), 1);
+    assert_eq!(priority_of("net-wide"), 1);
+    assert_eq!(priority_of("de"), 3);
+    assert_eq!(priority_of("asn"), 5);
+    assert!(
+        urls.iter().any(|u| u.1 == Some("de") && u.2.contains("/de/")),
+        "location is the country"
+    );
+    assert_eq!(urls.last().unwrap().0, 6);
     assert!(urls.last().unwrap().2.contains("/tree/blobs/sha256/"), "the fallback is last");
-    let list = wharf.get(&format!("/mirrorlist/single/blobs/{digest}")).await.text().await.unwrap();
+    let list = from("127.0.0.2")
+        .get(wharf.url(&format!("/mirrorlist/single/blobs/{digest}")))
+        .header("X-Forwarded-For", "10.1.2.3")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines, urls.iter().map(|u| u.2).collect::<Vec<_>>());
     for l in &lines {
@@ -476,6 +507,7 @@ async fn mirror_endpoints_and_commands_reject_bad_input() {
         ("/explain?ip=10.0.0.1&name=multi&digest=sha256:xyz".to_owned(), 400),
         (format!("/explain?ip=10.0.0.1&name=Bad..Name&digest={digest}"), 400),
         (format!("/explain?ip=10.0.0.1&name=nope&digest={digest}"), 404),
+        (format!("/explain?ip=10.0.0.1&name=multi&digest={digest}"), 404),
         ("/metalink/multi/blobs/sha256:xyz".to_owned(), 400),
         (format!("/metalink/nope/blobs/{digest}"), 404),
         (format!("/metalink/multi/blobs/{digest}"), 404),
