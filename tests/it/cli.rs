@@ -16,6 +16,19 @@ fn wharf_cmd(config: &Path) -> Command {
     c
 }
 
+/// `wharf serve` as a child process, once it answers its health check.
+async fn serve(config: &Path, port: u16) -> tokio::process::Child {
+    let server = wharf_cmd(config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_http(&format!("http://127.0.0.1:{port}/healthz"), &[200]).await;
+    server
+}
+
 fn write_config(dir: &Path, port: u16, upstream: &str) -> std::path::PathBuf {
     let path = dir.join("wharf.toml");
     std::fs::write(
@@ -55,14 +68,7 @@ async fn sync_goes_through_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = write_config(dir.path(), port, &reg.url());
-    let mut server = wharf_cmd(&config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_http(&format!("http://127.0.0.1:{port}/healthz"), &[200]).await;
+    let mut server = serve(&config, port).await;
     let socket = dir.path().join("data/control.sock");
     assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
     let mode =
@@ -202,14 +208,7 @@ async fn mirror_commands_work_with_and_without_a_server() {
     assert!(err.contains("no mirror named nope"), "{err}");
 
     // With a server: the same commands go through its control socket.
-    let mut server = wharf_cmd(&config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_http(&format!("http://127.0.0.1:{port}/healthz"), &[200]).await;
+    let mut server = serve(&config, port).await;
     run(wharf_cmd(&config).args(["mirror", "set", "m1", "--active", "false", "--asn", "64500"]))
         .await;
     let list = json(run(wharf_cmd(&config).args(["mirror", "list", "--json"])).await);
