@@ -24,16 +24,20 @@ pub enum MirrorEditError {
     Store(#[from] StoreError),
 }
 
-fn status(rec: StoredMirror) -> MirrorStatus {
-    let StoredMirror::V1 { mirror, health } = rec;
+fn status(mirror: Mirror, health: MirrorHealth) -> MirrorStatus {
     MirrorStatus { continent: mirror.continent().map(str::to_owned), mirror, health }
+}
+
+fn read(bytes: &[u8]) -> Result<(Mirror, MirrorHealth), StoreError> {
+    decode::<StoredMirror>("mirrors", bytes)?.into_model()
 }
 
 fn read_all(db: &Database) -> Result<Vec<MirrorStatus>, StoreError> {
     let txn = db.begin_read()?;
     let mut out = Vec::new();
     for row in txn.open_table(MIRRORS)?.iter()? {
-        out.push(status(decode("mirrors", row?.1.value())?));
+        let (m, h) = read(row?.1.value())?;
+        out.push(status(m, h));
     }
     Ok(out)
 }
@@ -48,7 +52,7 @@ impl Store {
         self.blocking("mirror", move |db| {
             let txn = db.begin_read()?;
             let row = txn.open_table(MIRRORS)?.get(name.as_str())?;
-            row.map(|r| decode("mirrors", r.value()).map(status)).transpose()
+            row.map(|r| read(r.value()).map(|(m, h)| status(m, h))).transpose()
         })
         .await
     }
@@ -62,13 +66,13 @@ impl Store {
                 if table.get(mirror.name.as_str())?.is_some() {
                     return Ok(Err(MirrorEditError::Exists(mirror.name)));
                 }
-                let rec = StoredMirror::V1 { mirror, health: MirrorHealth::default() };
-                let StoredMirror::V1 { mirror, .. } = &rec;
+                let health = MirrorHealth::default();
+                let rec = StoredMirror::new(&mirror, &health);
                 table.insert(mirror.name.as_str(), encode(&rec).as_slice())?;
-                rec
+                (mirror, health)
             };
             txn.commit()?;
-            Ok(Ok(status(rec)))
+            Ok(Ok(status(rec.0, rec.1)))
         })
         .await?
     }
@@ -90,7 +94,7 @@ impl Store {
                 let Some(row) = table.get(name.as_str())? else {
                     return Ok(Err(MirrorEditError::Unknown(name)));
                 };
-                let StoredMirror::V1 { mut mirror, mut health } = decode("mirrors", row.value())?;
+                let (mut mirror, mut health) = read(row.value())?;
                 drop(row);
                 let before = mirror.clone();
                 if let Err(e) = edit(&mut mirror).and_then(|()| mirror.validate()) {
@@ -104,12 +108,14 @@ impl Store {
                 {
                     health.generation = None;
                 }
-                let rec = StoredMirror::V1 { mirror, health };
-                table.insert(name.as_str(), encode(&rec).as_slice())?;
-                rec
+                table.insert(
+                    name.as_str(),
+                    encode(&StoredMirror::new(&mirror, &health)).as_slice(),
+                )?;
+                (mirror, health)
             };
             txn.commit()?;
-            Ok(Ok(status(rec)))
+            Ok(Ok(status(rec.0, rec.1)))
         })
         .await?
     }
@@ -154,16 +160,16 @@ impl Store {
                 let name = result.mirror.as_str();
                 // The mirror may have been removed while it was crawled.
                 let Some(row) = table.get(name)? else { return Ok(()) };
-                let StoredMirror::V1 { mirror, .. } = decode("mirrors", row.value())?;
+                let (mirror, _) = read(row.value())?;
                 drop(row);
                 if mirror.urls != crawled.urls || mirror.content != crawled.content {
                     health.generation = None;
                 }
-                table.insert(name, encode(&StoredMirror::V1 { mirror, health }).as_slice())?;
+                table.insert(name, encode(&StoredMirror::new(&mirror, &health)).as_slice())?;
                 let mut crawls = txn.open_table(CRAWLS)?;
                 let last = crawls.range((name, 0)..=(name, u64::MAX))?.next_back().transpose()?;
                 let seq = last.map(|(k, _)| k.value().1 + 1).unwrap_or(0);
-                crawls.insert((name, seq), encode(&StoredCrawl::V1(result.clone())).as_slice())?;
+                crawls.insert((name, seq), encode(&StoredCrawl::new(&result)).as_slice())?;
                 if seq >= CRAWL_HISTORY {
                     let old: Vec<u64> = crawls
                         .range((name, 0)..(name, seq + 1 - CRAWL_HISTORY))?
@@ -194,8 +200,8 @@ impl Store {
             for row in
                 crawls.range((name.as_str(), 0)..=(name.as_str(), u64::MAX))?.rev().take(limit)
             {
-                let StoredCrawl::V1(c) = decode("crawls", row?.1.value())?;
-                out.push(c);
+                let c: StoredCrawl = decode("crawls", row?.1.value())?;
+                out.push(c.into_model(name.clone()));
             }
             Ok(out)
         })

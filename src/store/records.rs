@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    BlobRef, ChildManifest, CrawlResult, Digest, Generation, Mirror, MirrorHealth, Platform,
-    RepoReport, RunOutcome, SyncRun,
+    BlobRef, ChildManifest, CrawlResult, Digest, Generation, Mirror, MirrorHealth, MirrorName,
+    Platform, RepoReport, RunOutcome, SyncRun,
 };
 
 use super::StoreError;
@@ -170,14 +170,134 @@ impl StoredRun {
 #[serde(tag = "v")]
 pub(super) enum StoredMirror {
     #[serde(rename = "1")]
-    V1 { mirror: Mirror, health: MirrorHealth },
+    V1 { mirror: MirrorV1, health: HealthV1 },
+}
+
+/// A mirror as stored; `model::Mirror` may change shape, this may not.
+#[derive(Serialize, Deserialize)]
+pub(super) struct MirrorV1 {
+    name: String,
+    owner: Option<u64>,
+    urls: Vec<String>,
+    country: Option<String>,
+    continent_override: Option<String>,
+    asns: Vec<u32>,
+    netblocks: Vec<String>,
+    bandwidth: u32,
+    private: bool,
+    enabled: bool,
+    active: bool,
+    disabled_reason: Option<String>,
+    /// `all` or `amd64,arm64`.
+    content: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct HealthV1 {
+    generation: Option<Generation>,
+    last_crawl: Option<DateTime<Utc>>,
+    last_success: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    consecutive_failures: u32,
+    auto_disabled: Option<String>,
+}
+
+impl StoredMirror {
+    pub(super) fn new(m: &Mirror, h: &MirrorHealth) -> StoredMirror {
+        StoredMirror::V1 {
+            mirror: MirrorV1 {
+                name: m.name.to_string(),
+                owner: m.owner,
+                urls: m.urls.clone(),
+                country: m.country.clone(),
+                continent_override: m.continent_override.clone(),
+                asns: m.asns.clone(),
+                netblocks: m.netblocks.iter().map(|n| n.to_string()).collect(),
+                bandwidth: m.bandwidth,
+                private: m.private,
+                enabled: m.enabled,
+                active: m.active,
+                disabled_reason: m.disabled_reason.clone(),
+                content: m.content.to_string(),
+            },
+            health: HealthV1 {
+                generation: h.generation,
+                last_crawl: h.last_crawl,
+                last_success: h.last_success,
+                last_error: h.last_error.clone(),
+                consecutive_failures: h.consecutive_failures,
+                auto_disabled: h.auto_disabled.clone(),
+            },
+        }
+    }
+
+    pub(super) fn into_model(self) -> Result<(Mirror, MirrorHealth), StoreError> {
+        let StoredMirror::V1 { mirror: m, health: h } = self;
+        let bad = |what: &str| StoreError::Corrupt(format!("mirrors: {} has a bad {what}", m.name));
+        let mirror = Mirror {
+            name: m.name.parse().map_err(|_| bad("name"))?,
+            owner: m.owner,
+            urls: m.urls.clone(),
+            country: m.country.clone(),
+            continent_override: m.continent_override.clone(),
+            asns: m.asns.clone(),
+            netblocks: m
+                .netblocks
+                .iter()
+                .map(|n| n.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad("netblock"))?,
+            bandwidth: m.bandwidth,
+            private: m.private,
+            enabled: m.enabled,
+            active: m.active,
+            disabled_reason: m.disabled_reason.clone(),
+            content: m.content.parse().map_err(|_| bad("content set"))?,
+        };
+        let health = MirrorHealth {
+            generation: h.generation,
+            last_crawl: h.last_crawl,
+            last_success: h.last_success,
+            last_error: h.last_error,
+            consecutive_failures: h.consecutive_failures,
+            auto_disabled: h.auto_disabled,
+        };
+        Ok((mirror, health))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "v")]
 pub(super) enum StoredCrawl {
     #[serde(rename = "1")]
-    V1(CrawlResult),
+    V1 {
+        at: DateTime<Utc>,
+        duration_ms: u64,
+        claimed: Option<Generation>,
+        credited: Option<Generation>,
+        checks: u32,
+        downloads: u32,
+        error: Option<String>,
+    },
+}
+
+impl StoredCrawl {
+    pub(super) fn new(c: &CrawlResult) -> StoredCrawl {
+        StoredCrawl::V1 {
+            at: c.at,
+            duration_ms: c.duration_ms,
+            claimed: c.claimed,
+            credited: c.credited,
+            checks: c.checks,
+            downloads: c.downloads,
+            error: c.error.clone(),
+        }
+    }
+
+    pub(super) fn into_model(self, mirror: MirrorName) -> CrawlResult {
+        let StoredCrawl::V1 { at, duration_ms, claimed, credited, checks, downloads, error } = self;
+        CrawlResult { mirror, at, duration_ms, claimed, credited, checks, downloads, error }
+    }
 }
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
