@@ -665,3 +665,30 @@ async fn an_arm64_only_mirror_synced_with_files_from_gets_only_arm64_blobs() {
             .any(|r| r.starts_with(&format!("GET /arm/blobs/sha256/{}", &arm[7..])))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_mirror_and_total_time_bounds_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    wharf::demo::write_sample_images(dir.path()).unwrap();
+    let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
+    // Requests may take long; a mirror may not; the whole run even less with 3 slow ones.
+    setup.extra = "[crawl]\nconcurrency = 1\nrequest_timeout = \"30s\"\nmirror_timeout = \"1s\"\ntotal_timeout = \"1500ms\"\n".into();
+    let wharf = Wharf::launch(setup).await;
+    wharf.sync().await;
+    let copy = public_tempdir();
+    copy_tree(wharf.tree(), &copy.path().join("t")).await;
+    let slow = Nginx::start(copy.path(), None, Some(1)).await;
+    for name in ["s1", "s2", "s3"] {
+        add_mirror(&wharf, name, &slow.url("t/"), MirrorPatch::default()).await;
+    }
+    let report = wharf.crawl().await;
+    // One mirror used its second and failed; the run's bound left no time for all three,
+    // and those not reached are skipped, not failed.
+    assert!(!report.results.is_empty() && report.results.len() < 3, "{report:#?}");
+    for r in &report.results {
+        assert!(r.error.as_deref().unwrap_or("").contains("no answer within"), "{r:?}");
+    }
+    let Reply::Mirrors { mirrors, .. } = wharf.control(Request::MirrorList).await else { panic!() };
+    let untouched = mirrors.iter().filter(|m| m.health.last_crawl.is_none()).count();
+    assert_eq!(untouched, 3 - report.results.len(), "skipped mirrors keep their health");
+}
