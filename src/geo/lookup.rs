@@ -11,13 +11,16 @@ use std::time::SystemTime;
 use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
+use crate::model::geography;
+
 type Reader = maxminddb::Reader<Vec<u8>>;
 
 /// What the databases say about a client.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ClientGeo {
-    pub country: Option<String>,
-    pub continent: Option<String>,
+    /// Codes from Wharf's own country table: a lookup allocates nothing.
+    pub country: Option<&'static str>,
+    pub continent: Option<&'static str>,
     pub asn: Option<u32>,
 }
 
@@ -134,8 +137,8 @@ impl GeoDb {
             && let Ok(r) = l.reader.lookup(ip)
             && let Ok(Some(rec)) = r.decode::<CountryRecord>()
         {
-            out.country = rec.country.and_then(|c| c.iso_code).map(str::to_owned);
-            out.continent = rec.continent.and_then(|c| c.code).map(str::to_owned);
+            out.country = rec.country.and_then(|c| c.iso_code).and_then(geography::country_code);
+            out.continent = rec.continent.and_then(|c| c.code).and_then(geography::continent_code);
         }
         if let Some(l) = self.asn.loaded.load().as_ref()
             && let Ok(r) = l.reader.lookup(ip)

@@ -265,10 +265,10 @@ impl Snapshot {
         if m.private {
             return Err(Exclusion::Private);
         }
-        let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
-        Ok(if same(&m.country, &geo.country) {
+        let same = |a: &Option<String>, b: Option<&str>| b.is_some() && a.as_deref() == b;
+        Ok(if same(&m.country, geo.country) {
             (Tier::Country, 0)
-        } else if same(&m.continent, &geo.continent) {
+        } else if same(&m.continent, geo.continent) {
             (Tier::Continent, 0)
         } else {
             (Tier::Global, 0)

@@ -24,12 +24,27 @@ ST:AF SV:NA SX:NA SY:AS SZ:AF TC:NA TD:AF TF:AN TG:AF TH:AS TJ:AS TK:OC TL:AS TM
 TR:AS TT:NA TV:OC TW:AS TZ:AF UA:EU UG:AF UM:OC US:NA UY:SA UZ:AS VA:EU VC:NA VE:SA VG:NA VI:NA \
 VN:AS VU:OC WF:OC WS:OC XK:EU YE:AS YT:AF ZA:AF ZM:AF ZW:AF";
 
+/// `TABLE` as sorted (country, continent) pairs, for binary search.
+static PAIRS: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
+    std::sync::LazyLock::new(|| TABLE.split(' ').filter_map(|pair| pair.split_once(':')).collect());
+
+fn find(country: &str) -> Option<(&'static str, &'static str)> {
+    PAIRS.binary_search_by(|(cc, _)| (*cc).cmp(country)).ok().map(|i| PAIRS[i])
+}
+
 /// The continent of an ISO country code, if the code is known.
 pub fn continent_of(country: &str) -> Option<&'static str> {
-    TABLE.split(' ').find_map(|pair| {
-        let (cc, cont) = pair.split_once(':')?;
-        (cc == country).then_some(cont)
-    })
+    find(country).map(|(_, continent)| continent)
+}
+
+/// The table's own copy of a country code (so callers can keep it without allocating).
+pub fn country_code(country: &str) -> Option<&'static str> {
+    find(country).map(|(cc, _)| cc)
+}
+
+/// The static copy of a continent code.
+pub fn continent_code(c: &str) -> Option<&'static str> {
+    CONTINENTS.iter().copied().find(|x| *x == c)
 }
 
 pub fn check_country(c: &str) -> Result<(), MirrorError> {
@@ -69,5 +84,8 @@ mod tests {
         assert_eq!(continent_of("ZA"), Some("AF"));
         assert_eq!(continent_of("de"), None);
         assert!(check_country("XX").is_err());
+        assert_eq!(country_code("FR"), Some("FR"));
+        assert_eq!(country_code("XX"), None);
+        assert_eq!(continent_code("OC"), Some("OC"));
     }
 }
