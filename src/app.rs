@@ -92,6 +92,11 @@ impl App {
             tracing::error!(error = %e, "republishing the tree at start");
         }
         self.jobs.refresh_selection().await?;
+        if !crate::accounts::has_operator(&self.store).await? {
+            tracing::warn!(
+                "no operator account yet; create one with: wharf --config <file> user add NAME --role operator"
+            );
+        }
         let socket_path = self.config.control_socket();
         let control_listener = control::bind(&socket_path).await?;
         let control_task = tokio::spawn(control::serve(control_listener, self.jobs.clone()));

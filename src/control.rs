@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::accounts;
 use crate::crawl::{CrawlReport, Propagation};
-use crate::model::{CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorStatus, SyncRun};
+use crate::model::{
+    CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorStatus, Role, SyncRun, User, UserName,
+};
 use crate::scheduler::Jobs;
 use crate::store::MirrorEditError;
 use crate::sync::ProgressSnapshot;
@@ -24,11 +27,35 @@ use crate::sync::ProgressSnapshot;
 pub enum Request {
     Sync,
     Crawl,
-    MirrorAdd { name: String, patch: MirrorPatch },
-    MirrorSet { name: String, patch: MirrorPatch },
-    MirrorRemove { name: String },
+    MirrorAdd {
+        name: String,
+        patch: MirrorPatch,
+    },
+    MirrorSet {
+        name: String,
+        patch: MirrorPatch,
+    },
+    MirrorRemove {
+        name: String,
+    },
     MirrorList,
-    MirrorShow { name: String },
+    MirrorShow {
+        name: String,
+    },
+    /// `password`: `None` generates one (shown once in the reply).
+    UserAdd {
+        name: String,
+        role: String,
+        password: Option<String>,
+    },
+    UserPasswd {
+        name: String,
+        password: Option<String>,
+    },
+    UserDisable {
+        name: String,
+    },
+    UserList,
 }
 
 /// A mirror with its recent crawls.
@@ -45,9 +72,18 @@ pub enum Reply {
     Progress(ProgressSnapshot),
     Synced(Box<SyncRun>),
     Crawled(CrawlReport),
-    Mirrors { mirrors: Vec<MirrorStatus>, propagation: Propagation },
+    Mirrors {
+        mirrors: Vec<MirrorStatus>,
+        propagation: Propagation,
+    },
     Mirror(Box<MirrorDetail>),
     Removed(String),
+    /// A created or changed user, with the generated password if one was generated.
+    User {
+        user: User,
+        generated_password: Option<String>,
+    },
+    Users(Vec<User>),
     Error(String),
 }
 
@@ -96,6 +132,30 @@ pub async fn execute(jobs: &Jobs, request: Request) -> Reply {
                 let propagation = Propagation::of(generation, &mirrors);
                 Ok(Reply::Mirrors { mirrors, propagation })
             }
+            Request::UserAdd { name: n, role, password } => {
+                let name = n.parse::<UserName>().map_err(|e| e.to_string())?;
+                let role = role.parse::<Role>().map_err(|e| e.to_string())?;
+                let now = jobs.sync_ctx().clock.now();
+                let (user, generated_password) =
+                    accounts::add_user(store, &name, role, password, now)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                Ok(Reply::User { user, generated_password })
+            }
+            Request::UserPasswd { name: n, password } => {
+                let name = n.parse::<UserName>().map_err(|e| e.to_string())?;
+                let (user, generated_password) = accounts::set_password(store, &name, password)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::User { user, generated_password })
+            }
+            Request::UserDisable { name: n } => {
+                let name = n.parse::<UserName>().map_err(|e| e.to_string())?;
+                let user =
+                    store.update_user(&name, None, Some(true)).await.map_err(|e| e.to_string())?;
+                Ok(Reply::User { user, generated_password: None })
+            }
+            Request::UserList => Ok(Reply::Users(store.users().await.map_err(|e| e.to_string())?)),
             Request::MirrorShow { name: n } => {
                 let n = name(&n)?;
                 let status = store

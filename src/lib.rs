@@ -1,6 +1,7 @@
 //! Wharf: a container registry front for a volunteer mirror network.
 //! See ARCHITECTURE.md for the code map and the invariants.
 
+pub mod accounts;
 pub mod app;
 pub mod clock;
 pub mod config;

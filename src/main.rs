@@ -67,6 +67,51 @@ enum Command {
     /// Manage mirrors (through the running server if there is one).
     #[command(subcommand)]
     Mirror(Box<MirrorCommand>),
+    /// Manage admin UI accounts (through the running server if there is one).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user. The password is read from stdin when it is not a terminal, else
+    /// generated and printed once.
+    Add {
+        name: String,
+        /// `operator` or `mirror-admin`.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a user's password (read from stdin when it is not a terminal, else generated).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every user.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user (they can no longer log in).
+    Disable {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A password piped on stdin (first line), or `None` on a terminal or empty input.
+fn password_from_stdin() -> anyhow::Result<Option<String>> {
+    if std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+    let line = line.trim_end_matches(['\n', '\r']).to_owned();
+    Ok((!line.is_empty()).then_some(line))
 }
 
 #[derive(Subcommand)]
@@ -180,6 +225,7 @@ fn main() -> ExitCode {
         Command::Sync { .. }
         | Command::Crawl { .. }
         | Command::Mirror(_)
+        | Command::User(_)
         | Command::Healthcheck => "warn",
         Command::Serve | Command::Demo { .. } => "info,actix_server=warn",
     };
@@ -259,6 +305,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             MirrorCommand::List { .. } => Request::MirrorList,
             MirrorCommand::Show { name, .. } => Request::MirrorShow { name: name.clone() },
         },
+        Command::User(u) => match u {
+            UserCommand::Add { name, role, .. } => Request::UserAdd {
+                name: name.clone(),
+                role: role.clone(),
+                password: password_from_stdin()?,
+            },
+            UserCommand::Passwd { name, .. } => {
+                Request::UserPasswd { name: name.clone(), password: password_from_stdin()? }
+            }
+            UserCommand::List { .. } => Request::UserList,
+            UserCommand::Disable { name, .. } => Request::UserDisable { name: name.clone() },
+        },
     };
     let json = match &cli.command {
         Command::Sync { json } | Command::Crawl { json } => *json,
@@ -269,6 +327,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | MirrorCommand::List { json }
             | MirrorCommand::Show { json, .. } => *json,
         },
+        Command::User(
+            UserCommand::Add { json, .. }
+            | UserCommand::Passwd { json, .. }
+            | UserCommand::List { json }
+            | UserCommand::Disable { json, .. },
+        ) => *json,
         _ => false,
     };
     let reply = execute(load_config(&cli)?, request).await?;

@@ -28,6 +28,10 @@ pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
             }
             Reply::Mirror(m) => as_json(m.as_ref())?,
             Reply::Removed(name) => as_json(&serde_json::json!({ "removed": name }))?,
+            Reply::User { user, generated_password } => as_json(
+                &serde_json::json!({ "user": user, "generated_password": generated_password }),
+            )?,
+            Reply::Users(users) => as_json(users)?,
             _ => unreachable!("handled above"),
         },
         Reply::Crawled(r) => {
@@ -70,6 +74,33 @@ pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
         }
         Reply::Mirror(d) => show(d),
         Reply::Removed(name) => println!("removed mirror {name}"),
+        Reply::User { user, generated_password } => {
+            println!(
+                "user {} ({}, id {}){}",
+                user.name,
+                user.role,
+                user.id,
+                if user.disabled { ", disabled" } else { "" }
+            );
+            if let Some(p) = generated_password {
+                println!("generated password (shown once): {p}");
+            }
+        }
+        Reply::Users(users) => {
+            println!("{:<24} {:<13} {:>4} {:<9} LAST LOGIN", "NAME", "ROLE", "ID", "STATE");
+            for u in users {
+                println!(
+                    "{:<24} {:<13} {:>4} {:<9} {}",
+                    u.name,
+                    u.role.to_string(),
+                    u.id,
+                    if u.disabled { "disabled" } else { "active" },
+                    u.last_login
+                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "never".into())
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

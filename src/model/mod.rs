@@ -7,6 +7,7 @@ mod manifest;
 mod mirror;
 mod names;
 mod run;
+mod user;
 
 pub use layout::{RepoLayout, TagEntry};
 pub use manifest::{
@@ -19,6 +20,7 @@ pub use mirror::{
 };
 pub use names::{Digest, NameError, Reference, RepoName, Tag};
 pub use run::{RepoReport, RunOutcome, SyncRun};
+pub use user::{Role, User, UserName};
 
 /// The tree's content generation: increases exactly when the published tree changes.
 pub type Generation = u64;

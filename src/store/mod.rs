@@ -7,6 +7,7 @@ mod mirrors;
 mod records;
 mod selection;
 mod tables;
+mod users;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +24,7 @@ pub use mirrors::{CRAWL_HISTORY, MirrorEditError};
 use records::{StoredManifest, StoredRun, StoredTag, decode, encode};
 pub use selection::{BlobFacts, EVERY_SET, PoolFacts};
 use tables::*;
+pub use users::UserEditError;
 
 /// The schema this build writes. Opening an older store migrates it; a newer one is refused.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -117,6 +119,7 @@ impl Store {
             txn.open_table(RUNS)?;
             txn.open_table(MIRRORS)?;
             txn.open_table(CRAWLS)?;
+            txn.open_table(USERS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })

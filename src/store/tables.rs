@@ -28,6 +28,10 @@ pub(super) const MIRRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("m
 /// (mirror name, sequence) -> `StoredCrawl`: the recent crawls of each mirror.
 pub(super) const CRAWLS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("crawls");
 
+/// user name -> `StoredUser`.
+pub(super) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+
+pub(super) const KEY_NEXT_USER: &str = "next_user_id";
 pub(super) const KEY_SCHEMA: &str = "schema_version";
 pub(super) const KEY_GENERATION: &str = "generation";
 pub(super) const KEY_NEXT_RUN: &str = "next_run_id";

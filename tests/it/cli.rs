@@ -225,3 +225,79 @@ async fn mirror_commands_work_with_and_without_a_server() {
     assert_eq!(list["mirrors"], serde_json::json!([]));
     server.kill().await.unwrap();
 }
+
+/// Run `wharf` with `input` on stdin.
+async fn run_with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).await.unwrap();
+    child.wait_with_output().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_commands_hash_passwords_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("upstream");
+    wharf::demo::write_sample_images(&demo).unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, &format!("oci:{}", demo.display()));
+
+    // A password on stdin is used; nothing of it is printed.
+    let out = run_with_stdin(
+        wharf_cmd(&config).args(["user", "add", "alice", "--role", "operator", "--json"]),
+        "a long enough secret\n",
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["user"]["role"], "operator");
+    assert_eq!(reply["generated_password"], serde_json::Value::Null);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("secret"));
+    // Empty stdin: a password is generated and shown once.
+    let out = run(wharf_cmd(&config).args(["user", "add", "bob", "--role", "mirror-admin"])).await;
+    assert!(out.contains("generated password (shown once): "), "{out}");
+
+    for (args, input, needle) in [
+        (vec!["user", "add", "carol", "--role", "admin"], "", "invalid role"),
+        (vec!["user", "add", "Carol", "--role", "operator"], "", "invalid user name"),
+        (vec!["user", "add", "alice", "--role", "operator"], "", "already exists"),
+        (vec!["user", "add", "dave", "--role", "operator"], "short\n", "at least 12"),
+        (vec!["user", "passwd", "nobody"], "", "no user named nobody"),
+        (vec!["user", "disable", "nobody"], "", "no user named nobody"),
+    ] {
+        let out = run_with_stdin(wharf_cmd(&config).args(&args), input).await;
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+
+    // Through a running server: passwd and disable; the store keeps only argon2id hashes.
+    let mut server = serve(&config, port).await;
+    let out = run_with_stdin(
+        wharf_cmd(&config).args(["user", "passwd", "alice"]),
+        "another long secret\n",
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run(wharf_cmd(&config).args(["user", "disable", "bob"])).await;
+    let users: serde_json::Value =
+        serde_json::from_str(&run(wharf_cmd(&config).args(["user", "list", "--json"])).await)
+            .unwrap();
+    let names: Vec<(&str, bool)> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["name"].as_str().unwrap(), u["disabled"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(names, [("alice", false), ("bob", true)]);
+    assert!(!users.to_string().contains("argon2"), "hashes are never listed");
+    server.kill().await.unwrap();
+    server.wait().await.unwrap();
+    let store = wharf::store::Store::open(&dir.path().join("data/wharf.redb")).unwrap();
+    let (user, hash) = store.user_credentials(&"alice".parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(user.name.as_str(), "alice");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(wharf::accounts::verify_password("another long secret".into(), hash.clone()).await);
+    assert!(!wharf::accounts::verify_password("a long enough secret".into(), hash).await);
+}
