@@ -18,8 +18,23 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// `limit_rate` (bytes/s) makes it slow.
+    /// Serve `root`; `limit_rate` (bytes/s) makes it slow.
     pub async fn start(root: &Path, port: Option<u16>, limit_rate: Option<u32>) -> Nginx {
+        let rate = limit_rate.map(|r| format!("limit_rate {r};")).unwrap_or_default();
+        Nginx::launch(&format!("root {};\n    location / {{ {rate} }}", root.display()), port).await
+    }
+
+    /// A reverse proxy to `upstream_port` answering 503 until `flag` exists.
+    pub async fn failing_proxy(flag: &Path, upstream_port: u16) -> Nginx {
+        let body = format!(
+            "location / {{\n      if (!-f {}) {{ return 503; }}\n      proxy_pass http://127.0.0.1:{upstream_port};\n      \
+             proxy_set_header Host $http_host;\n    }}",
+            flag.display()
+        );
+        Nginx::launch(&body, None).await
+    }
+
+    async fn launch(server_body: &str, port: Option<u16>) -> Nginx {
         let bin = require("nginx");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -28,16 +43,13 @@ impl Nginx {
         }
         let port = port.unwrap_or_else(free_port);
         let user = if nix_is_root() { "user root;\n" } else { "" };
-        let rate = limit_rate.map(|r| format!("limit_rate {r};")).unwrap_or_default();
         let conf = format!(
             "{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n  access_log {d}/logs/access.log;\n  client_body_temp_path {d}/tmp/body;\n  \
              proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  \
-             scgi_temp_path {d}/tmp/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    \
-             location / {{ {rate} }}\n  }}\n}}\n",
+             scgi_temp_path {d}/tmp/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n    {server_body}\n  }}\n}}\n",
             d = d.display(),
-            root = root.display(),
         );
         std::fs::write(d.join("nginx.conf"), conf).unwrap();
         let child = Command::new(bin)
@@ -61,6 +73,15 @@ impl Nginx {
             "nginx did not start: {}",
             std::fs::read_to_string(n.dir.path().join("logs/stderr.log")).unwrap_or_default()
         );
+    }
+
+    /// Status codes of the access log, in order.
+    pub fn statuses(&self) -> Vec<u16> {
+        std::fs::read_to_string(self.dir.path().join("logs/access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(2)?.split_whitespace().next()?.parse().ok())
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {

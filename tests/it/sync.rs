@@ -436,3 +436,28 @@ async fn pool_files_the_store_does_not_know_are_adopted_and_collected() {
     assert_eq!(run.blobs_collected, 1, "{run:#?}");
     assert!(!orphan.exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_5xx_answers_are_retried_with_backoff() {
+    let reg = Registry::start().await;
+    reg.push("single:v1", "single:v1", &[]).await;
+    // nginx in front of the real registry answers 503 until the flag file appears.
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("up");
+    let proxy = crate::mirrors_harness::Nginx::failing_proxy(&flag, reg.port).await;
+    let mut setup = Setup::new(&proxy.url("").trim_end_matches('/').to_owned());
+    setup.sync = "retries = 6\n".into();
+    let wharf = Wharf::launch(setup).await;
+    let flag_later = flag.clone();
+    let heal = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        std::fs::write(flag_later, "ok").unwrap();
+    });
+    let run = wharf.sync().await;
+    heal.await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
+    assert_eq!(wharf.get("/v2/single/manifests/v1").await.status(), 200);
+    let statuses = proxy.statuses();
+    assert!(statuses.iter().take_while(|s| **s == 503).count() >= 2, "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+}
