@@ -445,7 +445,7 @@ async fn upstream_5xx_answers_are_retried_with_backoff() {
     let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("up");
     let proxy = crate::mirrors_harness::Nginx::failing_proxy(&flag, reg.port).await;
-    let mut setup = Setup::new(&proxy.url("").trim_end_matches('/').to_owned());
+    let mut setup = Setup::new(proxy.url("").trim_end_matches('/'));
     setup.sync = "retries = 6\n".into();
     let wharf = Wharf::launch(setup).await;
     let flag_later = flag.clone();
