@@ -113,3 +113,170 @@ mod tests {
         assert_eq!(p.len(), GENERATED_LEN);
     }
 }
+
+/// The admin session cookie.
+pub const SESSION_COOKIE: &str = "wharf_session";
+
+/// How long sessions live.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    /// From login, whatever the activity.
+    pub lifetime: chrono::Duration,
+    /// Without a request.
+    pub idle: chrono::Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy { lifetime: chrono::Duration::hours(12), idle: chrono::Duration::minutes(30) }
+    }
+}
+
+/// 32 random bytes, hex.
+pub fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// What the store keys a session by: the token's sha256.
+fn session_key(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Failed logins per account and per client address, with exponential backoff: after
+/// [`FREE_FAILURES`] failures, each further attempt must wait 2, 4, 8, ... s (at most 15 min).
+#[derive(Debug, Default)]
+pub struct LoginThrottle(std::sync::Mutex<std::collections::HashMap<String, (u32, DateTime<Utc>)>>);
+
+/// Failures allowed before backoff starts.
+pub const FREE_FAILURES: u32 = 3;
+
+impl LoginThrottle {
+    fn check(&self, keys: &[String], now: DateTime<Utc>) -> Result<(), i64> {
+        let map = self.0.lock().expect("throttle lock");
+        let wait = keys
+            .iter()
+            .filter_map(|k| map.get(k))
+            .map(|(_, until)| (*until - now).num_seconds())
+            .max();
+        match wait {
+            Some(s) if s > 0 => Err(s),
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, keys: &[String], now: DateTime<Utc>) {
+        let mut map = self.0.lock().expect("throttle lock");
+        for k in keys {
+            let e = map.entry(k.clone()).or_insert((0, now));
+            e.0 += 1;
+            let wait = if e.0 <= FREE_FAILURES {
+                0
+            } else {
+                (1i64 << (e.0 - FREE_FAILURES).min(10)).min(900)
+            };
+            e.1 = now + chrono::Duration::seconds(wait);
+        }
+    }
+
+    fn succeeded(&self, keys: &[String]) {
+        let mut map = self.0.lock().expect("throttle lock");
+        for k in keys {
+            map.remove(k);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("too many failed logins; try again in {0} s")]
+    Throttled(i64),
+    #[error("wrong user name or password")]
+    Invalid,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A successful login: the token for the cookie, and the session it opened.
+pub struct LoginTicket {
+    pub token: String,
+    pub session: crate::store::Session,
+}
+
+/// Check a user's password (throttled per account and per client address) and open a new
+/// session with a fresh token and CSRF token.
+pub async fn login(
+    store: &Store,
+    throttle: &LoginThrottle,
+    now: DateTime<Utc>,
+    name: &str,
+    password: String,
+    client: std::net::IpAddr,
+) -> Result<LoginTicket, LoginError> {
+    let keys = [format!("user:{name}"), format!("ip:{client}")];
+    throttle.check(&keys, now).map_err(LoginError::Throttled)?;
+    let found = match name.parse::<UserName>() {
+        Ok(n) => store.user_credentials(&n).await?,
+        Err(_) => None,
+    };
+    // Hash even for unknown users, so the answer takes as long either way.
+    let hash = found.as_ref().map(|(_, h)| h.clone()).unwrap_or_else(|| DUMMY_HASH.clone());
+    let ok = verify_password(password, hash).await;
+    match found {
+        Some((user, _)) if ok && !user.disabled => {
+            throttle.succeeded(&keys);
+            let token = random_token();
+            let session = crate::store::Session {
+                user_id: user.id,
+                user: user.name,
+                role: user.role,
+                csrf: random_token(),
+                created_at: now,
+                last_seen: now,
+            };
+            store.create_session(session_key(&token), session.clone()).await?;
+            tracing::info!(user = %session.user, %client, "login");
+            Ok(LoginTicket { token, session })
+        }
+        _ => {
+            throttle.failed(&keys, now);
+            tracing::warn!(user = name, %client, "failed login");
+            Err(LoginError::Invalid)
+        }
+    }
+}
+
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use argon2::password_hash::PasswordHasher;
+    argon2::Argon2::default()
+        .hash_password(b"no such user")
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+});
+
+/// The live session for a cookie token: not expired, not idle too long, its user not
+/// disabled. Marks it used (at most once a minute, to spare writes).
+pub async fn current_session(
+    store: &Store,
+    token: &str,
+    now: DateTime<Utc>,
+    policy: SessionPolicy,
+) -> Result<Option<crate::store::Session>, StoreError> {
+    let key = session_key(token);
+    let Some(s) = store.session(key.clone()).await? else { return Ok(None) };
+    let user_ok = store.user_credentials(&s.user).await?.is_some_and(|(u, _)| !u.disabled);
+    if now - s.created_at > policy.lifetime || now - s.last_seen > policy.idle || !user_ok {
+        store.delete_session(key).await?;
+        return Ok(None);
+    }
+    if now - s.last_seen > chrono::Duration::minutes(1) {
+        store.touch_session(key, now).await?;
+    }
+    Ok(Some(s))
+}
+
+/// End the session of a cookie token.
+pub async fn logout(store: &Store, token: &str) -> Result<(), StoreError> {
+    store.delete_session(session_key(token)).await
+}

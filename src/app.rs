@@ -45,6 +45,7 @@ pub struct App {
     pub tree: MirrorTree,
     pub jobs: Arc<Jobs>,
     pub geo: Arc<GeoDb>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl App {
@@ -67,12 +68,12 @@ impl App {
             .map_err(io(format!("restricting {}", config.store_path().display())))?;
         let tree = MirrorTree::open(&config.tree_dir, &config.tmp_dir())?;
         let sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock.clone())?;
-        let crawl = CrawlCtx::new(store.clone(), config.crawl.clone(), clock)?;
+        let crawl = CrawlCtx::new(store.clone(), config.crawl.clone(), clock.clone())?;
         let selector = Arc::new(Selector::new(config.fallback_url.clone(), config.require_https));
         let geo =
             Arc::new(GeoDb::open(config.geoip_database.as_deref(), config.asn_database.as_deref()));
         let jobs = Jobs::new(sync, crawl, selector);
-        Ok(App { config: Arc::new(config), store, tree, jobs, geo })
+        Ok(App { config: Arc::new(config), store, tree, jobs, geo, clock })
     }
 
     /// Serve HTTP on `listener` with the schedules and the control socket until the server
@@ -116,12 +117,20 @@ impl App {
             trusted_proxies: self.config.trusted_proxies.clone(),
         });
         let stats = web::Data::new(registry::RequestStats::default());
+        let admin = web::Data::new(crate::admin::AdminState {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            throttle: Default::default(),
+            policy: Default::default(),
+        });
         let tree_dir = self.config.tree_dir.clone();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .wrap(actix_web::middleware::from_fn(registry::count_requests))
                 .app_data(state.clone())
                 .app_data(stats.clone())
+                .app_data(admin.clone())
+                .service(web::scope("/admin").configure(crate::admin::configure))
                 .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
                 .configure(|c| registry::configure(c, &tree_dir))
         })

@@ -2,6 +2,7 @@
 //! See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod clock;
 pub mod config;

@@ -6,6 +6,7 @@ mod commit;
 mod mirrors;
 mod records;
 mod selection;
+mod sessions;
 mod tables;
 mod users;
 
@@ -23,6 +24,7 @@ pub use commit::{CommitOutcome, NewManifest, SyncCommit, TagDiff};
 pub use mirrors::{CRAWL_HISTORY, MirrorEditError};
 use records::{StoredManifest, StoredRun, StoredTag, decode, encode};
 pub use selection::{BlobFacts, EVERY_SET, PoolFacts};
+pub use sessions::Session;
 use tables::*;
 pub use users::UserEditError;
 
@@ -120,6 +122,7 @@ impl Store {
             txn.open_table(MIRRORS)?;
             txn.open_table(CRAWLS)?;
             txn.open_table(USERS)?;
+            txn.open_table(SESSIONS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })

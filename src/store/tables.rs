@@ -28,6 +28,8 @@ pub(super) const MIRRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("m
 /// (mirror name, sequence) -> `StoredCrawl`: the recent crawls of each mirror.
 pub(super) const CRAWLS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("crawls");
 
+/// sha256(session token) -> `StoredSession`.
+pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// user name -> `StoredUser`.
 pub(super) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 

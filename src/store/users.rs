@@ -154,3 +154,20 @@ impl Store {
         .await
     }
 }
+
+/// Set a user's last login, inside a write transaction.
+pub(super) fn record_login(
+    txn: &redb::WriteTransaction,
+    name: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut users = txn.open_table(USERS)?;
+    let Some(row) = users.get(name)? else { return Ok(()) };
+    let StoredUser::V1 { id, role, password_hash, created_at, disabled, .. } =
+        decode("users", row.value())?;
+    drop(row);
+    let rec =
+        StoredUser::V1 { id, role, password_hash, created_at, last_login: Some(at), disabled };
+    users.insert(name, encode(&rec).as_slice())?;
+    Ok(())
+}

@@ -17,6 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("scheduler", &["model", "store", "sync", "crawl", "geo"]),
     ("control", &["model", "store", "sync", "crawl", "scheduler", "accounts"]),
     ("registry", &["model", "store", "geo"]),
+    ("admin", &["model", "store", "accounts", "crawl"]),
     ("demo", &["model"]),
     (
         "app",
@@ -31,6 +32,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "control",
             "registry",
             "accounts",
+            "admin",
         ],
     ),
 ];
@@ -47,6 +49,7 @@ const FORBIDDEN_CRATES: &[(&str, &[&str])] = &[
     ("scheduler", &["actix_web", "askama", "redb"]),
     ("control", &["actix_web", "askama", "redb"]),
     ("registry", &["redb", "reqwest"]),
+    ("admin", &["redb", "reqwest"]),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -1,5 +1,6 @@
 //! Wharf's integration tests: one binary, real components (see `harness`).
 
+mod admin;
 mod api;
 mod architecture;
 mod cli;
