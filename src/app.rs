@@ -122,6 +122,17 @@ impl App {
             clock: self.clock.clone(),
             throttle: Default::default(),
             policy: Default::default(),
+            after_mirror_edit: {
+                let jobs = self.jobs.clone();
+                Arc::new(move || {
+                    let jobs = jobs.clone();
+                    Box::pin(async move {
+                        if let Err(e) = jobs.refresh_selection().await {
+                            tracing::error!(error = %e, "rebuilding the selection snapshot");
+                        }
+                    })
+                })
+            },
         });
         let tree_dir = self.config.tree_dir.clone();
         let server = actix_web::HttpServer::new(move || {

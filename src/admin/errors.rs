@@ -13,6 +13,9 @@ pub enum AdminError {
     LoginRequired,
     #[error("this page is for operators")]
     Forbidden,
+    /// Also what a mirror admin gets for someone else's mirror: its existence is not told.
+    #[error("no such page")]
+    NotFound,
     #[error("the form expired or did not come from this site; reload and try again")]
     Csrf,
     #[error("something went wrong")]
@@ -39,6 +42,7 @@ impl ResponseError for AdminError {
         match self {
             AdminError::LoginRequired => StatusCode::SEE_OTHER,
             AdminError::Forbidden | AdminError::Csrf => StatusCode::FORBIDDEN,
+            AdminError::NotFound => StatusCode::NOT_FOUND,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,6 +59,7 @@ impl ResponseError for AdminError {
         let title = match self {
             AdminError::Forbidden => "Not allowed",
             AdminError::Csrf => "Form refused",
+            AdminError::NotFound => "Not found",
             _ => "Error",
         };
         let page = ErrorPage { css: &super::CSS_NAME, nav: None, title, message: self.to_string() };

@@ -18,12 +18,17 @@ use crate::store::Store;
 pub use auth::{AnySession, MirrorAdminSession, OperatorSession};
 pub use errors::AdminError;
 
+/// Called after a mirror edit, so blob selection sees it (the app rebuilds its snapshot).
+pub type RefreshHook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 /// What the admin handlers share.
 pub struct AdminState {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub throttle: LoginThrottle,
     pub policy: SessionPolicy,
+    pub after_mirror_edit: RefreshHook,
 }
 
 const CSS: &str = include_str!("../../assets/admin.css");
@@ -51,5 +56,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(pages::login))
         .route("/logout", web::post().to(pages::logout))
         .route("/users", web::get().to(pages::users))
+        .route("/mirrors/{name}/active", web::post().to(pages::set_active))
         .route("/assets/{name}", web::get().to(stylesheet));
 }

@@ -8,9 +8,9 @@ use askama_web::WebTemplate;
 use serde::Deserialize;
 
 use crate::accounts::{self, LoginError, SESSION_COOKIE};
-use crate::model::{MirrorStatus, Role};
+use crate::model::{MirrorName, MirrorStatus, Role};
 
-use super::{AdminError, AdminState, AnySession, CSS_NAME, OperatorSession};
+use super::{AdminError, AdminState, AnySession, CSS_NAME, MirrorAdminSession, OperatorSession};
 
 const LOGIN_CSRF_COOKIE: &str = "wharf_login_csrf";
 
@@ -157,6 +157,7 @@ pub struct RunRow {
 
 pub struct MirrorRow {
     name: String,
+    active: bool,
     state: &'static str,
     holds: String,
     country: String,
@@ -176,6 +177,7 @@ impl From<&MirrorStatus> for MirrorRow {
         };
         MirrorRow {
             name: m.mirror.name.to_string(),
+            active: m.mirror.active,
             state,
             holds: m
                 .health
@@ -240,6 +242,40 @@ pub async fn home(
         .map(MirrorRow::from)
         .collect();
     Ok(HomePage { css: &CSS_NAME, nav: Some(Nav::from(&session)), operator: overview, mirrors })
+}
+
+#[derive(Deserialize)]
+pub struct ActiveForm {
+    csrf: String,
+    active: bool,
+}
+
+/// Opt a mirror in or out: its admin's one button. Someone else's mirror is "not found".
+pub async fn set_active(
+    session: MirrorAdminSession,
+    state: web::Data<AdminState>,
+    name: web::Path<String>,
+    form: web::Form<ActiveForm>,
+) -> Result<HttpResponse, AdminError> {
+    let s = &session.0;
+    s.check_csrf(&form.csrf)?;
+    let name: MirrorName = name.parse().map_err(|_| AdminError::NotFound)?;
+    let mirror = state.store.mirror(&name).await?.ok_or(AdminError::NotFound)?;
+    if s.session.role != Role::Operator && mirror.mirror.owner != Some(s.session.user_id) {
+        return Err(AdminError::NotFound);
+    }
+    let active = form.active;
+    state
+        .store
+        .update_mirror(&name, move |m| {
+            m.active = active;
+            Ok(())
+        })
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    (state.after_mirror_edit)().await;
+    tracing::info!(user = %s.session.user, mirror = %name, active, "mirror opt-in changed");
+    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/admin/")).finish())
 }
 
 pub struct UserRow {

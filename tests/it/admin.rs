@@ -255,3 +255,67 @@ async fn failed_logins_are_throttled_with_backoff() {
     clock.advance(chrono::Duration::seconds(3));
     assert_eq!(c.login("olga", "olga-password-123").await, 303);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_admin_opts_a_crawled_mirror_out_and_redirects_stop() {
+    use crate::mirrors_harness::{Nginx, copy_tree, public_tempdir};
+    let (_upstream, _clock, wharf) = admin_wharf().await;
+    let copy = public_tempdir();
+    copy_tree(wharf.tree(), &copy.path().join("t")).await;
+    let nginx = Nginx::start(copy.path(), None, None).await;
+    let ids: HashMap<String, u64> = match wharf.control(Request::UserList).await {
+        Reply::Users(u) => u.into_iter().map(|u| (u.name.to_string(), u.id)).collect(),
+        other => panic!("{other:?}"),
+    };
+    for (name, owner) in [("annm", ids["ann"]), ("benm", ids["ben"])] {
+        let patch = MirrorPatch {
+            urls: Some(vec![nginx.url("t/")]),
+            owner: Some(owner),
+            ..MirrorPatch::default()
+        };
+        wharf.control(Request::MirrorAdd { name: name.into(), patch }).await;
+    }
+    // ben's mirror is opted out by its admin beforehand, so only ann's serves.
+    wharf
+        .control(Request::MirrorSet {
+            name: "benm".into(),
+            patch: MirrorPatch { active: Some(false), ..Default::default() },
+        })
+        .await;
+    let report = wharf.crawl().await;
+    assert!(report.results.iter().all(|r| r.credited == Some(1)), "{report:#?}");
+    let location = || async {
+        let r = http().get(wharf.url("/v2/demo/app/manifests/1.0")).send().await.unwrap();
+        let m: serde_json::Value = r.json().await.unwrap();
+        let layer = m["layers"][0]["digest"].as_str().unwrap().to_owned();
+        let r = http().get(wharf.url(&format!("/v2/demo/app/blobs/{layer}"))).send().await.unwrap();
+        r.headers()["location"].to_str().unwrap().to_owned()
+    };
+    assert!(location().await.starts_with(&nginx.url("t/")), "ann's mirror serves");
+
+    let mut ann = Browser::new(&wharf);
+    assert_eq!(ann.login("ann", "ann-password-123").await, 303);
+    let (_, _, page) = ann.get("/admin/").await;
+    let csrf = hidden(&page, "csrf");
+    // ann cannot touch ben's mirror, not even by guessing its name.
+    let (status, _, _) =
+        ann.post("/admin/mirrors/benm/active", &[("csrf", &csrf), ("active", "true")]).await;
+    assert_eq!(status, 404);
+    let (status, _, _) =
+        ann.post("/admin/mirrors/annm/active", &[("csrf", "forged"), ("active", "false")]).await;
+    assert_eq!(status, 403, "CSRF");
+    assert!(location().await.starts_with(&nginx.url("t/")), "refused forms change nothing");
+    // One button opts out; redirects stop at once.
+    let (status, location_header, _) =
+        ann.post("/admin/mirrors/annm/active", &[("csrf", &csrf), ("active", "false")]).await;
+    assert_eq!((status, location_header.as_str()), (303, "/admin/"));
+    for _ in 0..10 {
+        assert!(location().await.contains("/tree/blobs/"), "opted-out mirror still gets clients");
+    }
+    let (_, _, page) = ann.get("/admin/").await;
+    assert!(page.contains("opted out") && page.contains("Opt in"), "{page}");
+    let Reply::Mirror(d) = wharf.control(Request::MirrorShow { name: "benm".into() }).await else {
+        panic!()
+    };
+    assert!(!d.status.mirror.active, "ben's mirror untouched");
+}
