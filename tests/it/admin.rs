@@ -319,3 +319,54 @@ async fn a_mirror_admin_opts_a_crawled_mirror_out_and_redirects_stop() {
     };
     assert!(!d.status.mirror.active, "ben's mirror untouched");
 }
+
+/// Every admin route × {anonymous, mirror admin A, mirror admin B, operator}. New routes get
+/// a row here; a row must say what each kind of visitor gets.
+#[tokio::test(flavor = "multi_thread")]
+async fn authorization_matrix_over_every_admin_route() {
+    let (_upstream, _clock, wharf) = admin_wharf().await;
+    let ids: HashMap<String, u64> = match wharf.control(Request::UserList).await {
+        Reply::Users(u) => u.into_iter().map(|u| (u.name.to_string(), u.id)).collect(),
+        other => panic!("{other:?}"),
+    };
+    for (name, owner) in [("annm", ids["ann"]), ("benm", ids["ben"])] {
+        let patch = MirrorPatch {
+            urls: Some(vec!["http://127.0.0.1:9/".into()]),
+            owner: Some(owner),
+            ..Default::default()
+        };
+        wharf.control(Request::MirrorAdd { name: name.into(), patch }).await;
+    }
+    // (method, path, [anonymous, ann, ben, operator]) expected statuses. POSTs carry the
+    // visitor's own CSRF token, so only authorization decides.
+    let rows: &[(&str, &str, [u16; 4])] = &[
+        ("GET", "/admin/", [303, 200, 200, 200]),
+        ("GET", "/admin/users", [303, 403, 403, 200]),
+        ("GET", "/admin/login", [200, 200, 200, 200]),
+        ("POST", "/admin/mirrors/annm/active", [303, 303, 404, 303]),
+        ("POST", "/admin/mirrors/benm/active", [303, 404, 303, 303]),
+        ("POST", "/admin/mirrors/nosuch/active", [303, 404, 404, 404]),
+        ("POST", "/admin/mirrors/..%2F..%2Fx/active", [303, 404, 404, 404]),
+    ];
+    let visitors = [None, Some("ann"), Some("ben"), Some("olga")];
+    for (method, path, expected) in rows {
+        for (who, want) in visitors.iter().zip(expected) {
+            let mut b = Browser::new(&wharf);
+            let mut csrf = String::new();
+            if let Some(name) = who {
+                assert_eq!(b.login(name, &format!("{name}-password-123")).await, 303);
+                csrf = hidden(&b.get("/admin/").await.2, "csrf");
+            }
+            let (status, _, _) = match *method {
+                "GET" => b.get(path).await,
+                _ => b.post(path, &[("csrf", &csrf), ("active", "true")]).await,
+            };
+            assert_eq!(status, *want, "{method} {path} as {who:?}");
+        }
+    }
+    // What anonymous and foreign visitors tried changed nothing they could not change.
+    let Reply::Mirror(d) = wharf.control(Request::MirrorShow { name: "annm".into() }).await else {
+        panic!()
+    };
+    assert!(d.status.mirror.active);
+}
