@@ -127,10 +127,6 @@ impl GeoDb {
         a || b
     }
 
-    pub fn has_geo(&self) -> bool {
-        self.geo.loaded.load().is_some()
-    }
-
     pub fn lookup(&self, ip: IpAddr) -> ClientGeo {
         let mut out = ClientGeo::default();
         if let Some(l) = self.geo.loaded.load().as_ref()

@@ -27,16 +27,6 @@ pub enum Tier {
 }
 
 impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Netblock => "netblock",
-            Tier::Asn => "asn",
-            Tier::Country => "country",
-            Tier::Continent => "continent",
-            Tier::Global => "global",
-        }
-    }
-
     /// Metalink priority: 1 is preferred.
     pub fn priority(self) -> u32 {
         self as u32 + 1

@@ -222,26 +222,6 @@ impl Store {
         .await
     }
 
-    /// The size of a blob the repository's tags reach.
-    pub async fn repo_blob_size(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<Lookup<u64>, StoreError> {
-        let (repo, digest) = (repo.clone(), digest.clone());
-        self.blocking("repo_blob_size", move |db| {
-            let txn = db.begin_read()?;
-            if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
-                return Ok(Lookup::NameUnknown);
-            }
-            Ok(match txn.open_table(REPO_CONTENT)?.get((repo.as_str(), digest.as_str()))? {
-                Some(size) => Lookup::Found(size.value()),
-                None => Lookup::Unknown,
-            })
-        })
-        .await
-    }
-
     /// Every repository's current tags, for the next sync to compare against.
     pub async fn current_tags(
         &self,
