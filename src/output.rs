@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use wharf::control::{MirrorDetail, Reply};
-use wharf::model::{MirrorStatus, RunOutcome, SyncRun};
+use wharf::model::{RunOutcome, SyncRun};
 
 pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
     let as_json = |v: &dyn erased::Json| -> anyhow::Result<()> {
@@ -60,7 +60,7 @@ pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
                 println!(
                     "{:<20} {:<12} {:>10} {:<8} {:>9}  {}",
                     m.mirror.name,
-                    state(m),
+                    m.state().as_str(),
                     m.health.generation.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
                     m.mirror.country.as_deref().unwrap_or("-"),
                     m.mirror.bandwidth,
@@ -117,22 +117,10 @@ mod erased {
     }
 }
 
-fn state(m: &MirrorStatus) -> &'static str {
-    if !m.mirror.enabled {
-        "disabled"
-    } else if m.health.auto_disabled.is_some() {
-        "auto-disabled"
-    } else if !m.mirror.active {
-        "opted-out"
-    } else {
-        "active"
-    }
-}
-
 fn show(d: &MirrorDetail) {
     let m = &d.status.mirror;
     let h = &d.status.health;
-    println!("mirror {} ({})", m.name, state(&d.status));
+    println!("mirror {} ({})", m.name, d.status.state().as_str());
     println!("  urls:       {}", m.urls.join(" "));
     println!(
         "  country:    {} (continent {})",

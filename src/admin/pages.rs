@@ -158,7 +158,7 @@ pub struct RunRow {
 pub struct MirrorRow {
     name: String,
     active: bool,
-    state: &'static str,
+    state: String,
     holds: String,
     country: String,
     problem: String,
@@ -166,19 +166,10 @@ pub struct MirrorRow {
 
 impl From<&MirrorStatus> for MirrorRow {
     fn from(m: &MirrorStatus) -> MirrorRow {
-        let state = if !m.mirror.enabled {
-            "disabled"
-        } else if m.health.auto_disabled.is_some() {
-            "auto-disabled"
-        } else if !m.mirror.active {
-            "opted out"
-        } else {
-            "active"
-        };
         MirrorRow {
             name: m.mirror.name.to_string(),
             active: m.mirror.active,
-            state,
+            state: m.state().to_string(),
             holds: m
                 .health
                 .generation

@@ -231,6 +231,37 @@ pub struct CrawlResult {
     pub error: Option<String>,
 }
 
+/// Where a mirror stands, as shown to people: the first that applies wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorState {
+    /// The operator disabled it.
+    Disabled,
+    /// The crawler disabled it after failed crawls.
+    AutoDisabled,
+    /// Its admin opted out.
+    OptedOut,
+    Active,
+}
+
+impl MirrorState {
+    /// The command-line form (`opted-out`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MirrorState::Disabled => "disabled",
+            MirrorState::AutoDisabled => "auto-disabled",
+            MirrorState::OptedOut => "opted-out",
+            MirrorState::Active => "active",
+        }
+    }
+}
+
+impl fmt::Display for MirrorState {
+    /// The prose form (`opted out`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str().replace('-', " "))
+    }
+}
+
 /// A mirror with its health, as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorStatus {
@@ -238,6 +269,20 @@ pub struct MirrorStatus {
     pub mirror: Mirror,
     pub continent: Option<String>,
     pub health: MirrorHealth,
+}
+
+impl MirrorStatus {
+    pub fn state(&self) -> MirrorState {
+        if !self.mirror.enabled {
+            MirrorState::Disabled
+        } else if self.health.auto_disabled.is_some() {
+            MirrorState::AutoDisabled
+        } else if !self.mirror.active {
+            MirrorState::OptedOut
+        } else {
+            MirrorState::Active
+        }
+    }
 }
 
 /// A set of mirror field changes, as given on the command line (or, later, in a form).

@@ -16,7 +16,7 @@ pub use manifest::{
 };
 pub use mirror::{
     ContentSet, CrawlResult, Mirror, MirrorError, MirrorHealth, MirrorName, MirrorPatch,
-    MirrorStatus, parse_base_url,
+    MirrorState, MirrorStatus, parse_base_url,
 };
 pub use names::{Digest, NameError, Reference, RepoName, Tag};
 pub use run::{RepoReport, RunOutcome, SyncRun};
