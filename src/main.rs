@@ -33,6 +33,9 @@ struct Cli {
     /// Override `storage.data_dir`.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Print the result as JSON (sync, crawl, mirror and user commands).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,11 +45,7 @@ enum Command {
     /// Serve the registry API and the tree, and run the schedules.
     Serve,
     /// Run one sync now (through the running server if there is one) and print a summary.
-    Sync {
-        /// Print the run as JSON instead of a summary.
-        #[arg(long)]
-        json: bool,
-    },
+    Sync,
     /// Generate sample images, sync them and serve them: nothing else needed.
     Demo {
         /// Port to serve on (default: a free one).
@@ -59,11 +58,7 @@ enum Command {
     /// Exit 0 if the server configured here answers its health check.
     Healthcheck,
     /// Crawl every enabled mirror now and print what each holds.
-    Crawl {
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Crawl,
     /// Manage mirrors (through the running server if there is one).
     #[command(subcommand)]
     Mirror(Box<MirrorCommand>),
@@ -81,26 +76,13 @@ enum UserCommand {
         /// `operator` or `mirror-admin`.
         #[arg(long)]
         role: String,
-        #[arg(long)]
-        json: bool,
     },
     /// Set a user's password (read from stdin when it is not a terminal, else generated).
-    Passwd {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Passwd { name: String },
     /// Every user.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Disable a user (they can no longer log in).
-    Disable {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Disable { name: String },
 }
 
 /// A password piped on stdin (first line), or `None` on a terminal or empty input.
@@ -122,34 +104,19 @@ enum MirrorCommand {
         name: String,
         #[command(flatten)]
         fields: MirrorFields,
-        #[arg(long)]
-        json: bool,
     },
     /// Change a mirror's fields (list options replace the list).
     Set {
         name: String,
         #[command(flatten)]
         fields: MirrorFields,
-        #[arg(long)]
-        json: bool,
     },
     /// Remove a mirror and its crawl history.
-    Remove {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Remove { name: String },
     /// Every mirror with its state, and how far the current generation has propagated.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// One mirror with its recent crawls.
-    Show {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Show { name: String },
 }
 
 #[derive(clap::Args)]
@@ -222,8 +189,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // One-shot commands print their own summary; services log what they do.
     let default_filter = match cli.command {
-        Command::Sync { .. }
-        | Command::Crawl { .. }
+        Command::Sync
+        | Command::Crawl
         | Command::Mirror(_)
         | Command::User(_)
         | Command::Healthcheck => "warn",
@@ -292,8 +259,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { port, .. } => return demo(*port, &cli).await,
         Command::Healthcheck => return healthcheck(&load_config(&cli)?).await,
-        Command::Sync { .. } => Request::Sync,
-        Command::Crawl { .. } => Request::Crawl,
+        Command::Sync => Request::Sync,
+        Command::Crawl => Request::Crawl,
         Command::Mirror(m) => match m.as_ref() {
             MirrorCommand::Add { name, fields, .. } => {
                 Request::MirrorAdd { name: name.clone(), patch: fields.patch() }
@@ -302,7 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Request::MirrorSet { name: name.clone(), patch: fields.patch() }
             }
             MirrorCommand::Remove { name, .. } => Request::MirrorRemove { name: name.clone() },
-            MirrorCommand::List { .. } => Request::MirrorList,
+            MirrorCommand::List => Request::MirrorList,
             MirrorCommand::Show { name, .. } => Request::MirrorShow { name: name.clone() },
         },
         Command::User(u) => match u {
@@ -314,29 +281,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             UserCommand::Passwd { name, .. } => {
                 Request::UserPasswd { name: name.clone(), password: password_from_stdin()? }
             }
-            UserCommand::List { .. } => Request::UserList,
+            UserCommand::List => Request::UserList,
             UserCommand::Disable { name, .. } => Request::UserDisable { name: name.clone() },
         },
     };
-    let json = match &cli.command {
-        Command::Sync { json } | Command::Crawl { json } => *json,
-        Command::Mirror(m) => match m.as_ref() {
-            MirrorCommand::Add { json, .. }
-            | MirrorCommand::Set { json, .. }
-            | MirrorCommand::Remove { json, .. }
-            | MirrorCommand::List { json }
-            | MirrorCommand::Show { json, .. } => *json,
-        },
-        Command::User(
-            UserCommand::Add { json, .. }
-            | UserCommand::Passwd { json, .. }
-            | UserCommand::List { json }
-            | UserCommand::Disable { json, .. },
-        ) => *json,
-        _ => false,
-    };
     let reply = execute(load_config(&cli)?, request).await?;
-    output::print(&reply, json)
+    output::print(&reply, cli.json)
 }
 
 /// Run a request through the running server if one answers on the control socket, else on a
