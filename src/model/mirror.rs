@@ -37,24 +37,7 @@ impl FromStr for MirrorName {
     }
 }
 
-impl TryFrom<String> for MirrorName {
-    type Error = MirrorError;
-    fn try_from(s: String) -> Result<Self, MirrorError> {
-        s.parse()
-    }
-}
-
-impl From<MirrorName> for String {
-    fn from(n: MirrorName) -> String {
-        n.0
-    }
-}
-
-impl fmt::Display for MirrorName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+super::names::string_newtype!(MirrorName, MirrorError);
 
 /// A mirror field that does not parse or check out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,11 +8,15 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 /// `TryFrom<String>` (for serde), `From<T> for String` and `Display` of a parsed string type.
+/// The error type defaults to [`NameError`].
 macro_rules! string_newtype {
     ($t:ident) => {
+        string_newtype!($t, NameError);
+    };
+    ($t:ident, $err:ty) => {
         impl TryFrom<String> for $t {
-            type Error = NameError;
-            fn try_from(s: String) -> Result<Self, NameError> {
+            type Error = $err;
+            fn try_from(s: String) -> Result<Self, $err> {
                 s.parse()
             }
         }
@@ -23,13 +27,14 @@ macro_rules! string_newtype {
             }
         }
 
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
     };
 }
+pub(super) use string_newtype;
 
 /// Why an identifier was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -35,24 +35,7 @@ impl FromStr for UserName {
     }
 }
 
-impl TryFrom<String> for UserName {
-    type Error = MirrorError;
-    fn try_from(s: String) -> Result<Self, MirrorError> {
-        s.parse()
-    }
-}
-
-impl From<UserName> for String {
-    fn from(n: UserName) -> String {
-        n.0
-    }
-}
-
-impl fmt::Display for UserName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+super::names::string_newtype!(UserName, MirrorError);
 
 /// What a user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
