@@ -1,6 +1,7 @@
 //! The scheduler: maps cron strings to jobs, keeps runs of one job from overlapping (whoever
 //! asks: cron, the control socket, later the admin UI), and stops on shutdown. After every
-//! sync, crawl or mirror edit it rebuilds the blob-selection snapshot.
+//! sync commit (through the sync's hook), crawl or mirror edit it rebuilds the blob-selection
+//! snapshot.
 //! Jobs are plain functions (`sync::run_once`, `crawl::run_once`); tests call them directly.
 //! Imports `sync`, `crawl`, `geo`, `store`, `config`, `model`; never actix.
 
@@ -54,21 +55,16 @@ impl Jobs {
     }
 
     /// Run a sync now, after any running one finishes.
+    /// (The selection snapshot is rebuilt by the sync's after-commit hook, once.)
     pub async fn run_sync(&self) -> Result<SyncRun, SyncError> {
         let _running = self.sync_lock.lock().await;
-        let run = sync::run_once(&self.sync).await?;
-        self.refresh_selection().await?;
-        Ok(run)
+        sync::run_once(&self.sync).await
     }
 
     /// Run a sync unless one is running (what a cron tick does).
     pub async fn sync_if_idle(&self) -> Option<Result<SyncRun, SyncError>> {
         let _running = self.sync_lock.try_lock().ok()?;
-        let run = sync::run_once(&self.sync).await;
-        if let Err(e) = self.refresh_selection().await {
-            tracing::error!(error = %e, "rebuilding the selection snapshot");
-        }
-        Some(run)
+        Some(sync::run_once(&self.sync).await)
     }
 
     /// Crawl the mirrors now, after any running crawl finishes.
