@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use crate::model::{Role, User, UserName};
-use crate::store::{Store, StoreError, UserEditError};
+use crate::store::{Store, StoreError, UserChange, UserEditError};
 
 /// The shortest password a user may choose.
 pub const MIN_PASSWORD: usize = 12;
@@ -86,7 +86,7 @@ pub async fn set_password(
 ) -> Result<(User, Option<String>), AccountError> {
     let (password, generated) = choose(password)?;
     let hash = hash_password(password).await?;
-    Ok((store.update_user(name, Some(hash), None).await?, generated))
+    Ok((store.update_user(name, UserChange { password_hash: Some(hash), ..Default::default() }).await?, generated))
 }
 
 /// Whether an enabled operator exists (a first start says how to create one).
@@ -264,9 +264,13 @@ pub async fn current_session(
     policy: SessionPolicy,
 ) -> Result<Option<crate::store::Session>, StoreError> {
     let key = session_key(token);
-    let Some(s) = store.session(key.clone()).await? else { return Ok(None) };
-    let user_ok = store.user_credentials(&s.user).await?.is_some_and(|(u, _)| !u.disabled);
-    if now - s.created_at > policy.lifetime || now - s.last_seen > policy.idle || !user_ok {
+    let Some(mut s) = store.session(key.clone()).await? else { return Ok(None) };
+    // The user as they are now: a disabled user's sessions end, a role change applies at once.
+    let user = store.user_credentials(&s.user).await?.map(|(u, _)| u).filter(|u| !u.disabled);
+    if let Some(u) = &user {
+        s.role = u.role;
+    }
+    if now - s.created_at > policy.lifetime || now - s.last_seen > policy.idle || user.is_none() {
         store.delete_session(key).await?;
         return Ok(None);
     }

@@ -12,7 +12,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::control;
 use crate::crawl::{CrawlCtx, CrawlError};
-use crate::geo::{GeoDb, Selector};
+use crate::geo::{GeoDb, RedirectCounters, Selector};
+use crate::model::hour_of;
 use crate::registry::{self, RegistryState};
 use crate::scheduler::{self, Jobs};
 use crate::store::{Store, StoreError};
@@ -109,34 +110,47 @@ impl App {
         )
         .await?;
 
+        let redirects = Arc::new(RedirectCounters::default());
+        let flush_task =
+            tokio::spawn(flush_redirects(self.store.clone(), redirects.clone(), self.clock.clone()));
         let state = web::Data::new(RegistryState {
             store: self.store.clone(),
             public_url: self.config.public_url.clone(),
             selector: self.jobs.selector().clone(),
             geo: self.geo.clone(),
             trusted_proxies: self.config.trusted_proxies.clone(),
+            redirects: redirects.clone(),
         });
         let stats = web::Data::new(registry::RequestStats::default());
+        let schedules = [("sync", &self.config.sync_schedule), ("crawl", &self.config.crawl_schedule)]
+            .into_iter()
+            .filter_map(|(job, cron)| Some((job, crate::config::parse_cron(cron).ok()?)))
+            .collect();
         let admin = web::Data::new(crate::admin::AdminState {
-            store: self.store.clone(),
+            jobs: self.jobs.clone(),
+            geo: self.geo.clone(),
             clock: self.clock.clone(),
             throttle: Default::default(),
             policy: Default::default(),
-            after_mirror_edit: {
-                let jobs = self.jobs.clone();
-                Arc::new(move || {
-                    let jobs = jobs.clone();
-                    Box::pin(async move {
-                        if let Err(e) = jobs.refresh_selection().await {
-                            tracing::error!(error = %e, "rebuilding the selection snapshot");
-                        }
-                    })
-                })
-            },
+            schedules,
+            rsync_url: self.config.rsync_url.clone(),
         });
+        // With `[admin] listen`, the admin UI answers only there and the registry only on
+        // the main listener.
+        let admin_listener = match self.config.admin_listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .map_err(|source| AppError::Io { what: format!("listening on {a}"), source })?,
+            ),
+            None => None,
+        };
+        let admin_port = admin_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
         let tree_dir = self.config.tree_dir.clone();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    split_listeners(admin_port, req, next)
+                }))
                 .wrap(actix_web::middleware::from_fn(registry::count_requests))
                 .app_data(state.clone())
                 .app_data(stats.clone())
@@ -146,13 +160,20 @@ impl App {
                 .configure(|c| registry::configure(c, &tree_dir))
         })
         .listen(listener)
-        .map_err(|source| AppError::Io { what: format!("listening on {addr}"), source })?
-        .shutdown_timeout(30)
-        .run();
+        .map_err(|source| AppError::Io { what: format!("listening on {addr}"), source })?;
+        let server = match admin_listener {
+            Some(l) => server
+                .listen(l)
+                .map_err(|source| AppError::Io { what: "admin listener".into(), source })?,
+            None => server,
+        };
+        let server = server.shutdown_timeout(30).run();
         let handle = server.handle();
-        tracing::info!(%addr, public_url = %self.config.public_url, "serving");
+        tracing::info!(%addr, public_url = %self.config.public_url, admin = ?admin_port, "serving");
         Ok(Running {
             addr,
+            flush_task,
+            redirects,
             handle,
             server: tokio::spawn(server),
             scheduler,
@@ -172,6 +193,8 @@ pub struct Running {
     scheduler: tokio_cron_scheduler::JobScheduler,
     control_task: tokio::task::JoinHandle<()>,
     reload_task: tokio::task::JoinHandle<()>,
+    flush_task: tokio::task::JoinHandle<()>,
+    redirects: Arc<RedirectCounters>,
     socket_path: std::path::PathBuf,
     pub app: App,
 }
@@ -202,8 +225,43 @@ impl Running {
         }
         self.control_task.abort();
         self.reload_task.abort();
+        self.flush_task.abort();
+        let last = self.redirects.drain(hour_of(self.app.clock.now()));
+        if let Err(e) = self.app.store.add_redirects(last).await {
+            tracing::warn!(error = %e, "saving the last redirect counts");
+        }
         let _ = std::fs::remove_file(&self.socket_path);
     }
+}
+
+/// Move the redirect counters into the store once a minute: one write per minute, never
+/// one per request.
+async fn flush_redirects(store: Store, counters: Arc<RedirectCounters>, clock: Arc<dyn Clock>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let batch = counters.drain(hour_of(clock.now()));
+        if let Err(e) = store.add_redirects(batch).await {
+            tracing::error!(error = %e, "saving redirect counts");
+        }
+    }
+}
+
+/// Middleware: with a separate admin listener, `/admin/` answers only there and everything
+/// else only on the main listener.
+async fn split_listeners(
+    admin_port: Option<u16>,
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if let Some(port) = admin_port {
+        let on_admin = req.app_config().local_addr().port() == port;
+        let admin_path = req.path() == "/admin" || req.path().starts_with("/admin/");
+        if on_admin != admin_path {
+            return Ok(req.into_response(HttpResponse::NotFound().finish()));
+        }
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// Reload the GeoIP databases when their files change (checked every 30 s), and

@@ -40,6 +40,7 @@ pub struct RawConfig {
     pub mirrors: RawMirrors,
     pub crawl: RawCrawl,
     pub geoip: RawGeoip,
+    pub admin: RawAdmin,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -101,6 +102,16 @@ pub struct RawMirrors {
     pub fallback_url: Option<String>,
     /// Send clients only to https mirror URLs.
     pub require_https: bool,
+    /// The rsync URL mirrors copy the tree from (shown to mirror admins); default
+    /// `rsync://<public host>/wharf/`.
+    pub rsync_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// A separate listener for `/admin/`; absent: the admin UI is on the main listener.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -195,6 +206,10 @@ pub struct Config {
     pub crawl: CrawlSettings,
     pub geoip_database: Option<PathBuf>,
     pub asn_database: Option<PathBuf>,
+    /// Ends in `/`.
+    pub rsync_url: String,
+    /// `None`: the admin UI is served under `/admin/` on `listen`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -438,6 +453,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         None => format!("{public_url}/tree/"),
     };
+    let rsync_url = match raw.mirrors.rsync_url {
+        Some(u) if u.starts_with("rsync://") && !u.contains([' ', '"', '<', '>']) => {
+            if u.ends_with('/') { u } else { format!("{u}/") }
+        }
+        Some(u) => return Err(key_err("mirrors.rsync_url", format!("{u:?} must start with rsync://"))),
+        None => {
+            format!("rsync://{}/wharf/", parsed.host_str().unwrap_or("localhost"))
+        }
+    };
+    let admin_listen = raw
+        .admin
+        .listen
+        .map(|l| l.parse::<SocketAddr>().map_err(|e| key_err("admin.listen", format!("{l:?}: {e}"))))
+        .transpose()?;
     parse_cron(&raw.schedule.crawl).map_err(|e| key_err("schedule.crawl", e))?;
     let c = raw.crawl;
     if c.concurrency == 0 || c.concurrency > 256 {
@@ -462,6 +491,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let geoip_database = file(raw.geoip.database);
     let asn_database = file(raw.geoip.asn_database);
     Ok(Config {
+        rsync_url,
+        admin_listen,
         trusted_proxies,
         fallback_url,
         require_https: raw.mirrors.require_https,
@@ -623,6 +654,8 @@ mod tests {
             "repositories",
             "tags",
             "fallback_url",
+            "rsync_url",
+            "listen",
             "database",
             "asn_database",
         ];

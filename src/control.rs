@@ -19,7 +19,7 @@ use crate::model::{
     CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorStatus, Role, SyncRun, User, UserName,
 };
 use crate::scheduler::Jobs;
-use crate::store::MirrorEditError;
+use crate::store::{MirrorEditError, UserChange};
 use crate::sync::ProgressSnapshot;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,7 +152,7 @@ pub async fn execute(jobs: &Jobs, request: Request) -> Reply {
             Request::UserDisable { name: n } => {
                 let name = n.parse::<UserName>().map_err(|e| e.to_string())?;
                 let user =
-                    store.update_user(&name, None, Some(true)).await.map_err(|e| e.to_string())?;
+                    store.update_user(&name, UserChange { disabled: Some(true), ..Default::default() }).await.map_err(|e| e.to_string())?;
                 Ok(Reply::User { user, generated_password: None })
             }
             Request::UserList => Ok(Reply::Users(store.users().await.map_err(|e| e.to_string())?)),

@@ -24,9 +24,9 @@ pub enum SchedulerError {
 /// The jobs of one Wharf instance, each behind its own lock, and the selection they feed.
 pub struct Jobs {
     sync: SyncCtx,
-    sync_lock: tokio::sync::Mutex<()>,
+    sync_lock: Arc<tokio::sync::Mutex<()>>,
     crawl: CrawlCtx,
-    crawl_lock: tokio::sync::Mutex<()>,
+    crawl_lock: Arc<tokio::sync::Mutex<()>>,
     selector: Arc<Selector>,
     /// Serialises snapshot rebuilds, so an older read never replaces a newer snapshot.
     refresh_lock: Arc<tokio::sync::Mutex<()>>,
@@ -46,9 +46,9 @@ impl Jobs {
         }));
         Arc::new(Jobs {
             sync,
-            sync_lock: tokio::sync::Mutex::new(()),
+            sync_lock: Arc::default(),
             crawl,
-            crawl_lock: tokio::sync::Mutex::new(()),
+            crawl_lock: Arc::default(),
             selector,
             refresh_lock,
         })
@@ -67,6 +67,35 @@ impl Jobs {
         Some(sync::run_once(&self.sync).await)
     }
 
+    /// Start a sync in the background unless one is running (the admin UI's "Sync now").
+    /// Returns whether one was started.
+    pub fn start_sync(self: &Arc<Self>) -> bool {
+        let Ok(running) = self.sync_lock.clone().try_lock_owned() else { return false };
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            let _running = running;
+            if let Err(e) = sync::run_once(&jobs.sync).await {
+                tracing::error!(error = %e, "sync failed");
+            }
+        });
+        true
+    }
+
+    /// Start a crawl in the background unless one is running. Returns whether one was started.
+    pub fn start_crawl(self: &Arc<Self>) -> bool {
+        let Ok(running) = self.crawl_lock.clone().try_lock_owned() else { return false };
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            let _running = running;
+            jobs.crawl_and_refresh().await;
+        });
+        true
+    }
+
+    pub fn crawl_running(&self) -> bool {
+        self.crawl_lock.try_lock().is_err()
+    }
+
     /// Crawl the mirrors now, after any running crawl finishes.
     pub async fn run_crawl(&self) -> Result<CrawlReport, CrawlError> {
         let _running = self.crawl_lock.lock().await;
@@ -80,8 +109,13 @@ impl Jobs {
             tracing::info!("scheduled crawl skipped: a crawl is still running");
             return;
         };
+        self.crawl_and_refresh().await;
+    }
+
+    /// Crawl and rebuild the snapshot; the caller holds the crawl lock.
+    async fn crawl_and_refresh(&self) {
         if let Err(e) = crawl::run_once(&self.crawl).await {
-            tracing::error!(error = %e, "scheduled crawl failed");
+            tracing::error!(error = %e, "crawl failed");
         }
         if let Err(e) = self.refresh_selection().await {
             tracing::error!(error = %e, "rebuilding the selection snapshot");

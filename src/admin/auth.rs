@@ -40,7 +40,7 @@ impl FromRequest for AnySession {
             let state = state.ok_or_else(|| AdminError::Internal("admin state missing".into()))?;
             let token = token.ok_or(AdminError::LoginRequired)?;
             let now = state.clock.now();
-            let session = accounts::current_session(&state.store, &token, now, state.policy)
+            let session = accounts::current_session(state.store(), &token, now, state.policy)
                 .await?
                 .ok_or(AdminError::LoginRequired)?;
             Ok(AnySession { session, token })

@@ -31,8 +31,7 @@ impl From<StoreError> for AdminError {
 #[derive(Template)]
 #[template(path = "admin/error.html")]
 struct ErrorPage<'a> {
-    css: &'a str,
-    nav: Option<super::pages::Nav>,
+    frame: super::Frame,
     title: &'a str,
     message: String,
 }
@@ -62,7 +61,7 @@ impl ResponseError for AdminError {
             AdminError::NotFound => "Not found",
             _ => "Error",
         };
-        let page = ErrorPage { css: &super::CSS_NAME, nav: None, title, message: self.to_string() };
+        let page = ErrorPage { frame: super::Frame::anonymous(), title, message: self.to_string() };
         HttpResponse::build(self.status_code())
             .content_type("text/html; charset=utf-8")
             .body(page.render().unwrap_or_else(|_| self.to_string()))

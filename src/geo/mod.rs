@@ -2,9 +2,11 @@
 //! Imports `model` and `store` types (passed in; `select` never reads the store itself);
 //! never actix or askama.
 
+mod counters;
 mod lookup;
 mod select;
 
+pub use counters::RedirectCounters;
 pub use lookup::{ClientGeo, GeoDb};
 pub use select::{
     BlobLookup, Candidate, Exclusion, Explanation, Pick, Selector, Snapshot, Tier, client_ip,

@@ -132,6 +132,8 @@ pub struct Excluded {
 /// The pool and the mirrors at one moment.
 pub struct Snapshot {
     pub generation: Generation,
+    /// Every pool file's size summed: what a full mirror holds.
+    pub pool_bytes: u64,
     blobs: HashMap<Digest, BlobFacts>,
     repos: HashMap<RepoName, HashSet<Digest>>,
     mirrors: Vec<MirrorEntry>,
@@ -182,12 +184,22 @@ impl Snapshot {
         let repos = facts.repos.into_iter().map(|(r, ds)| (r, ds.into_iter().collect())).collect();
         Snapshot {
             generation: facts.generation,
+            pool_bytes: facts.blobs.values().map(|b| b.size).sum(),
             blobs: facts.blobs,
             repos,
             mirrors,
             fallback,
             require_https,
         }
+    }
+
+    pub fn repo_names(&self) -> impl Iterator<Item = &RepoName> {
+        self.repos.keys()
+    }
+
+    /// A blob of a repository (the largest), for trying `explain` without typing a digest.
+    pub fn sample_blob(&self, repo: &RepoName) -> Option<&Digest> {
+        self.repos.get(repo)?.iter().max_by_key(|d| self.blobs.get(*d).map(|b| b.size))
     }
 
     /// The blob, if the repository's tags reach it.

@@ -109,6 +109,26 @@ pub fn parse_base_url(s: &str) -> Result<String, MirrorError> {
     Ok(if s.ends_with('/') { s.to_owned() } else { format!("{s}/") })
 }
 
+/// The commands a mirror runs to copy what its content set carries from `source` (an rsync
+/// URL of the tree root, ending in `/`) into `dest`.
+pub fn rsync_commands(source: &str, content: &ContentSet, dest: &str) -> Vec<String> {
+    match content {
+        ContentSet::All => vec![format!("rsync -aH --delete --delay-updates {source} {dest}")],
+        ContentSet::Arches(arches) => {
+            let lists: Vec<String> =
+                arches.iter().map(|a| format!("{source}content-sets/{a}.txt")).collect();
+            vec![
+                "mkdir -p /tmp/wharf-lists".to_owned(),
+                format!("rsync -a {} /tmp/wharf-lists/", lists.join(" ")),
+                "cat /tmp/wharf-lists/*.txt | sort -u > /tmp/wharf-files.txt".to_owned(),
+                format!(
+                    "rsync -aH --delay-updates --files-from=/tmp/wharf-files.txt {source} {dest}"
+                ),
+            ]
+        }
+    }
+}
+
 /// What the operator and the mirror admin say about a mirror.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mirror {
@@ -129,6 +149,8 @@ pub struct Mirror {
     pub private: bool,
     /// Operator approval.
     pub enabled: bool,
+    /// Registered by its admin and not yet approved by an operator (then `enabled` is false).
+    pub pending: bool,
     /// The mirror admin's own opt-in.
     pub active: bool,
     /// Why the operator disabled it.
@@ -149,6 +171,7 @@ impl Mirror {
             bandwidth: 100,
             private: false,
             enabled: true,
+            pending: false,
             active: true,
             disabled_reason: None,
             content: ContentSet::All,
@@ -217,6 +240,8 @@ pub struct CrawlResult {
 /// Where a mirror stands, as shown to people: the first that applies wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MirrorState {
+    /// Registered by its admin, waiting for an operator's approval.
+    Pending,
     /// The operator disabled it.
     Disabled,
     /// The crawler disabled it after failed crawls.
@@ -230,6 +255,7 @@ impl MirrorState {
     /// The command-line form (`opted-out`).
     pub fn as_str(self) -> &'static str {
         match self {
+            MirrorState::Pending => "pending",
             MirrorState::Disabled => "disabled",
             MirrorState::AutoDisabled => "auto-disabled",
             MirrorState::OptedOut => "opted-out",
@@ -256,7 +282,9 @@ pub struct MirrorStatus {
 
 impl MirrorStatus {
     pub fn state(&self) -> MirrorState {
-        if !self.mirror.enabled {
+        if self.mirror.pending && !self.mirror.enabled {
+            MirrorState::Pending
+        } else if !self.mirror.enabled {
             MirrorState::Disabled
         } else if self.health.auto_disabled.is_some() {
             MirrorState::AutoDisabled
@@ -290,7 +318,35 @@ pub struct MirrorPatch {
     pub owner: Option<u64>,
 }
 
+/// The widest netblocks a mirror admin may claim; operators may claim any.
+pub const MAX_CLAIM_V4: u8 = 16;
+pub const MAX_CLAIM_V6: u8 = 32;
+
 impl MirrorPatch {
+    /// Refuse what only operators may change: approval, the disable reason, the owner, the
+    /// continent override, and netblocks wider than /16 (IPv4) or /32 (IPv6).
+    pub fn check_mirror_admin_limits(&self) -> Result<(), MirrorError> {
+        if self.enabled.is_some() || self.reason.is_some() || self.owner.is_some() {
+            return Err(MirrorError("only operators approve, disable or reassign mirrors".into()));
+        }
+        if self.continent.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err(MirrorError("only operators override a mirror's continent".into()));
+        }
+        for n in self.netblocks.iter().flatten() {
+            let wide = match n.parse::<ipnet::IpNet>() {
+                Ok(ipnet::IpNet::V4(v4)) => v4.prefix_len() < MAX_CLAIM_V4,
+                Ok(ipnet::IpNet::V6(v6)) => v6.prefix_len() < MAX_CLAIM_V6,
+                Err(_) => false, // `apply` says what is wrong with it
+            };
+            if wide {
+                return Err(MirrorError(format!(
+                    "netblock {n} is too wide: mirror admins may claim at most /{MAX_CLAIM_V4} (IPv4) or /{MAX_CLAIM_V6} (IPv6); ask an operator"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Apply to `m`, parsing every field; nothing changes on error.
     pub fn apply(&self, m: &mut Mirror) -> Result<(), MirrorError> {
         let mut next = m.clone();
@@ -326,6 +382,7 @@ impl MirrorPatch {
             next.enabled = e;
             if e {
                 next.disabled_reason = None;
+                next.pending = false;
             }
         }
         if let Some(a) = self.active {

@@ -1,6 +1,7 @@
 //! Domain types shared by every layer: names, references, digests, media types, the parsed
 //! shape of a manifest and sync-run reports. Leaf module: imports nothing from the crate.
 
+mod activity;
 pub mod geography;
 mod layout;
 mod manifest;
@@ -9,6 +10,7 @@ mod names;
 mod run;
 mod user;
 
+pub use activity::{AuditEntry, RedirectCount, hour_of};
 pub use layout::{RepoLayout, TagEntry};
 pub use manifest::{
     BlobRef, ChildManifest, MAX_MANIFEST_SIZE, ManifestError, ManifestShape, Platform, media_type,
@@ -16,7 +18,7 @@ pub use manifest::{
 };
 pub use mirror::{
     ContentSet, CrawlResult, Mirror, MirrorError, MirrorHealth, MirrorName, MirrorPatch,
-    MirrorState, MirrorStatus, parse_base_url,
+    MirrorState, MirrorStatus, parse_base_url, rsync_commands,
 };
 pub use names::{Digest, NameError, Reference, RepoName, Tag};
 pub use run::{RepoReport, RunOutcome, SyncRun};

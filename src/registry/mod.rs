@@ -18,7 +18,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::geo::{BlobLookup, GeoDb, Selector};
+use crate::geo::{BlobLookup, GeoDb, RedirectCounters, Selector};
 use crate::model::{Digest, Reference, RepoName};
 use crate::store::{Lookup, ManifestHit, Store};
 
@@ -40,6 +40,8 @@ pub struct RegistryState {
     pub selector: Arc<Selector>,
     pub geo: Arc<GeoDb>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Redirects by tier and country; the app drains them into the store in batches.
+    pub redirects: Arc<RedirectCounters>,
 }
 
 /// Middleware: count every response by route kind, method and status (see [`RequestStats`]).
@@ -213,6 +215,7 @@ async fn blob(
     let client = mirrors::Client::of(req, &state.trusted_proxies);
     let geo = state.geo.lookup(client.ip);
     let pick = snapshot.pick(&digest, facts, client.ip, &geo, client.https, &mut rand::rng());
+    state.redirects.record(pick.tier, geo.country);
     Ok(HttpResponse::TemporaryRedirect()
         .insert_header((header::LOCATION, pick.url))
         .insert_header((CONTENT_DIGEST, digest.as_str()))

@@ -2,6 +2,8 @@
 //! no redb type leaks out. Every transaction runs in a named `spawn_blocking`.
 //! Imports `model` only (and `clock` types by value); never actix, askama or reqwest.
 
+mod activity;
+mod browse;
 mod commit;
 mod mirrors;
 mod records;
@@ -20,13 +22,14 @@ use crate::model::{
     ChildManifest, Digest, Generation, RepoLayout, RepoName, SyncRun, Tag, TagEntry,
 };
 
+pub use browse::TagDetail;
 pub use commit::{CommitOutcome, NewManifest, SyncCommit, TagDiff};
 pub use mirrors::{CRAWL_HISTORY, MirrorEditError};
 use records::{StoredManifest, StoredRun, StoredTag, decode, encode};
 pub use selection::{BlobFacts, EVERY_SET, PoolFacts};
 pub use sessions::Session;
 use tables::*;
-pub use users::UserEditError;
+pub use users::{UserChange, UserEditError};
 
 /// The schema this build writes. Opening an older store migrates it; a newer one is refused.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -123,6 +126,8 @@ impl Store {
             txn.open_table(CRAWLS)?;
             txn.open_table(USERS)?;
             txn.open_table(SESSIONS)?;
+            txn.open_table(AUDIT)?;
+            txn.open_table(REDIRECTS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
@@ -323,6 +328,17 @@ impl Store {
                 out.push(run.into_model(id.value()));
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// One run by id.
+    pub async fn run(&self, id: u64) -> Result<Option<SyncRun>, StoreError> {
+        self.blocking("run", move |db| {
+            let txn = db.begin_read()?;
+            let row = txn.open_table(RUNS)?.get(id)?;
+            row.map(|r| decode::<StoredRun>("sync_runs", r.value()).map(|s| s.into_model(id)))
+                .transpose()
         })
         .await
     }

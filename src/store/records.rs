@@ -186,6 +186,9 @@ pub(super) struct MirrorV1 {
     bandwidth: u32,
     private: bool,
     enabled: bool,
+    /// Added after the first release of V1: absent means not pending.
+    #[serde(default)]
+    pending: bool,
     active: bool,
     disabled_reason: Option<String>,
     /// `all` or `amd64,arm64`.
@@ -216,6 +219,7 @@ impl StoredMirror {
                 bandwidth: m.bandwidth,
                 private: m.private,
                 enabled: m.enabled,
+                pending: m.pending,
                 active: m.active,
                 disabled_reason: m.disabled_reason.clone(),
                 content: m.content.to_string(),
@@ -250,6 +254,7 @@ impl StoredMirror {
             bandwidth: m.bandwidth,
             private: m.private,
             enabled: m.enabled,
+            pending: m.pending,
             active: m.active,
             disabled_reason: m.disabled_reason.clone(),
             content: m.content.parse().map_err(|_| bad("content set"))?,

@@ -33,6 +33,12 @@ pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// user name -> `StoredUser`.
 pub(super) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 
+/// sequence -> `StoredAudit`: who changed what, when.
+pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// (hour since epoch, tier, country) -> blob redirects counted.
+pub(super) const REDIRECTS: TableDefinition<(u64, &str, &str), u64> =
+    TableDefinition::new("redirects");
+
 pub(super) const KEY_NEXT_USER: &str = "next_user_id";
 pub(super) const KEY_SCHEMA: &str = "schema_version";
 pub(super) const KEY_GENERATION: &str = "generation";

@@ -26,6 +26,15 @@ enum StoredUser {
     },
 }
 
+/// What to change about a user.
+#[derive(Debug, Default)]
+pub struct UserChange {
+    /// A new argon2id PHC string.
+    pub password_hash: Option<String>,
+    pub disabled: Option<bool>,
+    pub role: Option<Role>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UserEditError {
     #[error("user {0} already exists")]
@@ -86,13 +95,13 @@ impl Store {
         .await?
     }
 
-    /// Change a user: a new password hash and/or the disabled flag.
+    /// Change a user; `None` fields stay as they are.
     pub async fn update_user(
         &self,
         name: &UserName,
-        password_hash: Option<String>,
-        disabled: Option<bool>,
+        change: UserChange,
     ) -> Result<User, UserEditError> {
+        let UserChange { password_hash, disabled, role: new_role } = change;
         let name = name.clone();
         self.blocking("update_user", move |db| {
             let txn = db.begin_write()?;
@@ -112,7 +121,7 @@ impl Store {
                 drop(row);
                 let rec = StoredUser::V1 {
                     id,
-                    role,
+                    role: new_role.map(|r| r.to_string()).unwrap_or(role),
                     password_hash: password_hash.unwrap_or(old),
                     created_at,
                     last_login,

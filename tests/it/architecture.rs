@@ -17,7 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("scheduler", &["model", "store", "sync", "crawl", "geo"]),
     ("control", &["model", "store", "sync", "crawl", "scheduler", "accounts"]),
     ("registry", &["model", "store", "geo"]),
-    ("admin", &["model", "store", "accounts", "crawl"]),
+    ("admin", &["model", "store", "accounts", "crawl", "geo", "sync", "scheduler"]),
     ("demo", &["model"]),
     (
         "app",
@@ -33,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "registry",
             "accounts",
             "admin",
+            "config",
         ],
     ),
 ];
