@@ -86,7 +86,12 @@ pub async fn set_password(
 ) -> Result<(User, Option<String>), AccountError> {
     let (password, generated) = choose(password)?;
     let hash = hash_password(password).await?;
-    Ok((store.update_user(name, UserChange { password_hash: Some(hash), ..Default::default() }).await?, generated))
+    Ok((
+        store
+            .update_user(name, UserChange { password_hash: Some(hash), ..Default::default() })
+            .await?,
+        generated,
+    ))
 }
 
 /// Whether an enabled operator exists (a first start says how to create one).

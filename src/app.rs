@@ -111,8 +111,11 @@ impl App {
         .await?;
 
         let redirects = Arc::new(RedirectCounters::default());
-        let flush_task =
-            tokio::spawn(flush_redirects(self.store.clone(), redirects.clone(), self.clock.clone()));
+        let flush_task = tokio::spawn(flush_redirects(
+            self.store.clone(),
+            redirects.clone(),
+            self.clock.clone(),
+        ));
         let state = web::Data::new(RegistryState {
             store: self.store.clone(),
             public_url: self.config.public_url.clone(),
@@ -122,10 +125,11 @@ impl App {
             redirects: redirects.clone(),
         });
         let stats = web::Data::new(registry::RequestStats::default());
-        let schedules = [("sync", &self.config.sync_schedule), ("crawl", &self.config.crawl_schedule)]
-            .into_iter()
-            .filter_map(|(job, cron)| Some((job, crate::config::parse_cron(cron).ok()?)))
-            .collect();
+        let schedules =
+            [("sync", &self.config.sync_schedule), ("crawl", &self.config.crawl_schedule)]
+                .into_iter()
+                .filter_map(|(job, cron)| Some((job, crate::config::parse_cron(cron).ok()?)))
+                .collect();
         let admin = web::Data::new(crate::admin::AdminState {
             jobs: self.jobs.clone(),
             geo: self.geo.clone(),
@@ -144,7 +148,8 @@ impl App {
             ),
             None => None,
         };
-        let admin_port = admin_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
+        let admin_port =
+            admin_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
         let tree_dir = self.config.tree_dir.clone();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()

@@ -457,7 +457,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(u) if u.starts_with("rsync://") && !u.contains([' ', '"', '<', '>']) => {
             if u.ends_with('/') { u } else { format!("{u}/") }
         }
-        Some(u) => return Err(key_err("mirrors.rsync_url", format!("{u:?} must start with rsync://"))),
+        Some(u) => {
+            return Err(key_err("mirrors.rsync_url", format!("{u:?} must start with rsync://")));
+        }
         None => {
             format!("rsync://{}/wharf/", parsed.host_str().unwrap_or("localhost"))
         }
@@ -465,7 +467,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let admin_listen = raw
         .admin
         .listen
-        .map(|l| l.parse::<SocketAddr>().map_err(|e| key_err("admin.listen", format!("{l:?}: {e}"))))
+        .map(|l| {
+            l.parse::<SocketAddr>().map_err(|e| key_err("admin.listen", format!("{l:?}: {e}")))
+        })
         .transpose()?;
     parse_cron(&raw.schedule.crawl).map_err(|e| key_err("schedule.crawl", e))?;
     let c = raw.crawl;

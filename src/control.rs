@@ -151,8 +151,10 @@ pub async fn execute(jobs: &Jobs, request: Request) -> Reply {
             }
             Request::UserDisable { name: n } => {
                 let name = n.parse::<UserName>().map_err(|e| e.to_string())?;
-                let user =
-                    store.update_user(&name, UserChange { disabled: Some(true), ..Default::default() }).await.map_err(|e| e.to_string())?;
+                let user = store
+                    .update_user(&name, UserChange { disabled: Some(true), ..Default::default() })
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(Reply::User { user, generated_password: None })
             }
             Request::UserList => Ok(Reply::Users(store.users().await.map_err(|e| e.to_string())?)),

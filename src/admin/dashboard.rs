@@ -130,7 +130,8 @@ async fn overview(
     let mut propagation: Vec<(String, usize)> = per_generation
         .into_iter()
         .map(|(g, n)| {
-            let label = if g.0 >= generation { format!("{} (current)", g.0) } else { g.0.to_string() };
+            let label =
+                if g.0 >= generation { format!("{} (current)", g.0) } else { g.0.to_string() };
             (label, n)
         })
         .collect();
@@ -245,7 +246,11 @@ pub async fn sync_now(
     if started {
         state.audit(&session.0, "sync.start", "tree", String::new()).await;
     }
-    Ok(super::see_other(if started { "/admin/?notice=sync-started" } else { "/admin/?notice=sync-running" }))
+    Ok(super::see_other(if started {
+        "/admin/?notice=sync-started"
+    } else {
+        "/admin/?notice=sync-running"
+    }))
 }
 
 /// "Crawl now": likewise.
@@ -259,5 +264,9 @@ pub async fn crawl_now(
     if started {
         state.audit(&session.0, "crawl.start", "mirrors", String::new()).await;
     }
-    Ok(super::see_other(if started { "/admin/?notice=crawl-started" } else { "/admin/?notice=crawl-running" }))
+    Ok(super::see_other(if started {
+        "/admin/?notice=crawl-started"
+    } else {
+        "/admin/?notice=crawl-running"
+    }))
 }

@@ -212,7 +212,8 @@ pub struct NewPage {
 pub async fn new_form(session: MirrorAdminSession) -> HttpResponse {
     let form = MirrorForm { bandwidth: "100".into(), content: "all".into(), ..Default::default() };
     let operator = session.0.session.role == Role::Operator;
-    let page = NewPage { frame: Frame::of(&session.0), operator, form, errors: FieldErrors::default() };
+    let page =
+        NewPage { frame: Frame::of(&session.0), operator, form, errors: FieldErrors::default() };
     render(StatusCode::OK, &page)
 }
 
@@ -346,10 +347,7 @@ async fn detail_page(
     let facts = vec![
         ("Content set", m.mirror.content.to_string()),
         ("Bandwidth", format!("{} Mbit/s", m.mirror.bandwidth)),
-        (
-            "ASNs",
-            m.mirror.asns.iter().map(|a| format!("AS{a}")).collect::<Vec<_>>().join(", "),
-        ),
+        ("ASNs", m.mirror.asns.iter().map(|a| format!("AS{a}")).collect::<Vec<_>>().join(", ")),
         (
             "Netblocks",
             m.mirror.netblocks.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
@@ -480,11 +478,9 @@ pub async fn approval(
             page.errors.add("reason", "say why the mirror is disabled; its admin sees it");
             return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
         }
-        "disable" => MirrorPatch {
-            enabled: Some(false),
-            reason: Some(reason.clone()),
-            ..Default::default()
-        },
+        "disable" => {
+            MirrorPatch { enabled: Some(false), reason: Some(reason.clone()), ..Default::default() }
+        }
         _ => return Err(AdminError::NotFound),
     };
     let name = m.mirror.name;
@@ -657,4 +653,3 @@ pub async fn explain(
 fn state_first_repo(snapshot: &crate::geo::Snapshot) -> Option<RepoName> {
     snapshot.repo_names().min().cloned()
 }
-

@@ -57,7 +57,8 @@ pub async fn list(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
     let runs = state.store().recent_runs(LISTED).await?;
-    let page = ListPage { frame: Frame::of(&session.0), runs: runs.iter().map(RunRow::from).collect() };
+    let page =
+        ListPage { frame: Frame::of(&session.0), runs: runs.iter().map(RunRow::from).collect() };
     Ok(render(StatusCode::OK, &page))
 }
 

@@ -40,7 +40,12 @@ pub struct LoginPage {
 
 pub async fn login_form(req: HttpRequest) -> HttpResponse {
     let csrf = accounts::random_token();
-    let page = LoginPage { frame: Frame::anonymous(), csrf: csrf.clone(), name: String::new(), error: None };
+    let page = LoginPage {
+        frame: Frame::anonymous(),
+        csrf: csrf.clone(),
+        name: String::new(),
+        error: None,
+    };
     let mut res = render(StatusCode::OK, &page);
     let _ = res.add_cookie(&cookie(&req, LOGIN_CSRF_COOKIE, csrf));
     res

@@ -143,7 +143,10 @@ pub async fn change(
             }
             let disabled = form.action == "disable";
             let change = UserChange { disabled: Some(disabled), ..Default::default() };
-            store.update_user(&name, change).await.map_err(|e| AdminError::Internal(e.to_string()))?;
+            store
+                .update_user(&name, change)
+                .await
+                .map_err(|e| AdminError::Internal(e.to_string()))?;
             String::new()
         }
         "reset-password" => {
@@ -162,7 +165,10 @@ pub async fn change(
                 return refuse("you cannot take your own operator role".into()).await;
             }
             let change = UserChange { role: Some(role), ..Default::default() };
-            store.update_user(&name, change).await.map_err(|e| AdminError::Internal(e.to_string()))?;
+            store
+                .update_user(&name, change)
+                .await
+                .map_err(|e| AdminError::Internal(e.to_string()))?;
             format!("role={role}")
         }
         _ => return Err(AdminError::NotFound),

@@ -17,13 +17,17 @@ pub struct RedirectCounters {
 
 impl Default for RedirectCounters {
     fn default() -> Self {
-        RedirectCounters { cells: (0..TIERS.len() * COUNTRIES).map(|_| AtomicU64::new(0)).collect() }
+        RedirectCounters {
+            cells: (0..TIERS.len() * COUNTRIES).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 }
 
 fn country_index(country: Option<&str>) -> usize {
     match country.map(str::as_bytes) {
-        Some([a @ b'A'..=b'Z', b @ b'A'..=b'Z']) => usize::from(a - b'A') * 26 + usize::from(b - b'A'),
+        Some([a @ b'A'..=b'Z', b @ b'A'..=b'Z']) => {
+            usize::from(a - b'A') * 26 + usize::from(b - b'A')
+        }
         _ => COUNTRIES - 1,
     }
 }
@@ -74,7 +78,12 @@ mod tests {
             rows.iter().map(|r| (r.tier.as_str(), r.country.as_str(), r.count)).collect();
         assert_eq!(
             got,
-            [("netblock", "ZZ", 1), ("country", "DE", 2), ("global", "--", 1), ("fallback", "--", 1)]
+            [
+                ("netblock", "ZZ", 1),
+                ("country", "DE", 2),
+                ("global", "--", 1),
+                ("fallback", "--", 1)
+            ]
         );
         assert!(rows.iter().all(|r| r.hour == 7));
         assert!(c.drain(8).is_empty(), "drained");

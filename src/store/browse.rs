@@ -76,5 +76,4 @@ impl Store {
         })
         .await
     }
-
 }

@@ -74,6 +74,15 @@ impl Browser {
         self.send(req).await
     }
 
+    async fn post_owned(
+        &mut self,
+        path: &str,
+        fields: Vec<(&str, String)>,
+    ) -> (u16, String, String) {
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.post(path, &fields).await
+    }
+
     /// Log in through the form; returns the POST's status.
     async fn login(&mut self, name: &str, password: &str) -> u16 {
         let (_, _, page) = self.get("/admin/login").await;
@@ -337,36 +346,452 @@ async fn authorization_matrix_over_every_admin_route() {
         };
         wharf.control(Request::MirrorAdd { name: name.into(), patch }).await;
     }
+    let (_, _, login_page) = Browser::new(&wharf).get("/admin/login").await;
+    let assets: Vec<&str> = login_page
+        .match_indices("/admin/assets/admin-")
+        .map(|(i, _)| login_page[i..].split('"').next().unwrap())
+        .collect();
+    let (css, js) = (assets[0].to_owned(), assets[1].to_owned());
+    assert!(css.ends_with(".css") && js.ends_with(".js"), "{assets:?}");
     // (method, path, [anonymous, ann, ben, operator]) expected statuses. POSTs carry the
-    // visitor's own CSRF token, so only authorization decides.
+    // visitor's own CSRF token and fields no action accepts as complete, so only
+    // authorization decides: 303 or 403/404 before any validation, 422/404 after it.
     let rows: &[(&str, &str, [u16; 4])] = &[
         ("GET", "/admin/", [303, 200, 200, 200]),
-        ("GET", "/admin/users", [303, 403, 403, 200]),
         ("GET", "/admin/login", [200, 200, 200, 200]),
+        ("GET", &css, [200, 200, 200, 200]),
+        ("GET", &js, [200, 200, 200, 200]),
+        ("GET", "/admin/assets/admin-000000000000.css", [404, 404, 404, 404]),
+        ("GET", "/admin/progress", [303, 403, 403, 200]),
+        ("GET", "/admin/runs", [303, 403, 403, 200]),
+        ("GET", "/admin/runs/1", [303, 403, 403, 200]),
+        ("GET", "/admin/repos", [303, 403, 403, 200]),
+        ("GET", "/admin/repos/demo/app", [303, 403, 403, 200]),
+        ("GET", "/admin/mirrors", [303, 403, 403, 200]),
+        ("GET", "/admin/explain?ip=192.0.2.1", [303, 403, 403, 200]),
+        ("GET", "/admin/users", [303, 403, 403, 200]),
+        ("GET", "/admin/audit", [303, 403, 403, 200]),
+        ("GET", "/admin/mirrors/new", [303, 200, 200, 200]),
+        ("GET", "/admin/mirrors/annm", [303, 200, 404, 200]),
+        ("GET", "/admin/mirrors/benm", [303, 404, 200, 200]),
+        ("GET", "/admin/mirrors/nosuch", [303, 404, 404, 404]),
+        ("GET", "/admin/mirrors/..%2F..%2Fx", [303, 404, 404, 404]),
+        ("POST", "/admin/mirrors/new", [303, 422, 422, 422]),
+        ("POST", "/admin/mirrors/annm", [303, 422, 404, 422]),
+        ("POST", "/admin/mirrors/benm", [303, 404, 422, 422]),
+        ("POST", "/admin/mirrors/annm/approval", [303, 403, 403, 404]),
+        ("POST", "/admin/mirrors/nosuch/approval", [303, 403, 403, 404]),
+        ("POST", "/admin/users", [303, 403, 403, 422]),
+        ("POST", "/admin/users/ann", [303, 403, 403, 404]),
+        ("POST", "/admin/sync", [303, 403, 403, 303]),
+        ("POST", "/admin/crawl", [303, 403, 403, 303]),
         ("POST", "/admin/mirrors/annm/active", [303, 303, 404, 303]),
         ("POST", "/admin/mirrors/benm/active", [303, 404, 303, 303]),
         ("POST", "/admin/mirrors/nosuch/active", [303, 404, 404, 404]),
         ("POST", "/admin/mirrors/..%2F..%2Fx/active", [303, 404, 404, 404]),
+        ("POST", "/admin/login", [400, 400, 400, 400]),
+        ("POST", "/admin/logout", [303, 303, 303, 303]),
     ];
     let visitors = [None, Some("ann"), Some("ben"), Some("olga")];
+    let mut sessions = Vec::new();
+    for who in visitors {
+        let mut b = Browser::new(&wharf);
+        let mut csrf = String::new();
+        if let Some(name) = who {
+            assert_eq!(b.login(name, &format!("{name}-password-123")).await, 303);
+            csrf = hidden(&b.get("/admin/").await.2, "csrf");
+        }
+        sessions.push((b, csrf));
+    }
     for (method, path, expected) in rows {
-        for (who, want) in visitors.iter().zip(expected) {
-            let mut b = Browser::new(&wharf);
-            let mut csrf = String::new();
-            if let Some(name) = who {
-                assert_eq!(b.login(name, &format!("{name}-password-123")).await, 303);
-                csrf = hidden(&b.get("/admin/").await.2, "csrf");
-            }
+        for ((who, want), (b, csrf)) in visitors.iter().zip(expected).zip(&mut sessions) {
             let (status, _, _) = match *method {
                 "GET" => b.get(path).await,
-                _ => b.post(path, &[("csrf", &csrf), ("active", "true")]).await,
+                _ => {
+                    let fields = [
+                        ("csrf", csrf.as_str()),
+                        ("active", "true"),
+                        ("action", "none"),
+                        ("name", ""),
+                        ("role", "none"),
+                    ];
+                    b.post(path, &fields).await
+                }
             };
             assert_eq!(status, *want, "{method} {path} as {who:?}");
         }
     }
+
+    // CSRF: every POST with a missing or wrong token is refused and changes nothing.
+    let (mut olga, _) = logged_in(&wharf, "olga").await;
+    let audit_before = olga.get("/admin/audit").await.2;
+    let mirrors_before = olga.get("/admin/mirrors").await.2;
+    for (method, path, _) in rows.iter().filter(|r| r.0 == "POST" && r.1 != "/admin/login") {
+        for token in [None, Some("forged")] {
+            let mut fields = vec![("action", "approve"), ("active", "false"), ("name", "eve")];
+            fields.extend(token.map(|t| ("csrf", t)));
+            let (status, _, _) = olga.post(path, &fields).await;
+            assert!(matches!(status, 400 | 403), "{method} {path} with {token:?}: {status}");
+        }
+    }
+    assert_eq!(olga.get("/admin/").await.0, 200, "the session survived");
+    let audit_after = olga.get("/admin/audit").await.2;
+    assert_eq!(
+        audit_before.matches("<tr>").count(),
+        audit_after.matches("<tr>").count(),
+        "nothing was audited, so nothing changed"
+    );
+    let mirrors_after = olga.get("/admin/mirrors").await.2;
+    assert_eq!(mirrors_before.matches("Opt out").count(), mirrors_after.matches("Opt out").count());
     // What anonymous and foreign visitors tried changed nothing they could not change.
     let Reply::Mirror(d) = wharf.control(Request::MirrorShow { name: "annm".into() }).await else {
         panic!()
     };
     assert!(d.status.mirror.active);
+}
+
+/// The user id of each user, by name.
+async fn user_ids(wharf: &Wharf) -> HashMap<String, u64> {
+    match wharf.control(Request::UserList).await {
+        Reply::Users(u) => u.into_iter().map(|u| (u.name.to_string(), u.id)).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn mirror_detail(wharf: &Wharf, name: &str) -> Option<wharf::control::MirrorDetail> {
+    match wharf.control(Request::MirrorShow { name: name.into() }).await {
+        Reply::Mirror(d) => Some(*d),
+        _ => None,
+    }
+}
+
+async fn logged_in(wharf: &Wharf, name: &str) -> (Browser, String) {
+    let mut b = Browser::new(wharf);
+    assert_eq!(b.login(name, &format!("{name}-password-123")).await, 303);
+    let csrf = hidden(&b.get("/admin/").await.2, "csrf");
+    (b, csrf)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_admin_registers_and_edits_a_mirror_and_an_operator_approves_it() {
+    let (_dir, _clock, wharf) = admin_wharf().await;
+    let (mut ann, csrf) = logged_in(&wharf, "ann").await;
+    let (status, _, page) = ann.get("/admin/mirrors/new").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<label for=\"netblocks\">") && !page.contains("id=\"continent\""));
+    let form = |name: &'static str, netblocks: &'static str, bandwidth: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", name.to_owned()),
+            ("urls", "https://ann.example/wharf/\nhttp://ann.example/wharf/".to_owned()),
+            ("country", "de".to_owned()),
+            ("bandwidth", bandwidth.to_owned()),
+            ("asns", "AS3320, 680".to_owned()),
+            ("netblocks", netblocks.to_owned()),
+            ("content", "all".to_owned()),
+        ]
+    };
+    // Too wide a netblock and a bad bandwidth: refused, each error next to its field, input kept.
+    let (status, _, page) =
+        ann.post_owned("/admin/mirrors/new", form("ann-fast", "10.0.0.0/8", "lots")).await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("id=\"netblocks-error\"") && page.contains("too wide"), "{page}");
+    assert!(page.contains("id=\"bandwidth-error\""), "{page}");
+    assert!(page.contains("10.0.0.0/8") && page.contains("value=\"ann-fast\""), "input kept");
+    assert!(mirror_detail(&wharf, "ann-fast").await.is_none(), "nothing was created");
+    let (status, _, page) =
+        ann.post_owned("/admin/mirrors/new", form("Bad Name", "10.1.0.0/16", "100")).await;
+    assert_eq!(status, 422);
+    assert!(page.contains("id=\"name-error\""), "{page}");
+
+    // A valid registration is pending, owned by ann, and gets no clients.
+    let (status, location, _) = ann
+        .post_owned("/admin/mirrors/new", form("ann-fast", "10.1.0.0/16\n2001:db8::/32", "1000"))
+        .await;
+    assert_eq!((status, location.as_str()), (303, "/admin/mirrors/ann-fast?notice=saved"));
+    let d = mirror_detail(&wharf, "ann-fast").await.unwrap();
+    let ids = user_ids(&wharf).await;
+    assert!(d.status.mirror.pending && !d.status.mirror.enabled);
+    assert_eq!(d.status.mirror.owner, Some(ids["ann"]));
+    assert_eq!(d.status.mirror.asns, [3320, 680]);
+    assert_eq!(d.status.mirror.country.as_deref(), Some("DE"));
+    let (status, _, page) = ann.get("/admin/mirrors/ann-fast?notice=saved").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Pending") && page.contains("Saved."), "{page}");
+    assert!(
+        page.contains("rsync -aH --delete --delay-updates rsync://127.0.0.1/wharf/ /srv/wharf/"),
+        "the rsync command for the whole tree: {page}"
+    );
+    assert!(!page.contains("id=\"approve\""), "mirror admins do not approve");
+    let (_, _, home) = ann.get("/admin/").await;
+    assert!(home.contains("ann-fast") && home.contains("pending"), "{home}");
+
+    // Editing: the arm64 content set changes the rsync command; a wide netblock is refused
+    // and changes nothing.
+    let mut edit = form("ann-fast", "10.1.0.0/16", "1000");
+    edit[7].1 = "arm64".into();
+    let (status, _, _) = ann.post_owned("/admin/mirrors/ann-fast", edit).await;
+    assert_eq!(status, 303);
+    let (_, _, page) = ann.get("/admin/mirrors/ann-fast").await;
+    assert!(
+        page.contains("rsync://127.0.0.1/wharf/content-sets/arm64.txt")
+            && page.contains("--files-from=/tmp/wharf-files.txt"),
+        "{page}"
+    );
+    let (status, _, _) =
+        ann.post_owned("/admin/mirrors/ann-fast", form("ann-fast", "2001:db8::/31", "1000")).await;
+    assert_eq!(status, 422);
+    let d = mirror_detail(&wharf, "ann-fast").await.unwrap();
+    assert_eq!(d.status.mirror.content.to_string(), "arm64");
+    assert_eq!(d.status.mirror.netblocks.len(), 1);
+
+    // ben cannot see or change it, not even by its name.
+    let (mut ben, ben_csrf) = logged_in(&wharf, "ben").await;
+    assert_eq!(ben.get("/admin/mirrors/ann-fast").await.0, 404);
+    let mut f = form("ann-fast", "10.1.0.0/16", "1");
+    f[0].1 = ben_csrf.clone();
+    assert_eq!(ben.post_owned("/admin/mirrors/ann-fast", f).await.0, 404);
+    assert_eq!(
+        ben.post("/admin/mirrors/ann-fast/approval", &[("csrf", &ben_csrf), ("action", "approve")])
+            .await
+            .0,
+        403
+    );
+
+    // The operator approves it, may claim a /8, disables with a reason (required) and enables.
+    let (mut olga, ocsrf) = logged_in(&wharf, "olga").await;
+    let (_, _, page) = olga.get("/admin/mirrors/ann-fast").await;
+    assert!(page.contains("id=\"approve\"") && page.contains("id=\"continent\""), "{page}");
+    let approval = |action: &'static str, reason: &'static str| {
+        vec![("csrf", ocsrf.clone()), ("action", action.to_owned()), ("reason", reason.to_owned())]
+    };
+    let (status, _, _) =
+        olga.post_owned("/admin/mirrors/ann-fast/approval", approval("approve", "")).await;
+    assert_eq!(status, 303);
+    let d = mirror_detail(&wharf, "ann-fast").await.unwrap();
+    assert!(d.status.mirror.enabled && !d.status.mirror.pending);
+    let mut wide = form("ann-fast", "10.0.0.0/8", "1000");
+    wide[0].1 = ocsrf.clone();
+    assert_eq!(olga.post_owned("/admin/mirrors/ann-fast", wide).await.0, 303);
+    assert_eq!(
+        mirror_detail(&wharf, "ann-fast").await.unwrap().status.mirror.netblocks[0].to_string(),
+        "10.0.0.0/8"
+    );
+    let (status, _, page) =
+        olga.post_owned("/admin/mirrors/ann-fast/approval", approval("disable", " ")).await;
+    assert_eq!(status, 422);
+    assert!(page.contains("id=\"reason-error\""), "{page}");
+    assert!(mirror_detail(&wharf, "ann-fast").await.unwrap().status.mirror.enabled);
+    let (status, _, _) = olga
+        .post_owned(
+            "/admin/mirrors/ann-fast/approval",
+            approval("disable", "serves <stale> content"),
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, _, home) = ann.get("/admin/").await;
+    assert!(
+        home.contains("serves &#60;stale&#62; content")
+            || home.contains("serves &lt;stale&gt; content"),
+        "{home}"
+    );
+    let (status, _, _) =
+        olga.post_owned("/admin/mirrors/ann-fast/approval", approval("enable", "")).await;
+    assert_eq!(status, 303);
+    let d = mirror_detail(&wharf, "ann-fast").await.unwrap();
+    assert!(d.status.mirror.enabled && d.status.mirror.disabled_reason.is_none());
+
+    // Every change is in the audit log, with who made it.
+    let (status, _, audit) = olga.get("/admin/audit").await;
+    assert_eq!(status, 200);
+    for needle in [
+        "<td>ann</td><td>mirror.register</td><td>ann-fast</td>",
+        "<td>ann</td><td>mirror.edit</td>",
+        "<td>olga</td><td>mirror.approve</td>",
+        "<td>olga</td><td>mirror.disable</td><td>ann-fast</td><td>serves &#60;stale&#62; content</td>",
+        "<td>olga</td><td>mirror.enable</td>",
+    ] {
+        let alt = needle.replace("&#60;", "&lt;").replace("&#62;", "&gt;");
+        assert!(audit.contains(needle) || audit.contains(&alt), "{needle} in {audit}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_pages_runs_repositories_jobs_and_explain() {
+    let (_dir, _clock, wharf) = admin_wharf().await;
+    let (mut olga, csrf) = logged_in(&wharf, "olga").await;
+    let (status, _, page) = olga.get("/admin/").await;
+    assert_eq!(status, 200);
+    for needle in ["tree size", "Next scheduled: sync at", "id=\"sync-now\"", "<svg", "Run #1"] {
+        assert!(page.contains(needle), "{needle} in {page}");
+    }
+
+    // Sync runs: list and detail per repository; an unknown run is not found.
+    let (_, _, runs) = olga.get("/admin/runs").await;
+    assert!(runs.contains("href=\"/admin/runs/1\""), "{runs}");
+    let (status, _, run) = olga.get("/admin/runs/1").await;
+    assert_eq!(status, 200);
+    assert!(run.contains("demo/app") && run.contains("+1 added"), "{run}");
+    assert_eq!(olga.get("/admin/runs/999").await.0, 404);
+    assert_eq!(olga.get("/admin/runs/x").await.0, 404);
+
+    // Repositories: search and tags with digest, type, platforms, size.
+    let (_, _, repos) = olga.get("/admin/repos?q=multi").await;
+    assert!(repos.contains("demo/multi") && !repos.contains("demo/app"), "{repos}");
+    let (status, _, multi) = olga.get("/admin/repos/demo/multi").await;
+    assert_eq!(status, 200);
+    assert!(
+        multi.contains("OCI index")
+            && multi.contains("linux/amd64")
+            && multi.contains("linux/arm64"),
+        "{multi}"
+    );
+    assert!(multi.contains("<td>latest</td>") && multi.contains("sha256:"), "{multi}");
+    assert_eq!(olga.get("/admin/repos/demo/nosuch").await.0, 404);
+
+    // Sync now and Crawl now go through the scheduler; the progress JSON says when done.
+    let (status, location, _) = olga.post("/admin/sync", &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    assert!(location.contains("notice=sync-"), "{location}");
+    let mut finished = false;
+    for _ in 0..100 {
+        let (_, _, json) = olga.get("/admin/progress").await;
+        let p: serde_json::Value = serde_json::from_str(&json).unwrap();
+        if wharf.runs().await.len() == 2 && p["sync"]["running"] == false {
+            finished = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(finished, "Sync now ran a sync");
+    let (status, location, _) = olga.post("/admin/crawl", &[("csrf", &csrf)]).await;
+    assert_eq!((status, location.as_str()), (303, "/admin/?notice=crawl-started"));
+    let (_, _, page) = olga.get(&location).await;
+    assert!(page.contains("Crawl started."), "{page}");
+
+    // /explain for a typed-in address; a bad one is an error on the page.
+    let (status, _, page) = olga.get("/admin/explain?ip=192.0.2.7").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"pick\"") && page.contains("the fallback"), "{page}");
+    let (status, _, page) = olga.get("/admin/explain?ip=not-an-ip").await;
+    assert_eq!(status, 422);
+    assert!(page.contains("is not an IP address"), "{page}");
+
+    // The mirror table filters by country, state and lag.
+    for (name, country, active) in [("de-1", "DE", true), ("fr-1", "FR", false)] {
+        let patch = MirrorPatch {
+            urls: Some(vec![format!("http://{name}.example/")]),
+            country: Some(country.into()),
+            active: Some(active),
+            ..MirrorPatch::default()
+        };
+        wharf.control(Request::MirrorAdd { name: name.into(), patch }).await;
+    }
+    let (_, _, page) = olga.get("/admin/mirrors?country=de").await;
+    assert!(page.contains("de-1") && !page.contains("fr-1"), "{page}");
+    let (_, _, page) = olga.get("/admin/mirrors?state=opted-out").await;
+    assert!(!page.contains(">de-1<") && page.contains(">fr-1<"), "{page}");
+    let (_, _, page) = olga.get("/admin/mirrors?min_lag=1").await;
+    assert!(page.contains(">de-1<"), "unverified mirrors count as lagging: {page}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_manage_users() {
+    let (_dir, _clock, wharf) = admin_wharf().await;
+    let (mut olga, csrf) = logged_in(&wharf, "olga").await;
+    let (status, _, page) = olga
+        .post("/admin/users", &[("csrf", &csrf), ("name", "carl"), ("role", "mirror-admin")])
+        .await;
+    assert_eq!(status, 200);
+    let password = page
+        .split("id=\"new-password\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap_or_else(|| panic!("{page}"))
+        .to_owned();
+    let mut carl = Browser::new(&wharf);
+    assert_eq!(carl.login("carl", &password).await, 303);
+    assert_eq!(carl.get("/admin/users").await.0, 403);
+
+    // Refused: a duplicate, a bad name, disabling oneself. Nothing changes.
+    let (status, _, page) =
+        olga.post("/admin/users", &[("csrf", &csrf), ("name", "carl"), ("role", "operator")]).await;
+    assert_eq!(status, 422);
+    assert!(page.contains("already exists") && page.contains("id=\"new-error\""), "{page}");
+    let (status, _, _) = olga
+        .post("/admin/users", &[("csrf", &csrf), ("name", "Carl!"), ("role", "operator")])
+        .await;
+    assert_eq!(status, 422);
+    let (status, _, page) =
+        olga.post("/admin/users/olga", &[("csrf", &csrf), ("action", "disable")]).await;
+    assert_eq!(status, 422);
+    assert!(page.contains("cannot disable yourself"));
+    assert_eq!(
+        olga.post("/admin/users/nobody", &[("csrf", &csrf), ("action", "disable")]).await.0,
+        404
+    );
+
+    // A role change applies to the running session.
+    let (status, _, _) = olga
+        .post("/admin/users/carl", &[("csrf", &csrf), ("action", "role"), ("role", "operator")])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(carl.get("/admin/users").await.0, 200, "carl is an operator now");
+
+    // Reset: a new password is shown once; the old one stops working.
+    let (_, _, page) =
+        olga.post("/admin/users/carl", &[("csrf", &csrf), ("action", "reset-password")]).await;
+    let new_password = page
+        .split("id=\"new-password\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_password, password);
+    assert_eq!(Browser::new(&wharf).login("carl", &password).await, 401);
+    assert_eq!(Browser::new(&wharf).login("carl", &new_password).await, 303);
+
+    // Disabling ends carl's session; enabling lets him in again.
+    olga.post("/admin/users/carl", &[("csrf", &csrf), ("action", "disable")]).await;
+    assert_eq!(carl.get("/admin/").await.0, 303);
+    olga.post("/admin/users/carl", &[("csrf", &csrf), ("action", "enable")]).await;
+    assert_eq!(carl.login("carl", &new_password).await, 303);
+    let (_, _, audit) = olga.get("/admin/audit").await;
+    for action in ["user.create", "user.role", "user.reset-password", "user.disable", "user.enable"]
+    {
+        assert!(audit.contains(&format!("<td>olga</td><td>{action}</td><td>carl</td>")), "{audit}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_ui_can_have_its_own_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    wharf::demo::write_sample_images(dir.path()).unwrap();
+    let admin_port = free_port();
+    let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
+    setup.extra = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n");
+    let wharf = Wharf::launch(setup).await;
+    assert_eq!(wharf.get("/admin/login").await.status(), 404, "not on the registry port");
+    assert_eq!(wharf.get("/v2/").await.status(), 200);
+    let admin = |path: &str| http().get(format!("http://127.0.0.1:{admin_port}{path}")).send();
+    assert_eq!(admin("/admin/login").await.unwrap().status(), 200);
+    assert_eq!(admin("/v2/").await.unwrap().status(), 404, "no registry on the admin port");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blob_redirects_are_counted_by_tier_and_country_in_the_store() {
+    let (_dir, _clock, wharf) = admin_wharf().await;
+    let m: serde_json::Value = wharf.get("/v2/demo/app/manifests/1.0").await.json().await.unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let r = wharf.get(&format!("/v2/demo/app/blobs/{layer}")).await;
+        assert_eq!(r.status(), 307);
+    }
+    let (store, _data) = wharf.stop_and_open_store().await;
+    let counts = store.redirects_since(0).await.unwrap();
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(
+        (counts[0].tier.as_str(), counts[0].country.as_str(), counts[0].count),
+        ("fallback", "--", 3)
+    );
 }

@@ -314,6 +314,23 @@ impl Wharf {
         self.app().store.recent_runs(100).await.unwrap()
     }
 
+    /// Stop serving (flushing what is buffered) and open the store file the instance used.
+    pub async fn stop_and_open_store(mut self) -> (wharf::store::Store, TempDir) {
+        self.running.take().expect("running").stop().await;
+        // Aborted background tasks let go of their store handles a moment later.
+        let path = self._dir.path().join("data/wharf.redb");
+        for _ in 0..50 {
+            match wharf::store::Store::open(&path) {
+                Ok(store) => return (store, self._dir),
+                Err(wharf::store::StoreError::Locked(_)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the store stayed locked after stop")
+    }
+
     pub async fn generation(&self) -> u64 {
         self.app().store.generation().await.unwrap()
     }
