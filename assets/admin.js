@@ -11,6 +11,7 @@
       .then(function (p) {
         if (!p) { return; }
         box.textContent = p.summary;
+        box.setAttribute("data-updated", String(Date.now()));
         var bar = document.getElementById("progress-bar");
         if (p.sync.running) {
           if (!bar) {

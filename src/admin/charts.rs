@@ -20,11 +20,10 @@ pub fn bars(title: &str, bars: &[(String, u64)], show: impl Fn(u64) -> String) -
     let max = bars.iter().map(|(_, v)| *v).max().unwrap_or(1).max(1);
     let n = u32::try_from(bars.len()).unwrap_or(u32::MAX).max(1);
     let slot = W / n;
-    let width = (slot * 7 / 10).max(1);
+    let width = (slot * 7 / 10).clamp(1, 48);
     let plot = H - LABEL_H;
     let mut svg = format!(
-        "<figure class=\"chart\"><svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\" \
-         preserveAspectRatio=\"none\"><title>{t}</title>",
+        "<figure class=\"chart\"><svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\"><title>{t}</title>",
         t = escape(title)
     );
     for (i, (label, value)) in bars.iter().enumerate() {

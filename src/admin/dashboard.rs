@@ -149,7 +149,7 @@ async fn overview(
     let run_label = |r: &&crate::model::SyncRun| format!("#{}", r.id);
     let durations: Vec<(String, u64)> = oldest_first
         .iter()
-        .map(|r| (run_label(r), (r.finished_at - r.started_at).num_seconds().max(0) as u64))
+        .map(|r| (run_label(r), (r.finished_at - r.started_at).num_milliseconds().max(0) as u64))
         .collect();
     let fetched: Vec<(String, u64)> =
         oldest_first.iter().map(|r| (run_label(r), r.bytes_fetched())).collect();
@@ -186,7 +186,9 @@ async fn overview(
         .collect();
     let count = |v: u64| v.to_string();
     let charts = vec![
-        charts::bars("Sync duration per run (seconds)", &durations, |v| format!("{v} s")),
+        charts::bars("Sync duration per run", &durations, |ms| {
+            format!("{:.1} s", ms as f64 / 1000.0)
+        }),
         charts::bars("Bytes fetched per run", &fetched, bytes),
         charts::bars("Mirrors by generation lag", &lag_bars, count),
         charts::bars("Blob redirects by tier, last 24 h", &tier_bars, count),

@@ -3,6 +3,7 @@
 mod admin;
 mod api;
 mod architecture;
+mod browser;
 mod cli;
 mod harness;
 mod mirrors;
