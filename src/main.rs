@@ -386,6 +386,15 @@ async fn demo(port: Option<u16>, cli: &Cli) -> anyhow::Result<ExitCode> {
     if run.outcome != RunOutcome::Ok {
         bail!("the demo sync did not succeed");
     }
+    let (_, password) = wharf::accounts::add_user(
+        &app.store,
+        &"demo".parse()?,
+        wharf::model::Role::Operator,
+        None,
+        chrono::Utc::now(),
+    )
+    .await?;
+    let password = password.unwrap_or_default();
     let tree = app.tree.root().to_owned();
     let host = addr.to_string();
     let (multi, app_img) = (demo::IMAGES[0], demo::IMAGES[1]);
@@ -396,7 +405,9 @@ async fn demo(port: Option<u16>, cli: &Cli) -> anyhow::Result<ExitCode> {
          skopeo --insecure-policy copy --src-tls-verify=false docker://{host}/{m}:{mt} oci:/tmp/wharf-demo-out:{mt}\n  \
          skopeo --insecure-policy copy --src-tls-verify=false --override-arch arm64 docker://{host}/{m}:{mt} oci:/tmp/wharf-demo-arm64:{mt}\n  \
          podman pull --tls-verify=false {host}/{a}:{at}\n\n\
-         Blob GETs answer 307 into http://{host}/tree/. Ctrl-C stops the demo and removes its files.",
+         Blob GETs answer 307 into http://{host}/tree/.\n\n\
+         Admin UI: http://{host}/admin/ (user demo, password {password})\n\n\
+         Ctrl-C stops the demo and removes its files.",
         tree = tree.display(),
         m = multi.0,
         mt = multi.1,

@@ -159,6 +159,27 @@ async fn demo_serves_what_it_prints() {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("o/index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    // The printed admin password logs in as an operator.
+    let password = printed
+        .split("password ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_else(|| panic!("no admin password in: {printed}"));
+    let base = format!("http://127.0.0.1:{port}/admin");
+    let form = http().get(format!("{base}/login")).send().await.unwrap();
+    let cookie =
+        form.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = form.text().await.unwrap();
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap();
+    let r = http()
+        .post(format!("{base}/login"))
+        .header("Cookie", cookie)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("name=demo&password={password}&csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the demo's operator logs in");
     demo.kill().await.unwrap();
 
     let err =
