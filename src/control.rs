@@ -16,7 +16,7 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::accounts;
 use crate::crawl::{CrawlReport, Propagation};
 use crate::model::{
-    CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorStatus, Role, SyncRun, User, UserName,
+    AuditEntry, CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorStatus, Role, SyncRun, User, UserName,
 };
 use crate::scheduler::Jobs;
 use crate::store::{MirrorEditError, UserChange};
@@ -97,8 +97,48 @@ pub enum ControlError {
     Protocol(String),
 }
 
-/// Carry out one request. Mirror edits and runs rebuild the selection snapshot.
+/// What a request changes, for the audit log: (action, target, detail); `None` for reads
+/// and runs (runs have their own records).
+fn audited(request: &Request) -> Option<(&'static str, String, String)> {
+    let detail = |p: &MirrorPatch| serde_json::to_string(p).unwrap_or_default();
+    match request {
+        Request::MirrorAdd { name, patch } => Some(("mirror.add", name.clone(), detail(patch))),
+        Request::MirrorSet { name, patch } => Some(("mirror.set", name.clone(), detail(patch))),
+        Request::MirrorRemove { name } => Some(("mirror.remove", name.clone(), String::new())),
+        Request::UserAdd { name, role, .. } => {
+            Some(("user.create", name.clone(), format!("role={role}")))
+        }
+        Request::UserPasswd { name, .. } => Some(("user.passwd", name.clone(), String::new())),
+        Request::UserDisable { name } => Some(("user.disable", name.clone(), String::new())),
+        Request::Sync
+        | Request::Crawl
+        | Request::MirrorList
+        | Request::MirrorShow { .. }
+        | Request::UserList => None,
+    }
+}
+
+/// Carry out one request. Mirror edits and runs rebuild the selection snapshot; changes are
+/// recorded in the audit log as made by `cli` (the local command line).
 pub async fn execute(jobs: &Jobs, request: Request) -> Reply {
+    let audit = audited(&request);
+    let reply = execute_unaudited(jobs, request).await;
+    if let (Some((action, target, detail)), false) = (audit, matches!(reply, Reply::Error(_))) {
+        let entry = AuditEntry {
+            at: jobs.sync_ctx().clock.now(),
+            actor: "cli".into(),
+            action: action.into(),
+            target,
+            detail,
+        };
+        if let Err(e) = jobs.store().record_audit(entry).await {
+            tracing::error!(error = %e, "recording the audit log");
+        }
+    }
+    reply
+}
+
+async fn execute_unaudited(jobs: &Jobs, request: Request) -> Reply {
     let store = jobs.store();
     let name = |n: &str| n.parse::<MirrorName>().map_err(|e| e.to_string());
     let edited = |r: Result<MirrorStatus, MirrorEditError>| async {

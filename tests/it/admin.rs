@@ -605,6 +605,7 @@ async fn a_mirror_admin_registers_and_edits_a_mirror_and_an_operator_approves_it
     let (status, _, audit) = olga.get("/admin/audit").await;
     assert_eq!(status, 200);
     for needle in [
+        "<td>cli</td><td>user.create</td><td>ann</td><td>role=mirror-admin</td>",
         "<td>ann</td><td>mirror.register</td><td>ann-fast</td>",
         "<td>ann</td><td>mirror.edit</td>",
         "<td>olga</td><td>mirror.approve</td>",
