@@ -16,7 +16,8 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::accounts;
 use crate::crawl::{CrawlReport, Propagation};
 use crate::model::{
-    AuditEntry, CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorStatus, Role, SyncRun, User, UserName,
+    AuditEntry, CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorStatus, Role, SyncRun, User,
+    UserName,
 };
 use crate::scheduler::Jobs;
 use crate::store::{MirrorEditError, UserChange};

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::model::{
     CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorState, MirrorStatus, RepoName, Role,
-    rsync_commands,
+    UserName, rsync_commands,
 };
 use crate::store::MirrorEditError;
 
@@ -103,6 +103,9 @@ pub struct MirrorForm {
     #[serde(default)]
     content: String,
     private: Option<String>,
+    /// Operators only: the owning user's name.
+    #[serde(default)]
+    owner: String,
 }
 
 fn words(s: &str) -> impl Iterator<Item = &str> {
@@ -123,7 +126,29 @@ impl MirrorForm {
             netblocks: join(m.netblocks.iter().map(|n| n.to_string()).collect()),
             content: m.content.to_string(),
             private: m.private.then(|| "on".into()),
+            owner: String::new(),
         }
+    }
+
+    /// The patch, with the owner (operators only) resolved from a user name.
+    async fn resolve(
+        &self,
+        state: &AdminState,
+        operator: bool,
+    ) -> Result<MirrorPatch, FieldErrors> {
+        let mut patch = self.patch(operator)?;
+        let owner = self.owner.trim();
+        if operator && !owner.is_empty() {
+            let user = match owner.parse::<UserName>() {
+                Ok(name) => state.store().user_credentials(&name).await.ok().flatten(),
+                Err(_) => None,
+            };
+            match user {
+                Some((u, _)) => patch.owner = Some(u.id),
+                None => return Err(FieldErrors::one("owner", format!("no user named {owner:?}"))),
+            }
+        }
+        Ok(patch)
     }
 
     /// The patch the form asks for, or each field's error.
@@ -236,7 +261,7 @@ pub async fn register(
         Ok(n) => n,
         Err(e) => return refuse(FieldErrors::one("name", e.to_string()), form),
     };
-    let patch = match form.patch(operator) {
+    let patch = match form.resolve(&state, operator).await {
         Ok(p) => p,
         Err(errors) => return refuse(errors, form),
     };
@@ -363,12 +388,18 @@ async fn detail_page(
         row: MirrorRow::new(&m, generation),
         pending: m.state() == MirrorState::Pending,
         enabled: m.mirror.enabled,
-        owner,
+        owner: owner.clone(),
         urls: m.mirror.urls.clone(),
         continent: m.continent.clone().unwrap_or_default(),
         facts,
         rsync: rsync_commands(&state.rsync_url, &m.mirror.content, RSYNC_DEST),
-        form: form.unwrap_or_else(|| MirrorForm::of(&m.mirror)),
+        form: form.unwrap_or_else(|| {
+            let mut f = MirrorForm::of(&m.mirror);
+            if m.mirror.owner.is_some() {
+                f.owner = owner.clone();
+            }
+            f
+        }),
         errors,
         crawls: crawls.iter().map(CrawlRow::from).collect(),
     })
@@ -398,7 +429,7 @@ pub async fn edit(
     let m = visible(&state, s, &name).await?;
     let form = form.into_inner();
     let operator = s.session.role == Role::Operator;
-    let patch = match form.patch(operator) {
+    let patch = match form.resolve(&state, operator).await {
         Ok(p) => p,
         Err(errors) => {
             let page = detail_page(&state, s, m, Some(form), errors).await?;

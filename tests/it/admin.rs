@@ -577,6 +577,18 @@ async fn a_mirror_admin_registers_and_edits_a_mirror_and_an_operator_approves_it
         mirror_detail(&wharf, "ann-fast").await.unwrap().status.mirror.netblocks[0].to_string(),
         "10.0.0.0/8"
     );
+    let mut reassign = form("ann-fast", "10.0.0.0/8", "1000");
+    reassign[0].1 = ocsrf.clone();
+    reassign.push(("owner", "nobody".into()));
+    let (status, _, page) = olga.post_owned("/admin/mirrors/ann-fast", reassign.clone()).await;
+    assert_eq!(status, 422);
+    assert!(page.contains("id=\"owner-error\""), "{page}");
+    reassign.last_mut().unwrap().1 = "ben".into();
+    assert_eq!(olga.post_owned("/admin/mirrors/ann-fast", reassign.clone()).await.0, 303);
+    assert_eq!(ben.get("/admin/mirrors/ann-fast").await.0, 200, "ben owns it now");
+    assert_eq!(ann.get("/admin/mirrors/ann-fast").await.0, 404);
+    reassign.last_mut().unwrap().1 = "ann".into();
+    assert_eq!(olga.post_owned("/admin/mirrors/ann-fast", reassign).await.0, 303);
     let (status, _, page) =
         olga.post_owned("/admin/mirrors/ann-fast/approval", approval("disable", " ")).await;
     assert_eq!(status, 422);
