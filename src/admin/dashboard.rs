@@ -157,8 +157,8 @@ async fn overview(
         .map(|l| {
             let label = match l {
                 0 => "current".to_owned(),
-                5 => "5+ behind".to_owned(),
-                l => format!("{l} behind"),
+                5 => "5+".to_owned(),
+                l => l.to_string(),
             };
             (label, lag.get(&l).copied().unwrap_or(0))
         })
@@ -190,7 +190,7 @@ async fn overview(
             format!("{:.1} s", ms as f64 / 1000.0)
         }),
         charts::bars("Bytes fetched per run", &fetched, bytes),
-        charts::bars("Mirrors by generation lag", &lag_bars, count),
+        charts::bars("Mirrors by generations behind", &lag_bars, count),
         charts::bars("Blob redirects by tier, last 24 h", &tier_bars, count),
         charts::bars("Blob redirects by client country, last 24 h", &country_bars, count),
         charts::bars("Blob redirects per hour (UTC), last 24 h", &hour_bars, count),
