@@ -1,23 +1,26 @@
 //! Wiring: open the store and the tree, build the jobs, start the scheduler, the control
-//! socket and the HTTP server. Everything long-lived is created once here, outside the
-//! per-worker `HttpServer::new` factory.
+//! socket, the webhook queue and the HTTP(S) server; handle SIGTERM (graceful stop: requests
+//! finish, a running sync stops at a safe point) and SIGHUP (reload). Everything long-lived
+//! is created once here, outside the per-worker `HttpServer::new` factory.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use actix_web::{HttpResponse, web};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::control;
 use crate::crawl::{CrawlCtx, CrawlError};
 use crate::geo::{GeoDb, RedirectCounters, Selector};
 use crate::model::hour_of;
 use crate::registry::{self, RegistryState};
-use crate::scheduler::{self, Jobs};
+use crate::scheduler::{self, Jobs, Schedules};
 use crate::store::{Store, StoreError};
 use crate::sync::{SyncCtx, SyncError};
+use crate::tls::{CertStore, TlsError};
 use crate::tree::{MirrorTree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,16 +31,25 @@ pub enum AppError {
     Tree(#[from] TreeError),
     #[error("{0}")]
     Sync(#[from] SyncError),
-
     #[error("{0}")]
     Scheduler(#[from] scheduler::SchedulerError),
     #[error("{0}")]
     Crawl(#[from] CrawlError),
     #[error("{0}")]
     Control(#[from] control::ControlError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
+
+/// Reads the configuration again (for SIGHUP).
+pub type ConfigSource = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+/// Sets the log filter (for SIGHUP).
+pub type LogFilterSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The largest admin form body accepted.
+const MAX_FORM: usize = 64 * 1024;
 
 /// An opened Wharf instance: store, tree and jobs, not yet serving.
 pub struct App {
@@ -47,6 +59,8 @@ pub struct App {
     pub jobs: Arc<Jobs>,
     pub geo: Arc<GeoDb>,
     pub clock: Arc<dyn Clock>,
+    reload_config: Option<ConfigSource>,
+    set_log_filter: Option<LogFilterSetter>,
 }
 
 impl App {
@@ -73,22 +87,38 @@ impl App {
         let selector = Arc::new(Selector::new(config.fallback_url.clone(), config.require_https));
         let geo =
             Arc::new(GeoDb::open(config.geoip_database.as_deref(), config.asn_database.as_deref()));
-        let jobs = Jobs::new(sync, crawl, selector);
-        Ok(App { config: Arc::new(config), store, tree, jobs, geo, clock })
+        let schedules =
+            Schedules { sync: config.sync_schedule.clone(), crawl: config.crawl_schedule.clone() };
+        let jobs = Jobs::new(sync, crawl, selector, schedules);
+        Ok(App {
+            config: Arc::new(config),
+            store,
+            tree,
+            jobs,
+            geo,
+            clock,
+            reload_config: None,
+            set_log_filter: None,
+        })
     }
 
-    /// Serve HTTP on `listener` with the schedules and the control socket until the server
-    /// stops (SIGINT/SIGTERM, or `handle.stop()`).
+    /// What SIGHUP re-reads: the configuration (TLS files, schedules, log level) and sets.
+    pub fn with_reload(mut self, config: ConfigSource, log: Option<LogFilterSetter>) -> App {
+        self.reload_config = Some(config);
+        self.set_log_filter = log;
+        self
+    }
+
+    /// Serve until SIGTERM or SIGINT (graceful stop); SIGHUP reloads.
     pub async fn serve(self, listener: TcpListener) -> Result<(), AppError> {
-        let running = self.start(listener).await?;
-        running.wait().await
+        self.start(listener).await?.run_until_signalled().await
     }
 
-    /// Start serving; returns at once with a handle.
+    /// Start serving; returns at once with a handle. Tells systemd READY=1 (when started
+    /// by it) once the store is open and every listener is bound.
     pub async fn start(self, listener: TcpListener) -> Result<Running, AppError> {
-        let addr = listener
-            .local_addr()
-            .map_err(|source| AppError::Io { what: "listener".into(), source })?;
+        let io = |what: String| move |source| AppError::Io { what, source };
+        let addr = listener.local_addr().map_err(io("listener".into()))?;
         // Finish the publication of a run that was interrupted after its commit.
         if let Err(e) = crate::sync::republish(self.jobs.sync_ctx()).await {
             tracing::error!(error = %e, "republishing the tree at start");
@@ -101,21 +131,23 @@ impl App {
         }
         let socket_path = self.config.control_socket();
         let control_listener = control::bind(&socket_path).await?;
-        let control_task = tokio::spawn(control::serve(control_listener, self.jobs.clone()));
-        let reload_task = tokio::spawn(reload_geo_databases(self.geo.clone()));
-        let scheduler = scheduler::start(
-            self.jobs.clone(),
-            &self.config.sync_schedule,
-            &self.config.crawl_schedule,
-        )
-        .await?;
+        let mut tasks = vec![tokio::spawn(control::serve(control_listener, self.jobs.clone()))];
+        tasks.push(tokio::spawn(watch_geo_databases(self.geo.clone())));
+        let scheduler = scheduler::start(self.jobs.clone()).await?;
 
         let redirects = Arc::new(RedirectCounters::default());
-        let flush_task = tokio::spawn(flush_redirects(
+        tasks.push(tokio::spawn(flush_redirects(
             self.store.clone(),
             redirects.clone(),
             self.clock.clone(),
-        ));
+        )));
+        let (queue, pushed) = tokio::sync::mpsc::unbounded_channel();
+        tasks.push(tokio::spawn(crate::hooks::sync_pushed(
+            pushed,
+            self.jobs.clone(),
+            self.config.hook_debounce,
+        )));
+        let stopping = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(RegistryState {
             store: self.store.clone(),
             public_url: self.config.public_url.clone(),
@@ -123,67 +155,89 @@ impl App {
             geo: self.geo.clone(),
             trusted_proxies: self.config.trusted_proxies.clone(),
             redirects: redirects.clone(),
+            jobs: self.jobs.metrics.clone(),
+            store_path: self.config.store_path(),
+            tree_root: self.tree.root().to_owned(),
+            stopping: stopping.clone(),
+        });
+        let hooks = web::Data::new(crate::hooks::HookState {
+            secret: self.config.hook_secret.clone(),
+            queue,
         });
         let stats = web::Data::new(registry::RequestStats::default());
-        let schedules =
-            [("sync", &self.config.sync_schedule), ("crawl", &self.config.crawl_schedule)]
-                .into_iter()
-                .filter_map(|(job, cron)| Some((job, crate::config::parse_cron(cron).ok()?)))
-                .collect();
         let admin = web::Data::new(crate::admin::AdminState {
             jobs: self.jobs.clone(),
             geo: self.geo.clone(),
             clock: self.clock.clone(),
             throttle: Default::default(),
             policy: Default::default(),
-            schedules,
             rsync_url: self.config.rsync_url.clone(),
         });
         // With `[admin] listen`, the admin UI answers only there and the registry only on
         // the main listener.
         let admin_listener = match self.config.admin_listen {
-            Some(a) => Some(
-                TcpListener::bind(a)
-                    .map_err(|source| AppError::Io { what: format!("listening on {a}"), source })?,
-            ),
+            Some(a) => Some(TcpListener::bind(a).map_err(io(format!("listening on {a}")))?),
             None => None,
         };
-        let admin_port =
-            admin_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let admin_port = admin_addr.map(|a| a.port());
         let tree_dir = self.config.tree_dir.clone();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .wrap(actix_web::middleware::from_fn(move |req, next| {
                     split_listeners(admin_port, req, next)
                 }))
+                .wrap(actix_web::middleware::from_fn(limit_bodies))
                 .wrap(actix_web::middleware::from_fn(registry::count_requests))
                 .app_data(state.clone())
                 .app_data(stats.clone())
                 .app_data(admin.clone())
+                .app_data(hooks.clone())
+                .app_data(web::PayloadConfig::new(crate::hooks::MAX_BODY))
+                .app_data(web::FormConfig::default().limit(MAX_FORM))
                 .service(web::scope("/admin").configure(crate::admin::configure))
-                .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
+                .route("/hooks/registry", web::post().to(crate::hooks::registry))
                 .configure(|c| registry::configure(c, &tree_dir))
         })
+        .disable_signals()
+        .client_request_timeout(self.config.client_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(2))
+        .keep_alive(self.config.keep_alive)
+        .shutdown_timeout(30)
         .listen(listener)
-        .map_err(|source| AppError::Io { what: format!("listening on {addr}"), source })?;
+        .map_err(io(format!("listening on {addr}")))?;
         let server = match admin_listener {
-            Some(l) => server
-                .listen(l)
-                .map_err(|source| AppError::Io { what: "admin listener".into(), source })?,
+            Some(l) => server.listen(l).map_err(io("admin listener".into()))?,
             None => server,
         };
-        let server = server.shutdown_timeout(30).run();
+        let (server, certs, tls_addr) = match &self.config.tls {
+            Some(tls) => {
+                let certs = CertStore::open(&tls.cert, &tls.key)?;
+                let l = TcpListener::bind(tls.listen)
+                    .map_err(io(format!("listening on {}", tls.listen)))?;
+                let tls_addr = l.local_addr().ok();
+                let server = server
+                    .listen_rustls_0_23(l, certs.server_config()?)
+                    .map_err(io(format!("listening on {}", tls.listen)))?;
+                (server, Some(certs), tls_addr)
+            }
+            None => (server, None, None),
+        };
+        let server = server.run();
         let handle = server.handle();
-        tracing::info!(%addr, public_url = %self.config.public_url, admin = ?admin_port, "serving");
+        tracing::info!(%addr, tls = ?tls_addr, admin = ?admin_addr, public_url = %self.config.public_url, "serving");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         Ok(Running {
             addr,
-            flush_task,
-            redirects,
+            tls_addr,
+            admin_addr,
             handle,
             server: tokio::spawn(server),
-            scheduler,
-            control_task,
-            reload_task,
+            scheduler: tokio::sync::Mutex::new(scheduler),
+            certs,
+            stopping,
+            tasks,
+            redirects,
             socket_path,
             app: self,
         })
@@ -193,20 +247,86 @@ impl App {
 /// A serving instance.
 pub struct Running {
     pub addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
     pub handle: actix_web::dev::ServerHandle,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    scheduler: tokio_cron_scheduler::JobScheduler,
-    control_task: tokio::task::JoinHandle<()>,
-    reload_task: tokio::task::JoinHandle<()>,
-    flush_task: tokio::task::JoinHandle<()>,
+    scheduler: tokio::sync::Mutex<tokio_cron_scheduler::JobScheduler>,
+    certs: Option<Arc<CertStore>>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    stopping: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     redirects: Arc<RedirectCounters>,
     socket_path: std::path::PathBuf,
     pub app: App,
 }
 
 impl Running {
-    /// Wait for the HTTP server to stop, then stop the schedules and the control socket.
-    pub async fn wait(mut self) -> Result<(), AppError> {
+    /// Serve until SIGTERM or SIGINT, reloading on SIGHUP; then stop gracefully.
+    pub async fn run_until_signalled(self) -> Result<(), AppError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |source| AppError::Io { what, source }
+        };
+        let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
+        let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                    match self.reload().await {
+                        Ok(()) => tracing::info!("SIGHUP: reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; the old settings stay"),
+                    }
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                }
+            }
+        }
+        tracing::info!(
+            "shutting down: finishing requests, stopping a running sync at a safe point"
+        );
+        self.stop_gracefully().await
+    }
+
+    /// What SIGHUP does: re-read the GeoIP databases and the TLS certificate, and from the
+    /// configuration the log filter and the schedules. Listeners, storage and upstream
+    /// need a restart.
+    pub async fn reload(&self) -> Result<(), String> {
+        let geo = self.app.geo.clone();
+        let _ = tokio::task::spawn_blocking(move || geo.reload_now()).await;
+        if let Some(certs) = &self.certs {
+            certs.reload().map_err(|e| e.to_string())?;
+        }
+        let Some(source) = &self.app.reload_config else { return Ok(()) };
+        let config = source().map_err(|e| e.to_string())?;
+        if let Some(set) = &self.app.set_log_filter {
+            set(&config.log_level)?;
+        }
+        let wanted =
+            Schedules { sync: config.sync_schedule.clone(), crawl: config.crawl_schedule.clone() };
+        if wanted != self.app.jobs.schedules() {
+            self.app.jobs.set_schedules(wanted);
+            let mut sched = self.scheduler.lock().await;
+            if let Err(e) = sched.shutdown().await {
+                tracing::warn!(error = %e, "stopping the old schedules");
+            }
+            *sched = scheduler::start(self.app.jobs.clone()).await.map_err(|e| e.to_string())?;
+            tracing::info!(sync = %config.sync_schedule, crawl = %config.crawl_schedule, "schedules reloaded");
+        }
+        Ok(())
+    }
+
+    /// Stop: `/readyz` turns 503, a running sync stops at its next safe point, in-flight
+    /// requests finish (up to 30 s), then the schedules and the control socket stop.
+    pub async fn stop_gracefully(mut self) -> Result<(), AppError> {
+        self.stopping.store(true, Relaxed);
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let jobs = self.app.jobs.clone();
+        let (_, ()) = tokio::join!(self.handle.stop(true), jobs.stop_sync());
         let result = (&mut self.server).await;
         self.shutdown().await;
         match result {
@@ -220,22 +340,67 @@ impl Running {
 
     /// Stop serving and wait until everything is down.
     pub async fn stop(self) {
-        self.handle.stop(true).await;
-        let _ = self.wait().await;
+        let _ = self.stop_gracefully().await;
     }
 
     async fn shutdown(&mut self) {
-        if let Err(e) = self.scheduler.shutdown().await {
+        if let Err(e) = self.scheduler.lock().await.shutdown().await {
             tracing::warn!(error = %e, "stopping the scheduler");
         }
-        self.control_task.abort();
-        self.reload_task.abort();
-        self.flush_task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
         let last = self.redirects.drain(hour_of(self.app.clock.now()));
         if let Err(e) = self.app.store.add_redirects(last).await {
             tracing::warn!(error = %e, "saving the last redirect counts");
         }
         let _ = std::fs::remove_file(&self.socket_path);
+    }
+}
+
+/// Middleware: refuse request bodies nothing reads (413): only the webhook and the admin
+/// forms take one, each up to its limit. `/v2/` is left to the registry, which answers a
+/// push with distribution's UNSUPPORTED error without reading the body.
+async fn limit_bodies(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let path = req.path();
+    let limit = if path.starts_with("/hooks/") {
+        crate::hooks::MAX_BODY
+    } else if path.starts_with("/admin/") {
+        MAX_FORM
+    } else {
+        0
+    };
+    let headers = req.headers();
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let chunked = headers.contains_key("transfer-encoding");
+    if !path.starts_with("/v2") && (declared > limit || (chunked && limit == 0)) {
+        return Ok(req.into_response(
+            HttpResponse::PayloadTooLarge()
+                .body(format!("request bodies here are limited to {limit} bytes\n")),
+        ));
+    }
+    let (method, path) = (req.method().clone(), req.path().to_owned());
+    let started = std::time::Instant::now();
+    let res = next.call(req).await?;
+    tracing::debug!(%method, %path, status = res.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    Ok(res.map_into_boxed_body())
+}
+
+/// Reload the GeoIP databases when their files change (checked every 30 s), off the async
+/// workers. (SIGHUP reloads them at once, see [`Running::reload`].)
+async fn watch_geo_databases(geo: Arc<GeoDb>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let geo = geo.clone();
+        let _ = tokio::task::spawn_blocking(move || geo.reload_if_changed()).await;
     }
 }
 
@@ -267,31 +432,4 @@ async fn split_listeners(
         }
     }
     Ok(next.call(req).await?.map_into_boxed_body())
-}
-
-/// Reload the GeoIP databases when their files change (checked every 30 s), and
-/// unconditionally on SIGHUP. The reading happens off the async workers.
-async fn reload_geo_databases(geo: Arc<GeoDb>) {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
-    loop {
-        let force = match &mut hup {
-            Some(h) => tokio::select! {
-                _ = tick.tick() => false,
-                _ = h.recv() => {
-                    tracing::info!("SIGHUP: reloading the GeoIP databases");
-                    true
-                }
-            },
-            None => {
-                tick.tick().await;
-                false
-            }
-        };
-        let geo = geo.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if force { geo.reload_now() } else { geo.reload_if_changed() }
-        })
-        .await;
-    }
 }

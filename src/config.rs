@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub crawl: RawCrawl,
     pub geoip: RawGeoip,
     pub admin: RawAdmin,
+    pub hooks: RawHooks,
+    pub log: RawLog,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -50,11 +52,60 @@ pub struct RawServer {
     pub public_url: Option<String>,
     /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` are believed.
     pub trusted_proxies: Vec<String>,
+    /// An HTTPS listener (HTTP/2 via ALPN), besides the HTTP one.
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain and private key of the HTTPS listener; reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// How long a client may take to send its request head before it gets 408.
+    pub client_timeout: String,
+    /// Idle keep-alive connections are closed after this long.
+    pub keep_alive: String,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
-        RawServer { listen: "127.0.0.1:5000".into(), public_url: None, trusted_proxies: Vec::new() }
+        RawServer {
+            listen: "127.0.0.1:5000".into(),
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            client_timeout: "10s".into(),
+            keep_alive: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHooks {
+    /// A file holding the shared secret the upstream registry sends as
+    /// `Authorization: Bearer <secret>`; absent: `POST /hooks/registry` is off.
+    pub secret_file: Option<PathBuf>,
+    /// Pushes arriving within this long are synced together.
+    pub debounce: String,
+}
+
+impl Default for RawHooks {
+    fn default() -> Self {
+        RawHooks { secret_file: None, debounce: "2s".into() }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// A tracing filter: `info`, `debug`, `wharf=debug,actix_web=info`. `RUST_LOG` wins.
+    pub level: String,
+    /// `text` (for a terminal) or `json` (one object a line, for journald and ingestion).
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { level: "info".into(), format: "text".into() }
     }
 }
 
@@ -210,6 +261,32 @@ pub struct Config {
     pub rsync_url: String,
     /// `None`: the admin UI is served under `/admin/` on `listen`.
     pub admin_listen: Option<SocketAddr>,
+    pub tls: Option<TlsSettings>,
+    pub client_timeout: Duration,
+    pub keep_alive: Duration,
+    /// The webhook's shared secret; `None`: the webhook is off.
+    pub hook_secret: Option<Secret>,
+    pub hook_debounce: Duration,
+    pub log_level: String,
+    pub log_json: bool,
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +307,13 @@ pub struct UpstreamConfig {
     /// `None`: every repository in the catalog.
     pub repositories: Option<Vec<globset::GlobMatcher>>,
     pub tags: regex::Regex,
+}
+
+impl UpstreamConfig {
+    /// Whether a repository is one to sync.
+    pub fn wants(&self, repo: &str) -> bool {
+        self.repositories.as_ref().is_none_or(|pats| pats.iter().any(|p| p.is_match(repo)))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -471,6 +555,49 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             l.parse::<SocketAddr>().map_err(|e| key_err("admin.listen", format!("{l:?}: {e}")))
         })
         .transpose()?;
+    let tls = match (raw.server.tls_listen, raw.server.tls_cert, raw.server.tls_key) {
+        (None, None, None) => None,
+        (Some(l), Some(cert), Some(key)) => {
+            let listen = l
+                .parse::<SocketAddr>()
+                .map_err(|e| key_err("server.tls_listen", format!("{l:?}: {e}")))?;
+            for (k, p) in [("server.tls_cert", &cert), ("server.tls_key", &key)] {
+                std::fs::metadata(p).map_err(|e| key_err(k, format!("{}: {e}", p.display())))?;
+            }
+            Some(TlsSettings { listen, cert: absolute(&cert), key: absolute(&key) })
+        }
+        _ => {
+            return Err(key_err(
+                "server.tls_listen",
+                "tls_listen, tls_cert and tls_key go together: set all three or none",
+            ));
+        }
+    };
+    let client_timeout = duration("server.client_timeout", &raw.server.client_timeout)?;
+    let keep_alive = duration("server.keep_alive", &raw.server.keep_alive)?;
+    let hook_secret = match raw.hooks.secret_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| key_err("hooks.secret_file", format!("{}: {e}", path.display())))?;
+            let secret = text.trim().to_owned();
+            if secret.len() < 16 {
+                return Err(key_err(
+                    "hooks.secret_file",
+                    "the secret must be at least 16 characters",
+                ));
+            }
+            Some(Secret(secret))
+        }
+        None => None,
+    };
+    let hook_debounce = duration("hooks.debounce", &raw.hooks.debounce)?;
+    tracing_subscriber::EnvFilter::try_new(&raw.log.level)
+        .map_err(|e| key_err("log.level", format!("{:?}: {e}", raw.log.level)))?;
+    let log_json = match raw.log.format.as_str() {
+        "text" => false,
+        "json" => true,
+        other => return Err(key_err("log.format", format!("{other:?}: use text or json"))),
+    };
     parse_cron(&raw.schedule.crawl).map_err(|e| key_err("schedule.crawl", e))?;
     let c = raw.crawl;
     if c.concurrency == 0 || c.concurrency > 256 {
@@ -497,6 +624,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         rsync_url,
         admin_listen,
+        tls,
+        client_timeout,
+        keep_alive,
+        hook_secret,
+        hook_debounce,
+        log_level: raw.log.level,
+        log_json,
         trusted_proxies,
         fallback_url,
         require_https: raw.mirrors.require_https,
@@ -660,6 +794,10 @@ mod tests {
             "fallback_url",
             "rsync_url",
             "listen",
+            "tls_listen",
+            "tls_cert",
+            "tls_key",
+            "secret_file",
             "database",
             "asn_database",
         ];

@@ -36,6 +36,10 @@ struct Cli {
     /// Print the result as JSON (sync, crawl, mirror and user commands).
     #[arg(long, global = true)]
     json: bool,
+    /// Log format: `text` or `json` (one object a line, for journald and ingestion);
+    /// overrides `log.format`.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +61,9 @@ enum Command {
     },
     /// Exit 0 if the server configured here answers its health check.
     Healthcheck,
+    /// Check the configuration (file, WHARF__* variables, flags) and exit non-zero with the
+    /// reason if it is not valid.
+    CheckConfig,
     /// Crawl every enabled mirror now and print what each holds.
     Crawl,
     /// Manage mirrors (through the running server if there is one).
@@ -187,31 +194,55 @@ impl MirrorFields {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One-shot commands print their own summary; services log what they do.
-    let default_filter = match cli.command {
-        Command::Sync
-        | Command::Crawl
-        | Command::Mirror(_)
-        | Command::User(_)
-        | Command::Healthcheck => "warn",
-        Command::Serve | Command::Demo { .. } => "info,actix_server=warn",
+    // A service logs what it does, as configured; one-shot commands print their own
+    // summary and log only warnings.
+    let (level, json) = match cli.command {
+        Command::Serve => match load_config(&cli) {
+            Ok(c) => (c.log_level.clone(), c.log_json),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Demo { .. } => ("info,actix_server=warn".to_owned(), false),
+        _ => ("warn".to_owned(), false),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let json = cli.log_format.as_deref().map(|f| f == "json").unwrap_or(json);
+    let set_filter = init_logging(&level, json);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, set_filter)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Log to stderr (journald takes it from there) as text or JSON, filtered by `RUST_LOG`
+/// when set, else by `level`. Returns how to change the filter later (SIGHUP).
+fn init_logging(level: &str, json: bool) -> wharf::app::LogFilterSetter {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let from_env = std::env::var("RUST_LOG").is_ok();
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry.with(fmt::layer().json().with_writer(std::io::stderr)).init();
+    } else {
+        registry.with(fmt::layer().with_writer(std::io::stderr)).init();
+    }
+    Arc::new(move |level: &str| {
+        if from_env {
+            return Ok(()); // RUST_LOG wins over the configuration
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 fn overrides(cli: &Cli) -> CliOverrides {
@@ -225,12 +256,17 @@ fn overrides(cli: &Cli) -> CliOverrides {
     CliOverrides { values }
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+/// The config file: `--config`, else the default path if it exists.
+fn config_file(cli: &Cli) -> Option<PathBuf> {
     let default = PathBuf::from(config::DEFAULT_CONFIG_PATH);
-    let file = match &cli.config {
+    match &cli.config {
         Some(p) => Some(p.clone()),
         None => default.exists().then_some(default),
-    };
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let file = config_file(cli);
     config::load(file.as_deref(), std::env::vars(), &overrides(cli)).with_context(|| match &file {
         Some(f) => format!("configuration (from {} and WHARF__* variables)", f.display()),
         None => format!(
@@ -240,13 +276,38 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, set_filter: wharf::app::LogFilterSetter) -> anyhow::Result<ExitCode> {
     let request = match &cli.command {
         Command::Serve => {
             let config = load_config(&cli)?;
             let listener = TcpListener::bind(config.listen)
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            App::open(config, Arc::new(SystemClock))?.serve(listener).await?;
+            let file = config_file(&cli);
+            let cli_overrides = overrides(&cli);
+            let source: wharf::app::ConfigSource =
+                Arc::new(move || config::load(file.as_deref(), std::env::vars(), &cli_overrides));
+            App::open(config, Arc::new(SystemClock))?
+                .with_reload(source, Some(set_filter))
+                .serve(listener)
+                .await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::CheckConfig => {
+            let c = load_config(&cli)?;
+            println!("configuration ok");
+            println!("  listen {} (public URL {})", c.listen, c.public_url);
+            if let Some(t) = &c.tls {
+                println!("  https {} (certificate {})", t.listen, t.cert.display());
+            }
+            println!("  data dir {}, tree {}", c.data_dir.display(), c.tree_dir.display());
+            println!("  schedules: sync {:?}, crawl {:?}", c.sync_schedule, c.crawl_schedule);
+            let ports = [Some(c.listen), c.tls.as_ref().map(|t| t.listen), c.admin_listen];
+            if ports.iter().flatten().any(|a| a.port() < 1024 && a.port() != 0) {
+                println!(
+                    "  note: a port below 1024 needs CAP_NET_BIND_SERVICE \
+                     (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE in a drop-in)"
+                );
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Command::Demo { write_images: Some(dir), .. } => {

@@ -11,14 +11,22 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::crawl::{self, CrawlCtx, CrawlError, CrawlReport};
 use crate::geo::Selector;
+use crate::metrics::JobMetrics;
 use crate::model::SyncRun;
 use crate::store::{Store, StoreError};
-use crate::sync::{self, ProgressSnapshot, SyncCtx, SyncError};
+use crate::sync::{self, ProgressSnapshot, Scope, SyncCtx, SyncError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
     #[error("scheduler: {0}")]
     Cron(#[from] tokio_cron_scheduler::JobSchedulerError),
+}
+
+/// The cron schedules (6 fields, seconds first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedules {
+    pub sync: String,
+    pub crawl: String,
 }
 
 /// The jobs of one Wharf instance, each behind its own lock, and the selection they feed.
@@ -30,10 +38,17 @@ pub struct Jobs {
     selector: Arc<Selector>,
     /// Serialises snapshot rebuilds, so an older read never replaces a newer snapshot.
     refresh_lock: Arc<tokio::sync::Mutex<()>>,
+    pub metrics: Arc<JobMetrics>,
+    schedules: std::sync::RwLock<Schedules>,
 }
 
 impl Jobs {
-    pub fn new(mut sync: SyncCtx, crawl: CrawlCtx, selector: Arc<Selector>) -> Arc<Jobs> {
+    pub fn new(
+        mut sync: SyncCtx,
+        crawl: CrawlCtx,
+        selector: Arc<Selector>,
+        schedules: Schedules,
+    ) -> Arc<Jobs> {
         let refresh_lock = Arc::new(tokio::sync::Mutex::new(()));
         let (store, sel, lock) = (sync.store.clone(), selector.clone(), refresh_lock.clone());
         sync.after_commit = Some(Arc::new(move || {
@@ -51,20 +66,60 @@ impl Jobs {
             crawl_lock: Arc::default(),
             selector,
             refresh_lock,
+            metrics: Arc::default(),
+            schedules: std::sync::RwLock::new(schedules),
         })
+    }
+
+    /// The schedules in force.
+    pub fn schedules(&self) -> Schedules {
+        self.schedules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Change the schedules (the caller restarts the cron scheduler with [`start`]).
+    pub fn set_schedules(&self, s: Schedules) {
+        *self.schedules.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// Run a sync (the caller holds the sync lock) and count it.
+    async fn sync_locked(&self, scope: &Scope) -> Result<SyncRun, SyncError> {
+        let started = std::time::Instant::now();
+        let result = sync::run_scoped(&self.sync, scope).await;
+        let interrupted = result
+            .as_ref()
+            .is_ok_and(|r| r.error.as_deref() == Some(SyncError::Interrupted.to_string().as_str()));
+        let run = result.as_ref().ok().filter(|_| !interrupted);
+        self.metrics.sync_finished(run, started.elapsed());
+        result
+    }
+
+    /// Sync only these repositories (a push notification), after any running sync finishes.
+    pub async fn sync_repos(
+        &self,
+        repos: std::collections::BTreeSet<crate::model::RepoName>,
+    ) -> Result<SyncRun, SyncError> {
+        let _running = self.sync_lock.lock().await;
+        self.sync_locked(&Scope::Repos(repos)).await
+    }
+
+    /// Ask a running sync to stop at its next safe point and wait until it has; later
+    /// syncs stop at once. Called on shutdown.
+    pub async fn stop_sync(&self) {
+        self.sync.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.sync_lock.lock().await;
     }
 
     /// Run a sync now, after any running one finishes.
     /// (The selection snapshot is rebuilt by the sync's after-commit hook, once.)
     pub async fn run_sync(&self) -> Result<SyncRun, SyncError> {
         let _running = self.sync_lock.lock().await;
-        sync::run_once(&self.sync).await
+        self.sync_locked(&Scope::All).await
     }
 
     /// Run a sync unless one is running (what a cron tick does).
     pub async fn sync_if_idle(&self) -> Option<Result<SyncRun, SyncError>> {
         let _running = self.sync_lock.try_lock().ok()?;
-        Some(sync::run_once(&self.sync).await)
+        Some(self.sync_locked(&Scope::All).await)
     }
 
     /// Start a sync in the background unless one is running (the admin UI's "Sync now").
@@ -74,7 +129,7 @@ impl Jobs {
         let jobs = self.clone();
         tokio::spawn(async move {
             let _running = running;
-            if let Err(e) = sync::run_once(&jobs.sync).await {
+            if let Err(e) = jobs.sync_locked(&Scope::All).await {
                 tracing::error!(error = %e, "sync failed");
             }
         });
@@ -99,9 +154,24 @@ impl Jobs {
     /// Crawl the mirrors now, after any running crawl finishes.
     pub async fn run_crawl(&self) -> Result<CrawlReport, CrawlError> {
         let _running = self.crawl_lock.lock().await;
-        let report = crawl::run_once(&self.crawl).await?;
+        let report = self.crawl_locked().await?;
         self.refresh_selection().await?;
         Ok(report)
+    }
+
+    /// Run a crawl (the caller holds the crawl lock) and count it.
+    async fn crawl_locked(&self) -> Result<CrawlReport, CrawlError> {
+        let started = std::time::Instant::now();
+        let result = crawl::run_once(&self.crawl).await;
+        let (passed, failed) = match &result {
+            Ok(r) => {
+                let failed = r.results.iter().filter(|c| c.error.is_some()).count() as u64;
+                (r.results.len() as u64 - failed, failed)
+            }
+            Err(_) => (0, 0),
+        };
+        self.metrics.crawl_finished(result.is_ok(), passed, failed, started.elapsed());
+        result
     }
 
     async fn crawl_if_idle(&self) {
@@ -114,7 +184,7 @@ impl Jobs {
 
     /// Crawl and rebuild the snapshot; the caller holds the crawl lock.
     async fn crawl_and_refresh(&self) {
-        if let Err(e) = crawl::run_once(&self.crawl).await {
+        if let Err(e) = self.crawl_locked().await {
             tracing::error!(error = %e, "crawl failed");
         }
         if let Err(e) = self.refresh_selection().await {
@@ -157,11 +227,9 @@ async fn refresh(
 }
 
 /// Start the cron schedules. The caller keeps the returned scheduler and shuts it down.
-pub async fn start(
-    jobs: Arc<Jobs>,
-    sync_cron: &str,
-    crawl_cron: &str,
-) -> Result<JobScheduler, SchedulerError> {
+pub async fn start(jobs: Arc<Jobs>) -> Result<JobScheduler, SchedulerError> {
+    let Schedules { sync: sync_cron, crawl: crawl_cron } = jobs.schedules();
+    let (sync_cron, crawl_cron) = (sync_cron.as_str(), crawl_cron.as_str());
     let sched = JobScheduler::new().await?;
     let sync_jobs = jobs.clone();
     sched

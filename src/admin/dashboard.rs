@@ -99,15 +99,16 @@ async fn overview(
     let store = state.store();
     let runs = store.recent_runs(CHART_RUNS).await?;
     let now = state.clock.now();
-    let next_runs = state
-        .schedules
-        .iter()
+    let schedules = state.jobs.schedules();
+    let next_runs = [("sync", schedules.sync), ("crawl", schedules.crawl)]
+        .into_iter()
         .map(|(job, cron)| {
-            let next = cron
-                .find_next_occurrence(&now, false)
+            let next = crate::config::parse_cron(&cron)
+                .ok()
+                .and_then(|c| c.find_next_occurrence(&now, false).ok())
                 .map(super::when)
-                .unwrap_or_else(|_| "never".into());
-            (*job, next)
+                .unwrap_or_else(|| "never".into());
+            (job, next)
         })
         .collect();
     let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();

@@ -39,8 +39,6 @@ pub struct AdminState {
     pub clock: Arc<dyn Clock>,
     pub throttle: LoginThrottle,
     pub policy: SessionPolicy,
-    /// The cron schedules, to show the next runs: (`sync` | `crawl`, schedule).
-    pub schedules: Vec<(&'static str, croner::Cron)>,
     /// Where mirrors rsync the tree from (ends in `/`).
     pub rsync_url: String,
 }

@@ -12,13 +12,17 @@ const TIERS: [&str; 6] = ["netblock", "asn", "country", "continent", "global", "
 const COUNTRIES: usize = 26 * 26 + 1;
 
 pub struct RedirectCounters {
+    /// Drained into the store.
     cells: Box<[AtomicU64]>,
+    /// Since start, by tier: never drained (for `/metrics`).
+    totals: [AtomicU64; TIERS.len()],
 }
 
 impl Default for RedirectCounters {
     fn default() -> Self {
         RedirectCounters {
             cells: (0..TIERS.len() * COUNTRIES).map(|_| AtomicU64::new(0)).collect(),
+            totals: Default::default(),
         }
     }
 }
@@ -37,6 +41,12 @@ impl RedirectCounters {
     pub fn record(&self, tier: Option<Tier>, country: Option<&str>) {
         let t = tier.map(|t| t as usize).unwrap_or(TIERS.len() - 1);
         self.cells[t * COUNTRIES + country_index(country)].fetch_add(1, Relaxed);
+        self.totals[t].fetch_add(1, Relaxed);
+    }
+
+    /// Redirects since start by tier (`fallback` last).
+    pub fn totals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        TIERS.iter().zip(&self.totals).map(|(t, c)| (*t, c.load(Relaxed)))
     }
 
     /// Take every non-zero count (resetting it) as rows of `hour`.
@@ -87,5 +97,7 @@ mod tests {
         );
         assert!(rows.iter().all(|r| r.hour == 7));
         assert!(c.drain(8).is_empty(), "drained");
+        let totals: Vec<_> = c.totals().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(totals, [("netblock", 1), ("country", 2), ("global", 1), ("fallback", 1)]);
     }
 }

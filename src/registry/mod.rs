@@ -19,6 +19,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use crate::geo::{BlobLookup, GeoDb, RedirectCounters, Selector};
+use crate::metrics::JobMetrics;
 use crate::model::{Digest, Reference, RepoName};
 use crate::store::{Lookup, ManifestHit, Store};
 
@@ -42,6 +43,13 @@ pub struct RegistryState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Redirects by tier and country; the app drains them into the store in batches.
     pub redirects: Arc<RedirectCounters>,
+    /// Sync and crawl counters, for `/metrics`.
+    pub jobs: Arc<JobMetrics>,
+    /// The store file (its size is a metric).
+    pub store_path: std::path::PathBuf,
+    pub tree_root: std::path::PathBuf,
+    /// Set when shutdown begins (`/readyz` answers 503).
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Middleware: count every response by route kind, method and status (see [`RequestStats`]).
@@ -59,15 +67,76 @@ pub async fn count_requests(
     Ok(res)
 }
 
-/// `GET /metrics`: Prometheus text format.
-async fn metrics(stats: web::Data<RequestStats>) -> HttpResponse {
+/// `GET /metrics`: Prometheus text format, every name `wharf_...`.
+async fn metrics(
+    stats: web::Data<RequestStats>,
+    state: web::Data<RegistryState>,
+) -> Result<HttpResponse, RegistryError> {
+    use std::fmt::Write;
     let mut out = String::new();
     stats.render(&mut out);
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+    out.push_str(
+        "# HELP wharf_redirects_total Blob redirects by tier (fallback: no mirror qualified).\n\
+         # TYPE wharf_redirects_total counter\n",
+    );
+    let mut fallbacks = 0;
+    for (tier, n) in state.redirects.totals() {
+        let _ = writeln!(out, "wharf_redirects_total{{tier=\"{tier}\"}} {n}");
+        if tier == "fallback" {
+            fallbacks = n;
+        }
+    }
+    let _ = write!(
+        out,
+        "# HELP wharf_fallback_redirects_total Blob redirects to Wharf's own tree.\n\
+         # TYPE wharf_fallback_redirects_total counter\n\
+         wharf_fallback_redirects_total {fallbacks}\n"
+    );
+    state.jobs.render(&mut out);
+    let mirrors = state.store.mirrors().await?;
+    out.push_str("# HELP wharf_mirrors Mirrors by state.\n# TYPE wharf_mirrors gauge\n");
+    for s in ["pending", "disabled", "auto-disabled", "opted-out", "active"] {
+        let n = mirrors.iter().filter(|m| m.state().as_str() == s).count();
+        let _ = writeln!(out, "wharf_mirrors{{state=\"{s}\"}} {n}");
+    }
+    let generation = state.store.generation().await?;
+    let store_bytes = std::fs::metadata(&state.store_path).map(|m| m.len()).unwrap_or(0);
+    let _ = write!(
+        out,
+        "# HELP wharf_generation The current tree generation.\n\
+         # TYPE wharf_generation gauge\n\
+         wharf_generation {generation}\n\
+         # HELP wharf_store_size_bytes Size of the store file.\n\
+         # TYPE wharf_store_size_bytes gauge\n\
+         wharf_store_size_bytes {store_bytes}\n"
+    );
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out))
+}
+
+/// `GET /readyz`: 200 when the store answers, the tree is in place and the server is not
+/// shutting down; else 503 with the reason.
+async fn readyz(state: web::Data<RegistryState>) -> HttpResponse {
+    let problem = if state.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        Some("shutting down".to_owned())
+    } else if let Err(e) = state.store.generation().await {
+        Some(format!("store: {e}"))
+    } else if !state.tree_root.is_dir() {
+        Some(format!("tree {} is missing", state.tree_root.display()))
+    } else {
+        None
+    };
+    match problem {
+        None => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Some(p) => {
+            HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("{p}\n"))
+        }
+    }
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig, tree_dir: &Path) {
     cfg.route("/metrics", web::get().to(metrics))
+        .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
+        .route("/readyz", web::get().to(readyz))
         .route("/explain", web::get().to(mirrors::explain))
         .service(web::scope("/metalink").default_service(web::to(mirrors::metalink)))
         .service(web::scope("/mirrorlist").default_service(web::to(mirrors::mirrorlist)))

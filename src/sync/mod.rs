@@ -13,8 +13,9 @@ mod progress;
 mod registry_client;
 mod upstream;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use futures_util::{StreamExt, stream};
@@ -48,6 +49,8 @@ pub enum SyncError {
     Task(String),
     #[error("publishing the tree: {0}")]
     Publish(String),
+    #[error("stopped at a safe point: the server is shutting down (nothing was committed)")]
+    Interrupted,
     #[error(
         "{upstream} lists no repository to sync; refusing to remove all {known} published \
          repositories (check the upstream and upstream.repositories)"
@@ -72,6 +75,24 @@ pub struct SyncCtx {
     pub clock: Arc<dyn Clock>,
     pub progress: Arc<SyncProgress>,
     pub after_commit: Option<CommitHook>,
+    /// Set on shutdown: a running sync stops before its next repository or blob and
+    /// commits nothing (downloaded pool files are adopted by the next run).
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Which repositories a run looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every wanted repository; those gone upstream are removed.
+    All,
+    /// Only these (a push notification), if wanted; nothing else is touched.
+    Repos(BTreeSet<RepoName>),
+}
+
+impl SyncCtx {
+    fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl SyncCtx {
@@ -91,6 +112,7 @@ impl SyncCtx {
             clock,
             progress: Arc::default(),
             after_commit: None,
+            stop: Arc::default(),
         })
     }
 }
@@ -98,6 +120,11 @@ impl SyncCtx {
 /// One sync run: fetch, commit, publish, record. Errors inside the run are reported in the
 /// returned [`SyncRun`]; `Err` only when the run could not even be recorded.
 pub async fn run_once(ctx: &SyncCtx) -> Result<SyncRun, SyncError> {
+    run_scoped(ctx, &Scope::All).await
+}
+
+/// [`run_once`] over a [`Scope`].
+pub async fn run_scoped(ctx: &SyncCtx, scope: &Scope) -> Result<SyncRun, SyncError> {
     let started_at = ctx.clock.now();
     ctx.progress.start();
     let generation_before = ctx.store.generation().await?;
@@ -113,7 +140,7 @@ pub async fn run_once(ctx: &SyncCtx) -> Result<SyncRun, SyncError> {
         blobs_collected: 0,
     };
     let mut synced = 0;
-    if let Err(e) = sync_and_publish(ctx, &mut run, &mut synced).await {
+    if let Err(e) = sync_and_publish(ctx, scope, &mut run, &mut synced).await {
         tracing::error!(error = %e, "sync failed");
         run.error = Some(e.to_string());
     }
@@ -142,14 +169,22 @@ pub async fn run_once(ctx: &SyncCtx) -> Result<SyncRun, SyncError> {
 /// Sync every wanted repository, commit, publish. `synced` counts the repositories looked at.
 async fn sync_and_publish(
     ctx: &SyncCtx,
+    scope: &Scope,
     run: &mut SyncRun,
     synced: &mut usize,
 ) -> Result<(), SyncError> {
-    let names = wanted_repositories(ctx).await?;
+    let names = match scope {
+        Scope::All => wanted_repositories(ctx).await?,
+        Scope::Repos(repos) => repos
+            .iter()
+            .filter(|r| ctx.filter.wants(r.as_str()) && MirrorTree::can_publish(r))
+            .cloned()
+            .collect(),
+    };
     *synced = names.len();
     let current = ctx.store.current_tags().await?;
     // An upstream that suddenly lists nothing is far more often broken than emptied.
-    if names.is_empty() && !current.is_empty() {
+    if *scope == Scope::All && names.is_empty() && !current.is_empty() {
         return Err(SyncError::EmptyUpstream {
             upstream: ctx.upstream.describe(),
             known: current.len(),
@@ -162,6 +197,9 @@ async fn sync_and_publish(
     };
     ctx.progress.repos(names.len() as u64);
     for repo in &names {
+        if ctx.stopping() {
+            return Err(SyncError::Interrupted);
+        }
         ctx.progress.set_current(repo.as_str());
         let empty = BTreeMap::new();
         let out = sync_repo(ctx, repo, current.get(repo).unwrap_or(&empty)).await;
@@ -171,8 +209,13 @@ async fn sync_and_publish(
         run.repos.push(out.report);
         ctx.progress.repo_done();
     }
+    if ctx.stopping() {
+        return Err(SyncError::Interrupted);
+    }
     let wanted: HashSet<&RepoName> = names.iter().collect();
-    commit.removed_repos = current.keys().filter(|r| !wanted.contains(r)).cloned().collect();
+    if *scope == Scope::All {
+        commit.removed_repos = current.keys().filter(|r| !wanted.contains(r)).cloned().collect();
+    }
     for r in &commit.removed_repos {
         run.repos.push(RepoReport { repo: r.to_string(), ..RepoReport::default() });
     }
@@ -408,6 +451,9 @@ async fn sync_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) 
     ctx.progress.blobs_planned(needed.len() as u64);
     let fetched: HashMap<Digest, Result<u64, String>> = stream::iter(needed.into_values())
         .map(|b| async move {
+            if ctx.stopping() {
+                return (b.digest, Err(SyncError::Interrupted.to_string()));
+            }
             let r = ctx.upstream.fetch_blob(repo.as_str(), &b, &ctx.tree).await;
             if let Ok(n) = &r {
                 ctx.progress.blob_done(*n);

@@ -1,0 +1,125 @@
+//! `POST /hooks/registry`: the upstream registry's push notifications (distribution's
+//! notification envelope). A push of a wanted repository queues a sync of that repository;
+//! pushes arriving within the debounce window are synced together, after any running sync
+//! (never overlapping it). Authenticated by a shared secret sent as a bearer token.
+//! Imports `model`, `config` (the secret type) and `scheduler`; never `registry` or `admin`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::config::Secret;
+use crate::model::RepoName;
+use crate::scheduler::Jobs;
+
+/// The largest notification body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+pub struct HookState {
+    pub secret: Option<Secret>,
+    pub queue: mpsc::UnboundedSender<RepoName>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    events: Vec<Event>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    action: String,
+    target: Target,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    repository: String,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn refuse(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{message}\n"))
+}
+
+/// Queue a sync for each pushed repository; answers 202 with how many were queued.
+pub async fn registry(
+    req: HttpRequest,
+    state: web::Data<HookState>,
+    body: web::Bytes,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let Some(secret) = &state.secret else {
+        return refuse(StatusCode::NOT_FOUND, "the webhook is off (hooks.secret_file is not set)");
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !same(given.as_bytes(), secret.0.as_bytes()) {
+        tracing::warn!(peer = ?req.peer_addr(), "webhook call with a wrong or missing secret");
+        return refuse(StatusCode::UNAUTHORIZED, "wrong or missing bearer secret");
+    }
+    let envelope: Envelope = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            return refuse(StatusCode::BAD_REQUEST, &format!("not a notification envelope: {e}"));
+        }
+    };
+    let mut queued = 0;
+    for event in envelope.events.iter().filter(|e| e.action == "push") {
+        match event.target.repository.parse::<RepoName>() {
+            Ok(repo) => {
+                tracing::debug!(%repo, tag = ?event.target.tag, "push notification");
+                if state.queue.send(repo).is_ok() {
+                    queued += 1;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "push notification for an invalid name"),
+        }
+    }
+    HttpResponse::Accepted().json(serde_json::json!({ "queued": queued }))
+}
+
+/// Sync what the webhook queued: wait for the first push, gather the pushes of the next
+/// `debounce`, sync those repositories (waiting for a running sync), repeat.
+pub async fn sync_pushed(
+    mut queue: mpsc::UnboundedReceiver<RepoName>,
+    jobs: Arc<Jobs>,
+    debounce: Duration,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut repos = BTreeSet::from([first]);
+        let window = tokio::time::sleep(debounce);
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                _ = &mut window => break,
+                next = queue.recv() => match next {
+                    Some(r) => { repos.insert(r); }
+                    None => break,
+                },
+            }
+        }
+        let names: Vec<String> = repos.iter().map(|r| r.to_string()).collect();
+        tracing::info!(repos = ?names, "syncing pushed repositories");
+        match jobs.sync_repos(repos).await {
+            Ok(run) => {
+                tracing::info!(run = run.id, outcome = ?run.outcome, "push-triggered sync finished")
+            }
+            Err(e) => tracing::error!(error = %e, "push-triggered sync failed"),
+        }
+    }
+}
