@@ -50,6 +50,8 @@ pub type LogFilterSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>
 
 /// The largest admin form body accepted.
 const MAX_FORM: usize = 64 * 1024;
+/// The largest request head (all header lines) accepted; actix itself stops at 128 KiB.
+const MAX_HEAD: usize = 16 * 1024;
 
 /// An opened Wharf instance: store, tree and jobs, not yet serving.
 pub struct App {
@@ -358,7 +360,8 @@ impl Running {
     }
 }
 
-/// Middleware: refuse request bodies nothing reads (413): only the webhook and the admin
+/// Middleware: refuse request heads over [`MAX_HEAD`] (431) and request bodies nothing
+/// reads (413): only the webhook and the admin
 /// forms take one, each up to its limit. `/v2/` is left to the registry, which answers a
 /// push with distribution's UNSUPPORTED error without reading the body.
 async fn limit_bodies(
@@ -374,6 +377,13 @@ async fn limit_bodies(
         0
     };
     let headers = req.headers();
+    let head: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if head > MAX_HEAD {
+        return Ok(req.into_response(
+            HttpResponse::build(actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                .body(format!("request headers are limited to {MAX_HEAD} bytes\n")),
+        ));
+    }
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())

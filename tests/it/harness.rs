@@ -122,9 +122,13 @@ impl Registry {
 
     /// Start with extra top-level YAML (e.g. an `auth:` section).
     pub async fn start_with(extra_yaml: &str) -> Registry {
+        Registry::start_at(free_port(), extra_yaml).await
+    }
+
+    /// Start on a chosen port (when something must know the address beforehand).
+    pub async fn start_at(port: u16, extra_yaml: &str) -> Registry {
         let bin = require("docker-registry");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra_yaml}",
             dir.path().join("data").display()
@@ -228,6 +232,8 @@ pub struct Setup {
     /// Extra tables.
     pub extra: String,
     pub clock: Arc<dyn Clock>,
+    /// Listen on this port (default: a free one).
+    pub port: Option<u16>,
 }
 
 impl Setup {
@@ -240,6 +246,7 @@ impl Setup {
             schedule: format!("sync = \"{NEVER}\"\ncrawl = \"{NEVER}\"\n"),
             extra: String::new(),
             clock: Arc::new(SystemClock),
+            port: None,
         }
     }
 }
@@ -268,7 +275,7 @@ impl Wharf {
 
     pub async fn launch(setup: Setup) -> Wharf {
         let dir = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", setup.port.unwrap_or(0))).unwrap();
         let addr = listener.local_addr().unwrap();
         let config = config_for(dir.path(), addr, &setup);
         let running = App::open(config, setup.clock).unwrap().start(listener).await.unwrap();
@@ -278,6 +285,14 @@ impl Wharf {
 
     fn app(&self) -> &App {
         &self.running.as_ref().expect("running").app
+    }
+
+    pub fn running(&self) -> &wharf::app::Running {
+        self.running.as_ref().expect("running")
+    }
+
+    pub fn jobs(&self) -> &std::sync::Arc<wharf::scheduler::Jobs> {
+        &self.app().jobs
     }
 
     pub fn host(&self) -> String {

@@ -8,6 +8,7 @@ mod cli;
 mod harness;
 mod mirrors;
 mod mirrors_harness;
+mod ops;
 mod pull;
 mod sync;
 mod token;
