@@ -57,6 +57,14 @@ pub enum Request {
         name: String,
     },
     UserList,
+    /// Write a consistent copy of the store to this absolute path.
+    Backup {
+        path: std::path::PathBuf,
+    },
+    /// Check the pool against the store; `repair` fetches what is missing or damaged.
+    Verify {
+        repair: bool,
+    },
 }
 
 /// A mirror with its recent crawls.
@@ -85,6 +93,11 @@ pub enum Reply {
         generated_password: Option<String>,
     },
     Users(Vec<User>),
+    BackedUp {
+        path: std::path::PathBuf,
+        records: u64,
+    },
+    Verified(crate::sync::VerifyReport),
     Error(String),
 }
 
@@ -111,8 +124,11 @@ fn audited(request: &Request) -> Option<(&'static str, String, String)> {
         }
         Request::UserPasswd { name, .. } => Some(("user.passwd", name.clone(), String::new())),
         Request::UserDisable { name } => Some(("user.disable", name.clone(), String::new())),
+        Request::Verify { repair: true } => Some(("tree.repair", "pool".into(), String::new())),
         Request::Sync
         | Request::Crawl
+        | Request::Backup { .. }
+        | Request::Verify { repair: false }
         | Request::MirrorList
         | Request::MirrorShow { .. }
         | Request::UserList => None,
@@ -199,6 +215,16 @@ async fn execute_unaudited(jobs: &Jobs, request: Request) -> Reply {
                 Ok(Reply::User { user, generated_password: None })
             }
             Request::UserList => Ok(Reply::Users(store.users().await.map_err(|e| e.to_string())?)),
+            Request::Backup { path } => {
+                if !path.is_absolute() {
+                    return Err(format!("{}: the backup path must be absolute", path.display()));
+                }
+                let records = store.backup_to(path.clone()).await.map_err(|e| e.to_string())?;
+                Ok(Reply::BackedUp { path, records })
+            }
+            Request::Verify { repair } => {
+                jobs.verify(repair).await.map(Reply::Verified).map_err(|e| e.to_string())
+            }
             Request::MirrorShow { name: n } => {
                 let n = name(&n)?;
                 let status = store

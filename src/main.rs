@@ -64,6 +64,18 @@ enum Command {
     /// Check the configuration (file, WHARF__* variables, flags) and exit non-zero with the
     /// reason if it is not valid.
     CheckConfig,
+    /// Write a consistent copy of the store to FILE (also while `serve` runs).
+    Backup { file: PathBuf },
+    /// Replace the store with a backup. Only while no `wharf serve` runs; the replaced store
+    /// is kept as `wharf.redb.before-restore`. Run `wharf verify --repair` afterwards.
+    Restore { file: PathBuf },
+    /// Check every pool file's digest and every file the store references; exit 1 on damage.
+    Verify {
+        /// Fetch what is missing or damaged again (manifests from the store, blobs from
+        /// upstream) and relink the layouts.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Crawl every enabled mirror now and print what each holds.
     Crawl,
     /// Manage mirrors (through the running server if there is one).
@@ -320,6 +332,22 @@ async fn run(cli: Cli, set_filter: wharf::app::LogFilterSetter) -> anyhow::Resul
         }
         Command::Demo { port, .. } => return demo(*port, &cli).await,
         Command::Healthcheck => return healthcheck(&load_config(&cli)?).await,
+        Command::Backup { file } => Request::Backup {
+            path: std::path::absolute(file).with_context(|| format!("{}", file.display()))?,
+        },
+        Command::Restore { file } => {
+            let config = load_config(&cli)?;
+            wharf::store::restore(file, &config.store_path())
+                .with_context(|| format!("restoring {}", file.display()))?;
+            println!(
+                "restored {} into {} (the replaced store is kept as wharf.redb.before-restore); \
+                 start the server, then run `wharf verify --repair` to check the tree against it",
+                file.display(),
+                config.store_path().display(),
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Verify { repair } => Request::Verify { repair: *repair },
         Command::Sync => Request::Sync,
         Command::Crawl => Request::Crawl,
         Command::Mirror(m) => match m.as_ref() {

@@ -32,6 +32,13 @@ pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
                 &serde_json::json!({ "user": user, "generated_password": generated_password }),
             )?,
             Reply::Users(users) => as_json(users)?,
+            Reply::BackedUp { path, records } => {
+                as_json(&serde_json::json!({ "backup": path, "records": records }))?
+            }
+            Reply::Verified(r) => {
+                as_json(r)?;
+                return Ok(if r.damaged() { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+            }
             _ => unreachable!("handled above"),
         },
         Reply::Crawled(r) => {
@@ -84,6 +91,35 @@ pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
             );
             if let Some(p) = generated_password {
                 println!("generated password (shown once): {p}");
+            }
+        }
+        Reply::BackedUp { path, records } => {
+            println!("backed up {records} records to {}", path.display());
+        }
+        Reply::Verified(r) => {
+            println!(
+                "checked {} pool files ({}); {} corrupt, {} missing, {} untracked",
+                r.checked,
+                human_bytes(r.bytes),
+                r.corrupt.len(),
+                r.missing.len(),
+                r.untracked
+            );
+            for d in &r.corrupt {
+                println!("corrupt: {d}");
+            }
+            for d in &r.missing {
+                println!("missing: {d}");
+            }
+            for d in &r.repaired {
+                println!("repaired: {d}");
+            }
+            for d in &r.unrepaired {
+                println!("not repaired: {d}");
+            }
+            if r.damaged() {
+                eprintln!("error: the tree is damaged; `wharf verify --repair` fetches it again");
+                return Ok(ExitCode::FAILURE);
             }
         }
         Reply::Users(users) => {

@@ -102,6 +102,16 @@ impl Jobs {
         self.sync_locked(&Scope::Repos(repos)).await
     }
 
+    /// Verify the pool (and repair it) while no sync runs.
+    pub async fn verify(&self, repair: bool) -> Result<sync::VerifyReport, SyncError> {
+        let _running = self.sync_lock.lock().await;
+        let report = sync::verify(&self.sync, repair).await?;
+        if repair {
+            self.refresh_selection().await?;
+        }
+        Ok(report)
+    }
+
     /// Ask a running sync to stop at its next safe point and wait until it has; later
     /// syncs stop at once. Called on shutdown.
     pub async fn stop_sync(&self) {

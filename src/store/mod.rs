@@ -5,6 +5,7 @@
 mod activity;
 mod browse;
 mod commit;
+mod maintenance;
 mod mirrors;
 mod records;
 mod selection;
@@ -24,6 +25,7 @@ use crate::model::{
 
 pub use browse::TagDetail;
 pub use commit::{CommitOutcome, NewManifest, SyncCommit, TagDiff};
+pub use maintenance::{PoolRecord, restore};
 pub use mirrors::{CRAWL_HISTORY, MirrorEditError};
 use records::{StoredManifest, StoredRun, StoredTag, decode, encode};
 pub use selection::{BlobFacts, EVERY_SET, PoolFacts};
@@ -46,6 +48,8 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("store task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Io(String),
 }
 
 macro_rules! from_redb {

@@ -12,6 +12,7 @@ mod oci_dir;
 mod progress;
 mod registry_client;
 mod upstream;
+mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::tree::{Marker, MirrorTree, TreeError};
 
 pub use progress::{ProgressSnapshot, SyncProgress};
 pub use upstream::{FetchedManifest, Upstream, UpstreamError};
+pub use verify::{VerifyReport, verify};
 
 /// Index nesting deeper than this is refused (an index of indexes of images is the most seen).
 const MAX_INDEX_DEPTH: usize = 3;

@@ -329,6 +329,25 @@ impl Wharf {
         self.app().store.recent_runs(100).await.unwrap()
     }
 
+    /// The config file the instance was started with (for the CLI).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("wharf.toml")
+    }
+
+    /// Stop serving; the data dir stays until the returned guard is dropped.
+    pub async fn stop(mut self) -> TempDir {
+        self.running.take().expect("running").stop().await;
+        // Aborted background tasks let go of their store handles a moment later.
+        let path = self._dir.path().join("data/wharf.redb");
+        for _ in 0..50 {
+            match wharf::store::Store::open(&path) {
+                Ok(_) => break,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        self._dir
+    }
+
     /// Stop serving (flushing what is buffered) and open the store file the instance used.
     pub async fn stop_and_open_store(mut self) -> (wharf::store::Store, TempDir) {
         self.running.take().expect("running").stop().await;

@@ -6,6 +6,7 @@ mod architecture;
 mod browser;
 mod cli;
 mod harness;
+mod maintenance;
 mod mirrors;
 mod mirrors_harness;
 mod ops;

@@ -1,0 +1,114 @@
+//! Backup while serving, restore into a stopped instance, verify and repair the tree, and
+//! opening a store written by the first released schema.
+
+use std::os::unix::fs::MetadataExt;
+
+use tokio::process::Command;
+use wharf::store::Store;
+
+use crate::harness::*;
+
+fn wharf_cli(config: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    c.arg("--config").arg(config);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_while_serving_verify_repair_and_restore() {
+    let reg = Registry::start().await;
+    reg.push_standard().await;
+    let wharf = Wharf::start(&reg.url()).await;
+    wharf.sync().await;
+    let config = wharf.config_path();
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("wharf-backup.redb");
+
+    // An online backup, through the running server.
+    let out = run(wharf_cli(&config).arg("backup").arg(&backup)).await;
+    assert!(out.contains("backed up"), "{out}");
+    let mode = std::fs::metadata(&backup).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a backup holds password hashes: owner-only");
+    {
+        let copy = Store::open(&backup).unwrap();
+        assert_eq!(copy.generation().await.unwrap(), 1);
+        assert_eq!(copy.catalog().await.unwrap().len(), 4);
+    }
+
+    // A healthy tree verifies.
+    let out = run(wharf_cli(&config).arg("verify")).await;
+    assert!(out.contains("0 corrupt, 0 missing"), "{out}");
+
+    // Damage: one blob rewritten with the same size, one deleted.
+    let mut blobs: Vec<_> = std::fs::read_dir(wharf.tree().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    blobs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let (corrupt, gone) = (blobs.pop().unwrap(), blobs.pop().unwrap());
+    let size = std::fs::metadata(&corrupt).unwrap().len() as usize;
+    // Replace the file (new inode), so the layouts' links keep their good copy.
+    std::fs::remove_file(&corrupt).unwrap();
+    std::fs::write(&corrupt, vec![b'x'; size]).unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    let out = run_failing(wharf_cli(&config).arg("verify")).await;
+    let name = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(out.contains(&format!("corrupt: sha256:{}", name(&corrupt))), "{out}");
+    assert!(out.contains(&format!("missing: sha256:{}", name(&gone))), "{out}");
+    assert!(out.contains("--repair"), "the error says what to do: {out}");
+
+    // Repair fetches both again from upstream and relinks the layouts.
+    let out = run(wharf_cli(&config).args(["verify", "--repair"])).await;
+    assert!(out.contains("repaired:"), "{out}");
+    run(wharf_cli(&config).arg("verify")).await;
+    for p in [&corrupt, &gone] {
+        let ino = std::fs::metadata(p).unwrap().ino();
+        let links = walk_links(&wharf.tree().join("repositories"), &name(p));
+        assert!(!links.is_empty() && links.iter().all(|l| *l == ino), "{p:?} relinked");
+    }
+    let dest = tempfile::tempdir().unwrap();
+    run(skopeo().args([
+        "copy",
+        "--all",
+        &format!("oci:{}:v1", wharf.tree().join("repositories/multi").display()),
+        &format!("oci:{}:v1", dest.path().join("o").display()),
+    ]))
+    .await;
+
+    // Restore: refused while the server runs; afterwards the store is the backup's.
+    wharf
+        .control(wharf::control::Request::MirrorAdd {
+            name: "after-backup".into(),
+            patch: wharf::model::MirrorPatch {
+                urls: Some(vec!["http://m.example/".into()]),
+                ..Default::default()
+            },
+        })
+        .await;
+    let err = run_failing(wharf_cli(&config).arg("restore").arg(&backup)).await;
+    assert!(err.contains("wharf serve"), "{err}");
+    let data = wharf.stop().await;
+    let err = run_failing(wharf_cli(&config).arg("restore").arg(&config)).await;
+    assert!(err.contains("restoring"), "a file that is no store is refused: {err}");
+    run(wharf_cli(&config).arg("restore").arg(&backup)).await;
+    let store_path = data.path().join("data/wharf.redb");
+    assert!(data.path().join("data/wharf.redb.before-restore").exists());
+    let restored = Store::open(&store_path).unwrap();
+    assert!(restored.mirrors().await.unwrap().is_empty(), "the backup had no mirror");
+    assert_eq!(restored.catalog().await.unwrap().len(), 4);
+}
+
+/// Inodes of the files named `name` under `dir` (layout links).
+fn walk_links(dir: &std::path::Path, name: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = std::fs::symlink_metadata(e.path()).unwrap();
+        if m.is_dir() {
+            out.extend(walk_links(&e.path(), name));
+        } else if e.file_name().to_string_lossy() == name {
+            out.push(m.ino());
+        }
+    }
+    out
+}
