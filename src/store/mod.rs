@@ -34,7 +34,12 @@ use tables::*;
 pub use users::{UserChange, UserEditError};
 
 /// The schema this build writes. Opening an older store migrates it; a newer one is refused.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The store layout this build writes. History:
+/// 1. the first release: repositories, tags, manifests, blobs, runs, mirrors, crawls, users,
+///    sessions;
+/// 2. the audit log and the hourly redirect counters; mirrors may be `pending` (a record
+///    field with a default, so schema-1 mirror records read unchanged).
+pub const SCHEMA_VERSION: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -112,7 +117,7 @@ impl Store {
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StoreError::TooNew { found: v, known: SCHEMA_VERSION });
                 }
-                Some(v) => migrate(v)?,
+                Some(v) => migrate(&txn, v)?,
                 None if fresh => {}
                 None => {
                     return Err(StoreError::Corrupt("meta table without schema_version".into()));
@@ -147,6 +152,15 @@ impl Store {
         tokio::task::spawn_blocking(move || span.in_scope(|| f(&db)))
             .await
             .map_err(|e| StoreError::Task(format!("{name}: {e}")))?
+    }
+
+    /// The schema version of the open store (always [`SCHEMA_VERSION`] after `open`).
+    pub async fn schema_version(&self) -> Result<u64, StoreError> {
+        self.blocking("schema_version", |db| {
+            let txn = db.begin_read()?;
+            Ok(txn.open_table(META)?.get(KEY_SCHEMA)?.map(|v| v.value()).unwrap_or(0))
+        })
+        .await
     }
 
     /// The current tree generation (0 before the first publish).
@@ -387,11 +401,18 @@ impl Store {
 }
 
 /// Migrate a store from schema `from` to [`SCHEMA_VERSION`]. Schema 1 is the first.
-fn migrate(from: u64) -> Result<(), StoreError> {
-    match from {
-        SCHEMA_VERSION => Ok(()),
-        other => Err(StoreError::Corrupt(format!("unknown schema version {other}"))),
+/// Bring a store of schema `from` to [`SCHEMA_VERSION`], inside the opening transaction
+/// (all or nothing).
+fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
+    if from == 0 {
+        return Err(StoreError::Corrupt("unknown schema version 0".into()));
     }
+    if from < 2 {
+        txn.open_table(AUDIT)?;
+        txn.open_table(REDIRECTS)?;
+        tracing::info!("store migrated from schema 1 to 2 (audit log, redirect counters)");
+    }
+    Ok(())
 }
 
 fn parse_key<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreError> {

@@ -112,3 +112,36 @@ fn walk_links(dir: &std::path::Path, name: &str) -> Vec<u64> {
     }
     out
 }
+
+/// `tests/fixtures/store-schema1.redb` was written by the first release (schema 1: a demo
+/// sync, mirror `m1`, operator `olga` with password `first-release-pw-1`). Opening it
+/// migrates it, and everything in it reads back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_from_the_first_release_opens_and_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.redb");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-schema1.redb"),
+        &path,
+    )
+    .unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), wharf::store::SCHEMA_VERSION);
+    const { assert!(wharf::store::SCHEMA_VERSION > 1) };
+    assert_eq!(store.generation().await.unwrap(), 1);
+    let repos: Vec<String> = store.catalog().await.unwrap().iter().map(|r| r.to_string()).collect();
+    assert_eq!(repos, ["demo/app", "demo/multi"]);
+    let m = store.mirror(&"m1".parse().unwrap()).await.unwrap().unwrap();
+    assert!(m.mirror.enabled && !m.mirror.pending);
+    assert_eq!(m.mirror.country.as_deref(), Some("DE"));
+    let (user, hash) = store.user_credentials(&"olga".parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(user.role, wharf::model::Role::Operator);
+    assert!(wharf::accounts::verify_password("first-release-pw-1".into(), hash).await);
+    assert_eq!(store.recent_runs(10).await.unwrap().len(), 1);
+    // The tables schema 2 added work.
+    assert!(store.audit_log(10).await.unwrap().is_empty());
+    drop(store);
+    // Opening again is a no-op migration.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.generation().await.unwrap(), 1);
+}
