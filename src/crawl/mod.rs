@@ -152,6 +152,12 @@ pub async fn run_once(ctx: &CrawlCtx) -> Result<CrawlReport, CrawlError> {
     out.sort_by(|a, b| a.mirror.cmp(&b.mirror));
     let generation = ctx.store.generation().await?;
     let propagation = Propagation::of(generation, &ctx.store.mirrors().await?);
+    tracing::info!(
+        mirrors = out.len(),
+        failed = out.iter().filter(|r| r.error.is_some()).count(),
+        current = propagation.current,
+        "crawl finished"
+    );
     Ok(CrawlReport { results: out, propagation })
 }
 

@@ -278,7 +278,17 @@ impl Wharf {
         let listener = TcpListener::bind(("127.0.0.1", setup.port.unwrap_or(0))).unwrap();
         let addr = listener.local_addr().unwrap();
         let config = config_for(dir.path(), addr, &setup);
-        let running = App::open(config, setup.clock).unwrap().start(listener).await.unwrap();
+        // SIGHUP's reload reads the file again, as `wharf serve` does.
+        let path = dir.path().join("wharf.toml");
+        let source: wharf::app::ConfigSource = std::sync::Arc::new(move || {
+            config::load(Some(&path), std::iter::empty(), &CliOverrides::default())
+        });
+        let running = App::open(config, setup.clock)
+            .unwrap()
+            .with_reload(source, None)
+            .start(listener)
+            .await
+            .unwrap();
         wait_http(&format!("http://{addr}/healthz"), &[200]).await;
         Wharf { running: Some(running), _dir: dir, addr }
     }

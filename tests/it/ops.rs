@@ -98,6 +98,25 @@ async fn tls_serves_http2_real_clients_and_reloads_its_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn reload_applies_new_schedules_and_refuses_a_broken_config() {
+    let upstream = tempfile::tempdir().unwrap();
+    wharf::demo::write_sample_images(upstream.path()).unwrap();
+    let wharf = Wharf::start(&format!("oci:{}", upstream.path().display())).await;
+    let path = wharf.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let daily = text.replace(&format!("sync = \"{NEVER}\""), "sync = \"0 30 3 * * *\"");
+    assert_ne!(daily, text);
+    std::fs::write(&path, &daily).unwrap();
+    wharf.running().reload().await.unwrap();
+    assert_eq!(wharf.jobs().schedules().sync, "0 30 3 * * *");
+    // A broken file changes nothing and says why.
+    std::fs::write(&path, daily.replace("0 30 3 * * *", "every day")).unwrap();
+    let err = wharf.running().reload().await.unwrap_err();
+    assert!(err.contains("schedule.sync"), "{err}");
+    assert_eq!(wharf.jobs().schedules().sync, "0 30 3 * * *");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn metrics_readiness_and_a_sync_stopped_at_a_safe_point() {
     let upstream = tempfile::tempdir().unwrap();
     wharf::demo::write_sample_images(upstream.path()).unwrap();
