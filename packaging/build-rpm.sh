@@ -11,7 +11,8 @@ command -v rpmbuild >/dev/null || {
 cargo build --release --locked
 version=$(cargo metadata --no-deps --format-version 1 | jq -r '.packages[] | select(.name=="wharf") | .version')
 target=${CARGO_TARGET_DIR:-target}
-top="$PWD/$target/rpm"
+case $target in /*) ;; *) target="$PWD/$target" ;; esac
+top="$target/rpm"
 rm -rf "$top"
 mkdir -p "$top/SOURCES"
 cp "$target/release/wharf" packaging/wharf.service packaging/wharf.toml packaging/wharf.sysusers \

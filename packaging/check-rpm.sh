@@ -22,7 +22,8 @@ done
 grep -q useradd <<<"$scripts" || grep -q sysusers <<<"$scripts" || fail "the %pre does not create the user"
 
 target=${CARGO_TARGET_DIR:-target}
-bin="$PWD/$target/release/wharf"
+case $target in /*) ;; *) target="$PWD/$target" ;; esac
+bin="$target/release/wharf"
 "$bin" --config packaging/wharf.toml check-config || fail "the packaged config is refused"
 
 if command -v systemd-analyze >/dev/null; then

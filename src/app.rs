@@ -396,10 +396,14 @@ async fn limit_bodies(
                 .body(format!("request bodies here are limited to {limit} bytes\n")),
         ));
     }
-    let (method, path) = (req.method().clone(), req.path().to_owned());
-    let started = std::time::Instant::now();
+    // The request line is logged at debug; nothing is copied when debug is off.
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (req.method().clone(), req.path().to_owned(), std::time::Instant::now()));
     let res = next.call(req).await?;
-    tracing::debug!(%method, %path, status = res.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    if let Some((method, path, started)) = logged {
+        let (status, ms) = (res.status().as_u16(), started.elapsed().as_millis() as u64);
+        tracing::debug!(%method, %path, status, ms, "request");
+    }
     Ok(res.map_into_boxed_body())
 }
 

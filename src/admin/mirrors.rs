@@ -471,15 +471,28 @@ pub async fn set_active(
     let name = visible(&state, s, &name).await?.mirror.name;
     let active = form.active;
     let patch = MirrorPatch { active: Some(active), ..Default::default() };
+    let action = if active { "mirror.opt-in" } else { "mirror.opt-out" };
+    change(&state, s, &name, patch, action, String::new()).await?;
+    Ok(see_other("/admin/"))
+}
+
+/// Apply a patch that cannot be invalid (a flag), let redirects follow, audit it.
+async fn change(
+    state: &AdminState,
+    who: &AnySession,
+    name: &MirrorName,
+    patch: MirrorPatch,
+    action: &str,
+    detail: String,
+) -> Result<(), AdminError> {
     state
         .store()
-        .update_mirror(&name, move |m| patch.apply(m))
+        .update_mirror(name, move |m| patch.apply(m))
         .await
         .map_err(|e| AdminError::Internal(e.to_string()))?;
     state.after_mirror_edit().await?;
-    let action = if active { "mirror.opt-in" } else { "mirror.opt-out" };
-    state.audit(s, action, name.as_str(), String::new()).await;
-    Ok(see_other("/admin/"))
+    state.audit(who, action, name.as_str(), detail).await;
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -515,13 +528,7 @@ pub async fn approval(
         _ => return Err(AdminError::NotFound),
     };
     let name = m.mirror.name;
-    state
-        .store()
-        .update_mirror(&name, move |m| patch.apply(m))
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))?;
-    state.after_mirror_edit().await?;
-    state.audit(s, &format!("mirror.{}", form.action), name.as_str(), reason).await;
+    change(&state, s, &name, patch, &format!("mirror.{}", form.action), reason).await?;
     Ok(see_other(&format!("/admin/mirrors/{name}?notice=saved")))
 }
 
