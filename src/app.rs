@@ -143,7 +143,7 @@ impl App {
             redirects.clone(),
             self.clock.clone(),
         )));
-        let (queue, pushed) = tokio::sync::mpsc::unbounded_channel();
+        let (queue, pushed) = tokio::sync::mpsc::channel(crate::hooks::QUEUE);
         tasks.push(tokio::spawn(crate::hooks::sync_pushed(
             pushed,
             self.jobs.clone(),

@@ -18,10 +18,13 @@ use crate::scheduler::Jobs;
 
 /// The largest notification body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// Pushed repositories waiting for their sync; when full, calls get 503 (distribution
+/// retries them later).
+pub const QUEUE: usize = 1024;
 
 pub struct HookState {
     pub secret: Option<Secret>,
-    pub queue: mpsc::UnboundedSender<RepoName>,
+    pub queue: mpsc::Sender<RepoName>,
 }
 
 #[derive(Deserialize)]
@@ -83,9 +86,11 @@ pub async fn registry(
         match event.target.repository.parse::<RepoName>() {
             Ok(repo) => {
                 tracing::debug!(%repo, tag = ?event.target.tag, "push notification");
-                if state.queue.send(repo).is_ok() {
-                    queued += 1;
+                if state.queue.try_send(repo).is_err() {
+                    tracing::warn!("push queue full: asking the registry to retry");
+                    return refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");
                 }
+                queued += 1;
             }
             Err(e) => tracing::warn!(error = %e, "push notification for an invalid name"),
         }
@@ -95,11 +100,7 @@ pub async fn registry(
 
 /// Sync what the webhook queued: wait for the first push, gather the pushes of the next
 /// `debounce`, sync those repositories (waiting for a running sync), repeat.
-pub async fn sync_pushed(
-    mut queue: mpsc::UnboundedReceiver<RepoName>,
-    jobs: Arc<Jobs>,
-    debounce: Duration,
-) {
+pub async fn sync_pushed(mut queue: mpsc::Receiver<RepoName>, jobs: Arc<Jobs>, debounce: Duration) {
     while let Some(first) = queue.recv().await {
         let mut repos = BTreeSet::from([first]);
         let window = tokio::time::sleep(debounce);

@@ -22,7 +22,10 @@ pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
         }
         Reply::Progress(_) => anyhow::bail!("unexpected progress reply"),
         _ if json => match reply {
-            Reply::Crawled(r) => as_json(r)?,
+            Reply::Crawled(r) => {
+                as_json(r)?;
+                return Ok(crawl_code(r));
+            }
             Reply::Mirrors { mirrors, propagation } => {
                 as_json(&serde_json::json!({ "mirrors": mirrors, "propagation": propagation }))?
             }
@@ -57,6 +60,7 @@ pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
                 "generation {}: {} mirrors current, {} one behind, {} older, {} unverified",
                 p.generation, p.current, p.previous, p.older, p.unknown
             );
+            return Ok(crawl_code(r));
         }
         Reply::Mirrors { mirrors, propagation: p } => {
             println!(
@@ -205,6 +209,12 @@ pub fn human_bytes(n: u64) -> String {
         u += 1;
     }
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// A crawl in which some mirror failed exits 2 (like a partial sync), so cron and
+/// monitoring notice.
+fn crawl_code(r: &wharf::crawl::CrawlReport) -> ExitCode {
+    if r.results.iter().any(|c| c.error.is_some()) { ExitCode::from(2) } else { ExitCode::SUCCESS }
 }
 
 pub fn report(run: &SyncRun, json: bool) -> anyhow::Result<ExitCode> {

@@ -238,7 +238,9 @@ async fn mirror_commands_work_with_and_without_a_server() {
     assert_eq!(list["propagation"]["unknown"], 1);
     let text = run(wharf_cmd(&config).args(["mirror", "show", "m1"])).await;
     assert!(text.contains("opted-out") && text.contains("nothing verified"), "{text}");
-    let crawl = json(run(wharf_cmd(&config).args(["crawl", "--json"])).await);
+    let out = wharf_cmd(&config).args(["crawl", "--json"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "a failed mirror makes the crawl exit 2");
+    let crawl = json(String::from_utf8(out.stdout).unwrap());
     // Nothing listens on port 9: the crawl records the failure.
     assert!(crawl["results"][0]["error"].as_str().unwrap().contains("127.0.0.1:9"), "{crawl}");
     run(wharf_cmd(&config).args(["mirror", "remove", "m1"])).await;

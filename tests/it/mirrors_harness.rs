@@ -34,6 +34,15 @@ impl Nginx {
         Nginx::launch(&body, None).await
     }
 
+    /// A reverse proxy to `upstream_port` that sends at most `limit_rate` bytes/s.
+    pub async fn slow_proxy(upstream_port: u16, limit_rate: u32) -> Nginx {
+        let body = format!(
+            "location / {{\n      limit_rate {limit_rate};\n      proxy_pass http://127.0.0.1:{upstream_port};\n      \
+             proxy_set_header Host $http_host;\n    }}"
+        );
+        Nginx::launch(&body, None).await
+    }
+
     async fn launch(server_body: &str, port: Option<u16>) -> Nginx {
         let bin = require("nginx");
         let dir = tempfile::tempdir().unwrap();
