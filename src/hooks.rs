@@ -45,10 +45,6 @@ struct Target {
     tag: Option<String>,
 }
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn refuse(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/plain; charset=utf-8")
@@ -71,7 +67,7 @@ pub async fn registry(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !same(given.as_bytes(), secret.0.as_bytes()) {
+    if !secret.matches(given) {
         tracing::warn!(peer = ?req.peer_addr(), "webhook call with a wrong or missing secret");
         return refuse(StatusCode::UNAUTHORIZED, "wrong or missing bearer secret");
     }

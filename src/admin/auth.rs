@@ -21,10 +21,8 @@ pub struct AnySession {
 impl AnySession {
     /// Refuse a form whose CSRF token is not this session's.
     pub fn check_csrf(&self, token: &str) -> Result<(), AdminError> {
-        let (a, b) = (self.session.csrf.as_bytes(), token.as_bytes());
-        // Constant time over the token length.
-        let same =
-            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        use subtle::ConstantTimeEq;
+        let same: bool = self.session.csrf.as_bytes().ct_eq(token.as_bytes()).into();
         if same { Ok(()) } else { Err(AdminError::Csrf) }
     }
 }
