@@ -114,10 +114,9 @@ pub enum ControlError {
 /// What a request changes, for the audit log: (action, target, detail); `None` for reads
 /// and runs (runs have their own records).
 fn audited(request: &Request) -> Option<(&'static str, String, String)> {
-    let detail = |p: &MirrorPatch| serde_json::to_string(p).unwrap_or_default();
     match request {
-        Request::MirrorAdd { name, patch } => Some(("mirror.add", name.clone(), detail(patch))),
-        Request::MirrorSet { name, patch } => Some(("mirror.set", name.clone(), detail(patch))),
+        Request::MirrorAdd { name, patch } => Some(("mirror.add", name.clone(), patch.summary())),
+        Request::MirrorSet { name, patch } => Some(("mirror.set", name.clone(), patch.summary())),
         Request::MirrorRemove { name } => Some(("mirror.remove", name.clone(), String::new())),
         Request::UserAdd { name, role, .. } => {
             Some(("user.create", name.clone(), format!("role={role}")))

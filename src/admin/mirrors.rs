@@ -282,23 +282,8 @@ pub async fn register(
         Err(e) => return Err(AdminError::Internal(e.to_string())),
     }
     state.after_mirror_edit().await?;
-    state.audit(s, "mirror.register", name.as_str(), summary(&patch)).await;
+    state.audit(s, "mirror.register", name.as_str(), patch.summary()).await;
     Ok(see_other(&format!("/admin/mirrors/{name}?notice=saved")))
-}
-
-/// The changed fields, for the audit log.
-fn summary(p: &MirrorPatch) -> String {
-    serde_json::to_value(p)
-        .ok()
-        .and_then(|v| v.as_object().cloned())
-        .map(|o| {
-            o.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
 }
 
 pub struct CrawlRow {
@@ -449,7 +434,7 @@ pub async fn edit(
         Err(e) => return Err(AdminError::Internal(e.to_string())),
     }
     state.after_mirror_edit().await?;
-    state.audit(s, "mirror.edit", name.as_str(), summary(&patch)).await;
+    state.audit(s, "mirror.edit", name.as_str(), patch.summary()).await;
     Ok(see_other(&format!("/admin/mirrors/{name}?notice=saved")))
 }
 

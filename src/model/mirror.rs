@@ -347,6 +347,16 @@ impl MirrorPatch {
         Ok(())
     }
 
+    /// The fields it sets, `key=value` in name order (for the audit log).
+    pub fn summary(&self) -> String {
+        let fields = serde_json::to_value(self).ok();
+        let set = fields.as_ref().and_then(|v| v.as_object()).into_iter().flatten();
+        set.filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Apply to `m`, parsing every field; nothing changes on error.
     pub fn apply(&self, m: &mut Mirror) -> Result<(), MirrorError> {
         let mut next = m.clone();
@@ -418,6 +428,11 @@ mod tests {
             ..MirrorPatch::default()
         };
         patch.apply(&mut m).unwrap();
+        assert_eq!(
+            MirrorPatch { bandwidth: Some(5), country: Some("DE".into()), ..Default::default() }
+                .summary(),
+            "bandwidth=5 country=\"DE\""
+        );
         assert_eq!(m.urls, ["http://m1.example/wharf/", "https://m1.example/wharf/"]);
         assert_eq!(m.url_for(true), Some("https://m1.example/wharf/"));
         assert_eq!(m.country.as_deref(), Some("DE"));
