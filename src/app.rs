@@ -121,6 +121,26 @@ impl App {
     pub async fn start(self, listener: TcpListener) -> Result<Running, AppError> {
         let io = |what: String| move |source| AppError::Io { what, source };
         let addr = listener.local_addr().map_err(io("listener".into()))?;
+        // Everything that can refuse to start does so before anything is spawned: the other
+        // listeners (with `[admin] listen`, the admin UI answers only there and the registry
+        // only on the main listener) and the TLS certificate.
+        let admin_listener = match self.config.admin_listen {
+            Some(a) => Some(TcpListener::bind(a).map_err(io(format!("listening on {a}")))?),
+            None => None,
+        };
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let admin_port = admin_addr.map(|a| a.port());
+        let (certs, tls_listener) = match &self.config.tls {
+            Some(tls) => (
+                Some(CertStore::open(&tls.cert, &tls.key)?),
+                Some(
+                    TcpListener::bind(tls.listen)
+                        .map_err(io(format!("listening on {}", tls.listen)))?,
+                ),
+            ),
+            None => (None, None),
+        };
+        let tls_addr = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
         // Finish the publication of a run that was interrupted after its commit.
         if let Err(e) = crate::sync::republish(self.jobs.sync_ctx()).await {
             tracing::error!(error = %e, "republishing the tree at start");
@@ -175,14 +195,6 @@ impl App {
             policy: Default::default(),
             rsync_url: self.config.rsync_url.clone(),
         });
-        // With `[admin] listen`, the admin UI answers only there and the registry only on
-        // the main listener.
-        let admin_listener = match self.config.admin_listen {
-            Some(a) => Some(TcpListener::bind(a).map_err(io(format!("listening on {a}")))?),
-            None => None,
-        };
-        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let admin_port = admin_addr.map(|a| a.port());
         let tree_dir = self.config.tree_dir.clone();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
@@ -212,18 +224,11 @@ impl App {
             Some(l) => server.listen(l).map_err(io("admin listener".into()))?,
             None => server,
         };
-        let (server, certs, tls_addr) = match &self.config.tls {
-            Some(tls) => {
-                let certs = CertStore::open(&tls.cert, &tls.key)?;
-                let l = TcpListener::bind(tls.listen)
-                    .map_err(io(format!("listening on {}", tls.listen)))?;
-                let tls_addr = l.local_addr().ok();
-                let server = server
-                    .listen_rustls_0_23(l, certs.server_config()?)
-                    .map_err(io(format!("listening on {}", tls.listen)))?;
-                (server, Some(certs), tls_addr)
-            }
-            None => (server, None, None),
+        let server = match (tls_listener, &certs) {
+            (Some(l), Some(c)) => server
+                .listen_rustls_0_23(l, c.server_config()?)
+                .map_err(io("https listener".into()))?,
+            _ => server,
         };
         let server = server.run();
         let handle = server.handle();

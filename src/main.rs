@@ -309,6 +309,7 @@ async fn run(cli: Cli, set_filter: wharf::app::LogFilterSetter) -> anyhow::Resul
             println!("configuration ok");
             println!("  listen {} (public URL {})", c.listen, c.public_url);
             if let Some(t) = &c.tls {
+                wharf::tls::CertStore::open(&t.cert, &t.key)?;
                 println!("  https {} (certificate {})", t.listen, t.cert.display());
             }
             println!("  data dir {}, tree {}", c.data_dir.display(), c.tree_dir.display());

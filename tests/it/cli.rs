@@ -113,6 +113,24 @@ async fn failures_exit_non_zero_with_a_reason() {
         run_failing(wharf_cmd(&config).env("WHARF__SCHEDULE__SYNC", "every minute").arg("sync"))
             .await;
     assert!(err.contains("schedule.sync"), "{err}");
+    // check-config reads the TLS files: garbage is refused, naming the file.
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+    let tls = dir.path().join("tls.toml");
+    std::fs::write(
+        &tls,
+        format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[server]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let err = run_failing(wharf_cmd(&tls).arg("check-config")).await;
+    assert!(err.contains("tls.crt"), "{err}");
+    let ok = run(wharf_cmd(&config).arg("check-config")).await;
+    assert!(ok.contains("configuration ok"), "{ok}");
     // Unreachable upstream: the run is recorded as failed and the exit code says so.
     let out = wharf_cmd(&config).arg("sync").stdin(Stdio::null()).output().await.unwrap();
     assert_eq!(out.status.code(), Some(1));
