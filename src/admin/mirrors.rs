@@ -130,13 +130,15 @@ impl MirrorForm {
         }
     }
 
-    /// The patch, with the owner (operators only) resolved from a user name.
+    /// The patch, with the owner (operators only) resolved from a user name. `current`: the
+    /// netblocks the mirror has now (a mirror admin may keep wide ones an operator gave).
     async fn resolve(
         &self,
         state: &AdminState,
         operator: bool,
+        current: &[ipnet::IpNet],
     ) -> Result<MirrorPatch, FieldErrors> {
-        let mut patch = self.patch(operator)?;
+        let mut patch = self.patch(operator, current)?;
         let owner = self.owner.trim();
         if operator && !owner.is_empty() {
             let user = match owner.parse::<UserName>() {
@@ -152,7 +154,7 @@ impl MirrorForm {
     }
 
     /// The patch the form asks for, or each field's error.
-    fn patch(&self, operator: bool) -> Result<MirrorPatch, FieldErrors> {
+    fn patch(&self, operator: bool, current: &[ipnet::IpNet]) -> Result<MirrorPatch, FieldErrors> {
         let mut errors = FieldErrors::default();
         let asns = words(&self.asns)
             .map(|a| a.trim_start_matches("AS").parse::<u32>())
@@ -198,7 +200,7 @@ impl MirrorForm {
         if patch.urls.as_ref().is_some_and(|u| u.is_empty()) {
             errors.add("urls", "at least one http:// or https:// URL of the tree root");
         }
-        if !operator && let Err(e) = patch.check_mirror_admin_limits() {
+        if !operator && let Err(e) = patch.check_mirror_admin_limits(current) {
             errors.add("netblocks", &e.to_string());
         }
         if errors.0.is_empty() { Ok(patch) } else { Err(errors) }
@@ -261,7 +263,7 @@ pub async fn register(
         Ok(n) => n,
         Err(e) => return refuse(FieldErrors::one("name", e.to_string()), form),
     };
-    let patch = match form.resolve(&state, operator).await {
+    let patch = match form.resolve(&state, operator, &[]).await {
         Ok(p) => p,
         Err(errors) => return refuse(errors, form),
     };
@@ -414,7 +416,7 @@ pub async fn edit(
     let m = visible(&state, s, &name).await?;
     let form = form.into_inner();
     let operator = s.session.role == Role::Operator;
-    let patch = match form.resolve(&state, operator).await {
+    let patch = match form.resolve(&state, operator, &m.mirror.netblocks).await {
         Ok(p) => p,
         Err(errors) => {
             let page = detail_page(&state, s, m, Some(form), errors).await?;

@@ -324,8 +324,9 @@ pub const MAX_CLAIM_V6: u8 = 32;
 
 impl MirrorPatch {
     /// Refuse what only operators may change: approval, the disable reason, the owner, the
-    /// continent override, and netblocks wider than /16 (IPv4) or /32 (IPv6).
-    pub fn check_mirror_admin_limits(&self) -> Result<(), MirrorError> {
+    /// continent override, and netblocks wider than /16 (IPv4) or /32 (IPv6) — unless the
+    /// mirror already has that netblock (an operator gave it), so its admin can keep it.
+    pub fn check_mirror_admin_limits(&self, current: &[ipnet::IpNet]) -> Result<(), MirrorError> {
         if self.enabled.is_some() || self.reason.is_some() || self.owner.is_some() {
             return Err(MirrorError("only operators approve, disable or reassign mirrors".into()));
         }
@@ -333,7 +334,8 @@ impl MirrorPatch {
             return Err(MirrorError("only operators override a mirror's continent".into()));
         }
         for n in self.netblocks.iter().flatten() {
-            let wide = match n.parse::<ipnet::IpNet>() {
+            let wide = match n.parse::<ipnet::IpNet>().map(|n| n.trunc()) {
+                Ok(net) if current.contains(&net) => false,
                 Ok(ipnet::IpNet::V4(v4)) => v4.prefix_len() < MAX_CLAIM_V4,
                 Ok(ipnet::IpNet::V6(v6)) => v6.prefix_len() < MAX_CLAIM_V6,
                 Err(_) => false, // `apply` says what is wrong with it

@@ -577,6 +577,13 @@ async fn a_mirror_admin_registers_and_edits_a_mirror_and_an_operator_approves_it
         mirror_detail(&wharf, "ann-fast").await.unwrap().status.mirror.netblocks[0].to_string(),
         "10.0.0.0/8"
     );
+    // ann may keep the /8 the operator gave when she edits something else, not widen it.
+    let (status, _, _) =
+        ann.post_owned("/admin/mirrors/ann-fast", form("ann-fast", "10.0.0.0/8", "2000")).await;
+    assert_eq!(status, 303, "a wide netblock an operator gave stays editable");
+    let (status, _, _) =
+        ann.post_owned("/admin/mirrors/ann-fast", form("ann-fast", "11.0.0.0/8", "2000")).await;
+    assert_eq!(status, 422, "but she cannot claim another");
     let mut reassign = form("ann-fast", "10.0.0.0/8", "1000");
     reassign[0].1 = ocsrf.clone();
     reassign.push(("owner", "nobody".into()));
