@@ -174,9 +174,10 @@ async fn overview(
         *by_country.entry(&r.country).or_default() += r.count;
         *by_hour.entry(r.hour).or_default() += r.count;
     }
-    let tiers = ["netblock", "asn", "country", "continent", "global", "fallback"];
-    let tier_bars: Vec<(String, u64)> =
-        tiers.iter().map(|t| (t.to_string(), by_tier.get(t).copied().unwrap_or(0))).collect();
+    let tier_bars: Vec<(String, u64)> = crate::geo::TIERS
+        .iter()
+        .map(|t| (t.to_string(), by_tier.get(t).copied().unwrap_or(0)))
+        .collect();
     let mut country_bars: Vec<(String, u64)> =
         by_country.into_iter().map(|(c, n)| (c.to_owned(), n)).collect();
     country_bars.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

@@ -568,7 +568,7 @@ pub async fn list(
         country,
         state: q.state,
         min_lag: q.min_lag,
-        states: ["pending", "disabled", "auto-disabled", "opted-out", "active"],
+        states: MirrorState::ALL.map(MirrorState::as_str),
     };
     Ok(render(StatusCode::OK, &page))
 }

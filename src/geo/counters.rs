@@ -7,7 +7,8 @@ use crate::model::RedirectCount;
 
 use super::Tier;
 
-const TIERS: [&str; 6] = ["netblock", "asn", "country", "continent", "global", "fallback"];
+/// The tier names as counted and stored: the selection tiers, then `fallback`.
+pub const TIERS: [&str; 6] = ["netblock", "asn", "country", "continent", "global", "fallback"];
 /// Two upper-case letters, plus one cell for "unknown".
 const COUNTRIES: usize = 26 * 26 + 1;
 

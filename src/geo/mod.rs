@@ -6,7 +6,7 @@ mod counters;
 mod lookup;
 mod select;
 
-pub use counters::RedirectCounters;
+pub use counters::{RedirectCounters, TIERS};
 pub use lookup::{ClientGeo, GeoDb};
 pub use select::{
     BlobLookup, Candidate, Exclusion, Explanation, Pick, Selector, Snapshot, Tier, client_ip,

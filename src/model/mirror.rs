@@ -252,6 +252,15 @@ pub enum MirrorState {
 }
 
 impl MirrorState {
+    /// Every state, in the order above.
+    pub const ALL: [MirrorState; 5] = [
+        MirrorState::Pending,
+        MirrorState::Disabled,
+        MirrorState::AutoDisabled,
+        MirrorState::OptedOut,
+        MirrorState::Active,
+    ];
+
     /// The command-line form (`opted-out`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -95,9 +95,9 @@ async fn metrics(
     state.jobs.render(&mut out);
     let mirrors = state.store.mirrors().await?;
     out.push_str("# HELP wharf_mirrors Mirrors by state.\n# TYPE wharf_mirrors gauge\n");
-    for s in ["pending", "disabled", "auto-disabled", "opted-out", "active"] {
-        let n = mirrors.iter().filter(|m| m.state().as_str() == s).count();
-        let _ = writeln!(out, "wharf_mirrors{{state=\"{s}\"}} {n}");
+    for s in crate::model::MirrorState::ALL {
+        let n = mirrors.iter().filter(|m| m.state() == s).count();
+        let _ = writeln!(out, "wharf_mirrors{{state=\"{}\"}} {n}", s.as_str());
     }
     let generation = state.store.generation().await?;
     let store_bytes = std::fs::metadata(&state.store_path).map(|m| m.len()).unwrap_or(0);
