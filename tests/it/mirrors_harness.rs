@@ -13,8 +13,34 @@ use crate::harness::*;
 pub struct Nginx {
     pub port: u16,
     pub dir: tempfile::TempDir,
-    /// Killed on drop.
-    _child: tokio::process::Child,
+    /// Stopped gracefully on drop (see `Drop`).
+    child: tokio::process::Child,
+}
+
+impl Drop for Nginx {
+    /// SIGQUIT (graceful shutdown: the master stops its workers), then wait. A SIGKILL would
+    /// kill only the master and leave its workers behind, still holding the listening socket.
+    /// A worker that outlives its master fails the test.
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else { return };
+        let _ = std::process::Command::new("kill").arg("-QUIT").arg(pid.to_string()).status();
+        let mut exited = false;
+        for _ in 0..200 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        if !exited {
+            let _ = self.child.start_kill();
+        }
+        // A worker left behind would still hold the listening socket.
+        let free = std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok();
+        if !free && !std::thread::panicking() {
+            panic!("an nginx worker outlived its master on port {}", self.port);
+        }
+    }
 }
 
 impl Nginx {
@@ -43,7 +69,8 @@ impl Nginx {
         Nginx::launch(&body, None).await
     }
 
-    async fn launch(server_body: &str, port: Option<u16>) -> Nginx {
+    /// An nginx with this `server {}` body.
+    pub async fn launch(server_body: &str, port: Option<u16>) -> Nginx {
         let bin = require("nginx");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -68,10 +95,9 @@ impl Nginx {
             .arg(d)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join("logs/stderr.log")).unwrap())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let n = Nginx { port, dir, _child: child };
+        let n = Nginx { port, dir, child };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
                 return n;
