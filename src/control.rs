@@ -16,10 +16,10 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::accounts;
 use crate::crawl::{CrawlReport, Propagation};
 use crate::model::{
-    AuditEntry, CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorStatus, Role, SyncRun, User,
-    UserName,
+    AuditEntry, CrawlResult, MirrorName, MirrorPatch, MirrorStatus, Role, SyncRun, User, UserName,
 };
 use crate::scheduler::Jobs;
+use crate::service::{self, Actor, MirrorChange};
 use crate::store::{MirrorEditError, UserChange};
 use crate::sync::ProgressSnapshot;
 
@@ -115,15 +115,16 @@ pub enum ControlError {
 /// and runs (runs have their own records).
 fn audited(request: &Request) -> Option<(&'static str, String, String)> {
     match request {
-        Request::MirrorAdd { name, patch } => Some(("mirror.add", name.clone(), patch.summary())),
-        Request::MirrorSet { name, patch } => Some(("mirror.set", name.clone(), patch.summary())),
-        Request::MirrorRemove { name } => Some(("mirror.remove", name.clone(), String::new())),
         Request::UserAdd { name, role, .. } => {
             Some(("user.create", name.clone(), format!("role={role}")))
         }
         Request::UserPasswd { name, .. } => Some(("user.passwd", name.clone(), String::new())),
         Request::UserDisable { name } => Some(("user.disable", name.clone(), String::new())),
         Request::Verify { repair: true } => Some(("tree.repair", "pool".into(), String::new())),
+        // Mirror changes are audited by `service::change_mirror`.
+        Request::MirrorAdd { .. } | Request::MirrorSet { .. } | Request::MirrorRemove { .. } => {
+            None
+        }
         Request::Sync
         | Request::Crawl
         | Request::Backup { .. }
@@ -157,10 +158,20 @@ pub async fn execute(jobs: &Jobs, request: Request) -> Reply {
 async fn execute_unaudited(jobs: &Jobs, request: Request) -> Reply {
     let store = jobs.store();
     let name = |n: &str| n.parse::<MirrorName>().map_err(|e| e.to_string());
-    let edited = |r: Result<MirrorStatus, MirrorEditError>| async {
-        let status = r.map_err(|e| e.to_string())?;
-        jobs.refresh_selection().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(Reply::Mirror(Box::new(MirrorDetail { status, crawls: Vec::new() })))
+    let mirror = |n: &str, change: MirrorChange, action: &'static str| {
+        let name = name(n);
+        async move {
+            let name = name?;
+            let changed = service::change_mirror(jobs, &Actor::Cli, &name, change, action)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(match changed {
+                Some(status) => {
+                    Reply::Mirror(Box::new(MirrorDetail { status, crawls: Vec::new() }))
+                }
+                None => Reply::Removed(name.to_string()),
+            })
+        }
     };
     let result: Result<Reply, String> = async {
         match request {
@@ -169,18 +180,13 @@ async fn execute_unaudited(jobs: &Jobs, request: Request) -> Reply {
             }
             Request::Crawl => jobs.run_crawl().await.map(Reply::Crawled).map_err(|e| e.to_string()),
             Request::MirrorAdd { name: n, patch } => {
-                let mut mirror = Mirror::new(name(&n)?);
-                patch.apply(&mut mirror).map_err(|e| e.to_string())?;
-                edited(store.add_mirror(mirror).await).await
+                mirror(&n, MirrorChange::Add(patch), "mirror.add").await
             }
             Request::MirrorSet { name: n, patch } => {
-                edited(store.update_mirror(&name(&n)?, move |m| patch.apply(m)).await).await
+                mirror(&n, MirrorChange::Set(patch), "mirror.set").await
             }
             Request::MirrorRemove { name: n } => {
-                let n = name(&n)?;
-                store.remove_mirror(&n).await.map_err(|e| e.to_string())?;
-                jobs.refresh_selection().await.map_err(|e| e.to_string())?;
-                Ok(Reply::Removed(n.to_string()))
+                mirror(&n, MirrorChange::Remove, "mirror.remove").await
             }
             Request::MirrorList => {
                 let mirrors = store.mirrors().await.map_err(|e| e.to_string())?;

@@ -19,6 +19,15 @@ pub struct AnySession {
 }
 
 impl AnySession {
+    /// Who this is, for changes made through `service`.
+    pub fn actor(&self) -> crate::service::Actor {
+        crate::service::Actor::User {
+            id: self.session.user_id,
+            name: self.session.user.clone(),
+            role: self.session.role,
+        }
+    }
+
     /// Refuse a form whose CSRF token is not this session's.
     pub fn check_csrf(&self, token: &str) -> Result<(), AdminError> {
         use subtle::ConstantTimeEq;

@@ -22,6 +22,15 @@ pub enum AdminError {
     Internal(String),
 }
 
+impl From<crate::store::MirrorEditError> for AdminError {
+    fn from(e: crate::store::MirrorEditError) -> Self {
+        match e {
+            crate::store::MirrorEditError::Unknown(_) => AdminError::NotFound,
+            e => AdminError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         AdminError::Internal(e.to_string())

@@ -11,6 +11,7 @@ use crate::model::{
     CrawlResult, Mirror, MirrorName, MirrorPatch, MirrorState, MirrorStatus, RepoName, Role,
     UserName, rsync_commands,
 };
+use crate::service::MirrorChange;
 use crate::store::MirrorEditError;
 
 use super::{
@@ -185,8 +186,10 @@ impl MirrorForm {
             m.urls = vec!["http://probe.invalid/".into()];
             m
         };
-        let single: [(&str, MirrorPatch); 5] = [
+        let single: [(&str, MirrorPatch); 7] = [
             ("urls", MirrorPatch { urls: patch.urls.clone(), ..Default::default() }),
+            ("bandwidth", MirrorPatch { bandwidth: patch.bandwidth, ..Default::default() }),
+            ("asns", MirrorPatch { asns: patch.asns.clone(), ..Default::default() }),
             ("country", MirrorPatch { country: patch.country.clone(), ..Default::default() }),
             ("continent", MirrorPatch { continent: patch.continent.clone(), ..Default::default() }),
             ("netblocks", MirrorPatch { netblocks: patch.netblocks.clone(), ..Default::default() }),
@@ -200,8 +203,8 @@ impl MirrorForm {
         if patch.urls.as_ref().is_some_and(|u| u.is_empty()) {
             errors.add("urls", "at least one http:// or https:// URL of the tree root");
         }
-        if !operator && let Err(e) = patch.check_mirror_admin_limits(current) {
-            errors.add("netblocks", &e.to_string());
+        if !operator && let Err((field, e)) = patch.check_mirror_admin_limits(current) {
+            errors.add(field.as_str(), &e.to_string());
         }
         if errors.0.is_empty() { Ok(patch) } else { Err(errors) }
     }
@@ -224,6 +227,19 @@ impl FieldErrors {
 
     fn one(field: &'static str, message: String) -> FieldErrors {
         FieldErrors(vec![(field, message)])
+    }
+
+    /// A refused change, next to the field it is about; anything else is an error page.
+    fn of(e: MirrorEditError) -> Result<FieldErrors, AdminError> {
+        match e {
+            MirrorEditError::Exists(_) => {
+                Ok(FieldErrors::one("name", "this name is not available; choose another".into()))
+            }
+            MirrorEditError::Invalid(e) => Ok(FieldErrors::one("urls", e.to_string())),
+            MirrorEditError::Limit(field, e) => Ok(FieldErrors::one(field.as_str(), e.to_string())),
+            MirrorEditError::Unknown(_) => Err(AdminError::NotFound),
+            MirrorEditError::Store(e) => Err(e.into()),
+        }
     }
 }
 
@@ -267,25 +283,10 @@ pub async fn register(
         Ok(p) => p,
         Err(errors) => return refuse(errors, form),
     };
-    let mut mirror = Mirror::new(name.clone());
-    if let Err(e) = patch.apply(&mut mirror) {
-        return refuse(FieldErrors::one("urls", e.to_string()), form);
+    match state.change(s, &name, MirrorChange::Add(patch), "mirror.register").await {
+        Ok(_) => Ok(see_other(&format!("/admin/mirrors/{name}?notice=saved"))),
+        Err(e) => refuse(FieldErrors::of(e)?, form),
     }
-    if !operator {
-        mirror.owner = Some(s.session.user_id);
-        mirror.enabled = false;
-        mirror.pending = true;
-    }
-    match state.store().add_mirror(mirror).await {
-        Ok(_) => {}
-        Err(MirrorEditError::Exists(n)) => {
-            return refuse(FieldErrors::one("name", format!("the name {n} is taken")), form);
-        }
-        Err(e) => return Err(AdminError::Internal(e.to_string())),
-    }
-    state.after_mirror_edit().await?;
-    state.audit(s, "mirror.register", name.as_str(), patch.summary()).await;
-    Ok(see_other(&format!("/admin/mirrors/{name}?notice=saved")))
 }
 
 pub struct CrawlRow {
@@ -424,20 +425,14 @@ pub async fn edit(
         }
     };
     let name = m.mirror.name.clone();
-    let applied = patch.clone();
-    match state.store().update_mirror(&name, move |m| applied.apply(m)).await {
-        Ok(_) => {}
-        Err(MirrorEditError::Invalid(e)) => {
-            let errors = FieldErrors::one("urls", e.to_string());
+    match state.change(s, &name, MirrorChange::Set(patch), "mirror.edit").await {
+        Ok(_) => Ok(see_other(&format!("/admin/mirrors/{name}?notice=saved"))),
+        Err(e) => {
+            let errors = FieldErrors::of(e)?;
             let page = detail_page(&state, s, m, Some(form), errors).await?;
-            return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
+            Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page))
         }
-        Err(MirrorEditError::Unknown(_)) => return Err(AdminError::NotFound),
-        Err(e) => return Err(AdminError::Internal(e.to_string())),
     }
-    state.after_mirror_edit().await?;
-    state.audit(s, "mirror.edit", name.as_str(), patch.summary()).await;
-    Ok(see_other(&format!("/admin/mirrors/{name}?notice=saved")))
 }
 
 #[derive(Deserialize)]
@@ -459,27 +454,8 @@ pub async fn set_active(
     let active = form.active;
     let patch = MirrorPatch { active: Some(active), ..Default::default() };
     let action = if active { "mirror.opt-in" } else { "mirror.opt-out" };
-    change(&state, s, &name, patch, action, String::new()).await?;
+    state.change(s, &name, MirrorChange::Set(patch), action).await?;
     Ok(see_other("/admin/"))
-}
-
-/// Apply a patch that cannot be invalid (a flag), let redirects follow, audit it.
-async fn change(
-    state: &AdminState,
-    who: &AnySession,
-    name: &MirrorName,
-    patch: MirrorPatch,
-    action: &str,
-    detail: String,
-) -> Result<(), AdminError> {
-    state
-        .store()
-        .update_mirror(name, move |m| patch.apply(m))
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))?;
-    state.after_mirror_edit().await?;
-    state.audit(who, action, name.as_str(), detail).await;
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -515,7 +491,8 @@ pub async fn approval(
         _ => return Err(AdminError::NotFound),
     };
     let name = m.mirror.name;
-    change(&state, s, &name, patch, &format!("mirror.{}", form.action), reason).await?;
+    let action = format!("mirror.{}", form.action);
+    state.change(s, &name, MirrorChange::Set(patch), &action).await?;
     Ok(see_other(&format!("/admin/mirrors/{name}?notice=saved")))
 }
 
@@ -622,7 +599,11 @@ pub async fn explain(
     }
     let snapshot = state.jobs.selector().snapshot();
     let question = || -> Result<(std::net::IpAddr, RepoName, crate::model::Digest), String> {
-        let ip = page.ip.parse().map_err(|_| format!("{:?} is not an IP address", page.ip))?;
+        let ip = page
+            .ip
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.to_canonical())
+            .map_err(|_| format!("{:?} is not an IP address", page.ip))?;
         let repo = if page.name.is_empty() {
             state_first_repo(&snapshot).ok_or("no repository synced yet")?
         } else {
@@ -643,7 +624,7 @@ pub async fn explain(
         }
     };
     let geo = state.geo.lookup(ip);
-    let x = snapshot.explain(&repo, &digest, ip, geo, false, &mut rand::rng());
+    let x = snapshot.explain(&repo, &digest, ip, geo, false, false, &mut rand::rng());
     page.name = repo.to_string();
     page.digest = digest.to_string();
     page.location = format!(

@@ -27,7 +27,8 @@ use crate::clock::Clock;
 use crate::geo::GeoDb;
 use crate::model::{AuditEntry, Role};
 use crate::scheduler::Jobs;
-use crate::store::Store;
+use crate::service::{self, MirrorChange};
+use crate::store::{MirrorEditError, Store};
 
 pub use auth::{AnySession, MirrorAdminSession, OperatorSession};
 pub use errors::AdminError;
@@ -63,9 +64,15 @@ impl AdminState {
         }
     }
 
-    /// Rebuild the blob-selection snapshot after a mirror edit, so redirects follow at once.
-    async fn after_mirror_edit(&self) -> Result<(), AdminError> {
-        Ok(self.jobs.refresh_selection().await?)
+    /// Change a mirror as this session's user (see `service::change_mirror`).
+    async fn change(
+        &self,
+        who: &AnySession,
+        name: &crate::model::MirrorName,
+        change: MirrorChange,
+        action: &str,
+    ) -> Result<Option<crate::model::MirrorStatus>, MirrorEditError> {
+        service::change_mirror(&self.jobs, &who.actor(), name, change, action).await
     }
 }
 

@@ -56,6 +56,11 @@ pub enum Exclusion {
     NoHttpsUrl,
     /// Private mirrors serve only their netblocks and ASNs.
     Private,
+    /// Its stored record does not pass today's checks (a URL written by an older release,
+    /// say): no client is sent to it until it is edited.
+    BadRecord {
+        detail: String,
+    },
 }
 
 struct MirrorEntry {
@@ -72,6 +77,8 @@ struct MirrorEntry {
     content: ContentSet,
     /// Operator, admin and crawler state, decided once per snapshot.
     state: Result<(), Exclusion>,
+    /// Shown to anonymous clients (`/explain`): approved, enabled and not private.
+    public: bool,
 }
 
 /// The outcome of a repository-scoped blob lookup.
@@ -156,7 +163,21 @@ impl Snapshot {
             .into_iter()
             .map(|s| {
                 let m = s.mirror;
-                let state = if !m.enabled {
+                // Stored URLs are parsed again: only what passes reaches a Location header.
+                let urls: Result<Vec<String>, _> =
+                    m.urls.iter().map(|u| crate::model::parse_base_url(u)).collect();
+                let (urls, state) = match urls {
+                    Ok(urls) => (urls, Ok(())),
+                    Err(e) => {
+                        let detail = e.to_string();
+                        tracing::warn!(mirror = %m.name, %detail, "mirror excluded: its stored record is not valid");
+                        (Vec::new(), Err(Exclusion::BadRecord { detail }))
+                    }
+                };
+                let url_for = |prefix: &str| urls.iter().find(|u| u.starts_with(prefix)).cloned();
+                let state = if state.is_err() {
+                    state
+                } else if !m.enabled {
                     Err(Exclusion::Disabled { detail: m.disabled_reason.clone() })
                 } else if !m.active {
                     Err(Exclusion::OptedOut)
@@ -165,9 +186,12 @@ impl Snapshot {
                 } else {
                     Ok(())
                 };
+                let public = !m.private
+                    && !matches!(state, Err(Exclusion::Disabled { .. } | Exclusion::BadRecord { .. }));
                 MirrorEntry {
-                    http: m.url_for(false).map(str::to_owned),
-                    https: m.url_for(true).map(str::to_owned),
+                    public,
+                    http: url_for("http://"),
+                    https: url_for("https://"),
                     continent: s.continent,
                     name: m.name,
                     country: m.country,
@@ -277,6 +301,7 @@ impl Snapshot {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn classify(
         &self,
         digest: &Digest,
@@ -284,10 +309,11 @@ impl Snapshot {
         ip: IpAddr,
         geo: &ClientGeo,
         https: bool,
+        public_only: bool,
     ) -> (Vec<Candidate>, Vec<Excluded>) {
         let mut candidates = Vec::new();
         let mut excluded = Vec::new();
-        for m in &self.mirrors {
+        for m in self.mirrors.iter().filter(|m| m.public || !public_only) {
             let result = self
                 .qualifies(m, blob, https)
                 .and_then(|base| Self::tier_of(m, ip, geo).map(|t| (base, t)));
@@ -299,6 +325,10 @@ impl Snapshot {
                     weight: m.weight,
                     country: m.country.clone(),
                     url: format!("{base}blobs/sha256/{}", digest.hex()),
+                }),
+                Err(Exclusion::AutoDisabled { .. }) if public_only => excluded.push(Excluded {
+                    mirror: m.name.clone(),
+                    why: Exclusion::AutoDisabled { detail: "failed its recent crawls".into() },
                 }),
                 Err(why) => excluded.push(Excluded { mirror: m.name.clone(), why }),
             }
@@ -318,12 +348,30 @@ impl Snapshot {
         https: bool,
         rng: &mut impl Rng,
     ) -> Pick {
+        self.pick_among(digest, blob, ip, geo, https, false, rng)
+    }
+
+    /// [`Self::pick`], among public mirrors only when `public_only` (anonymous `/explain`).
+    #[allow(clippy::too_many_arguments)]
+    fn pick_among(
+        &self,
+        digest: &Digest,
+        blob: &BlobFacts,
+        ip: IpAddr,
+        geo: &ClientGeo,
+        https: bool,
+        public_only: bool,
+        rng: &mut impl Rng,
+    ) -> Pick {
         // The hot path: one pass, no allocation but the URL. Weighted reservoir sampling:
         // each mirror of the best rank so far replaces the pick with probability
         // weight / total weight seen at that rank.
         let mut best: Option<((Tier, u8), &MirrorEntry, &str)> = None;
         let mut total = 0u64;
         for m in &self.mirrors {
+            if public_only && !m.public {
+                continue;
+            }
             let Some(base) = self.eligible(m, blob, https) else { continue };
             let Ok(rank) = Self::tier_of(m, ip, geo) else { continue };
             let w = u64::from(m.weight);
@@ -361,10 +409,12 @@ impl Snapshot {
         geo: &ClientGeo,
         https: bool,
     ) -> Vec<Candidate> {
-        self.classify(digest, blob, ip, geo, https).0
+        self.classify(digest, blob, ip, geo, https, false).0
     }
 
-    /// Why each mirror would or would not get this request, and the pick.
+    /// Why each mirror would or would not get this request, and the pick. `public_only`
+    /// (anonymous callers): only approved, enabled, non-private mirrors are considered or
+    /// named, without operators' reasons or crawl errors.
     #[allow(clippy::too_many_arguments)]
     pub fn explain(
         &self,
@@ -373,6 +423,7 @@ impl Snapshot {
         ip: IpAddr,
         geo: ClientGeo,
         https: bool,
+        public_only: bool,
         rng: &mut impl Rng,
     ) -> Explanation {
         let blob = match self.blob(repo, digest) {
@@ -381,8 +432,8 @@ impl Snapshot {
         };
         let (candidates, excluded, pick) = match blob {
             Some(b) => {
-                let (c, e) = self.classify(digest, b, ip, &geo, https);
-                (c, e, self.pick(digest, b, ip, &geo, https, rng))
+                let (c, e) = self.classify(digest, b, ip, &geo, https, public_only);
+                (c, e, self.pick_among(digest, b, ip, &geo, https, public_only, rng))
             }
             None => (
                 Vec::new(),
@@ -579,7 +630,7 @@ mod tests {
             );
             assert!(pick(&arm, &mut rng).is_some());
         }
-        let e = snap.explain(&repo, &new, ip, ClientGeo::default(), false, &mut rng);
+        let e = snap.explain(&repo, &new, ip, ClientGeo::default(), false, false, &mut rng);
         let why: HashMap<String, String> = e
             .excluded
             .iter()

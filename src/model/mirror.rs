@@ -39,6 +39,32 @@ impl FromStr for MirrorName {
 
 super::names::string_newtype!(MirrorName, MirrorError);
 
+/// Which field of a mirror a refused change is about (the admin form shows it there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorEditField {
+    Name,
+    Urls,
+    Bandwidth,
+    Asns,
+    Netblocks,
+    /// What only operators change (approval, owner, continent).
+    Other,
+}
+
+impl MirrorEditField {
+    /// The admin form's field name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MirrorEditField::Name => "name",
+            MirrorEditField::Urls => "urls",
+            MirrorEditField::Bandwidth => "bandwidth",
+            MirrorEditField::Asns => "asns",
+            MirrorEditField::Netblocks => "netblocks",
+            MirrorEditField::Other => "continent",
+        }
+    }
+}
+
 /// A mirror field that does not parse or check out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -95,18 +121,64 @@ impl fmt::Display for ContentSet {
     }
 }
 
-/// A base URL of a mirror: http(s), no query, ending in `/` (the tree root).
+/// The longest mirror URL accepted.
+pub const MAX_URL_LEN: usize = 512;
+
+/// A base URL of a mirror, parsed with the `url` crate: http or https, a host, no user
+/// name or password, no query or fragment, no control characters or whitespace, at most
+/// [`MAX_URL_LEN`] bytes; returned normalised (lower-case host, no default port) and
+/// ending in `/` (the tree root). Every surface goes through this, and the selection
+/// snapshot checks stored URLs with it again, so a URL that reaches a `Location` header
+/// is always a valid header value.
 pub fn parse_base_url(s: &str) -> Result<String, MirrorError> {
-    let bad = |why: &str| MirrorError(format!("invalid mirror URL {s:?}: {why}"));
-    let rest = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-        .ok_or_else(|| bad("must start with http:// or https://"))?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() || s.contains(['?', '#', ' ', '"', '<', '>', '\\']) || s.len() > 512 {
-        return Err(bad("needs a host, and no query, fragment or spaces"));
+    let shown: String = s.chars().take(80).flat_map(char::escape_default).collect();
+    let bad = |why: &str| MirrorError(format!("invalid mirror URL \"{shown}\": {why}"));
+    if s.len() > MAX_URL_LEN {
+        return Err(bad(&format!("longer than {MAX_URL_LEN} bytes")));
     }
-    Ok(if s.ends_with('/') { s.to_owned() } else { format!("{s}/") })
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad("no control characters or spaces"));
+    }
+    let mut url = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must start with http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("needs a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("no user name or password in the URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || s.contains(['?', '#']) {
+        return Err(bad("no query or fragment"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    let out = String::from(url);
+    if out.len() > MAX_URL_LEN || !out.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(&format!("longer than {MAX_URL_LEN} bytes once normalised")));
+    }
+    Ok(out)
+}
+
+/// A netblock as Wharf keeps it: truncated to its prefix, and an IPv4-mapped IPv6 block
+/// (`::ffff:a.b.c.d/n`, n >= 96) turned into the IPv4 block it means (client addresses are
+/// canonicalised the same way, so a mapped block could never match anything).
+pub fn parse_netblock(s: &str) -> Result<ipnet::IpNet, MirrorError> {
+    let bad = || MirrorError(format!("invalid netblock {s:?}: use a CIDR like 10.1.0.0/16"));
+    let net = s.trim().parse::<ipnet::IpNet>().map_err(|_| bad())?.trunc();
+    Ok(match net {
+        ipnet::IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+            Some(v4) if v6.prefix_len() >= 96 => {
+                ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_err(|_| bad())?.into()
+            }
+            Some(_) => return Err(bad()),
+            None => net,
+        },
+        ipnet::IpNet::V4(_) => net,
+    })
 }
 
 /// The commands a mirror runs to copy what its content set carries from `source` (an rsync
@@ -196,8 +268,24 @@ impl Mirror {
         if self.urls.is_empty() {
             return Err(MirrorError(format!("mirror {} needs at least one URL", self.name)));
         }
-        if self.bandwidth == 0 {
-            return Err(MirrorError("bandwidth must be at least 1 Mbit/s".into()));
+        if self.bandwidth == 0 || self.bandwidth > MAX_BANDWIDTH {
+            return Err(MirrorError(format!(
+                "bandwidth must be between 1 and {MAX_BANDWIDTH} Mbit/s"
+            )));
+        }
+        if self.urls.len() > MAX_URLS {
+            return Err(MirrorError(format!("at most {MAX_URLS} URLs")));
+        }
+        if self.asns.len() > MAX_ASNS || self.netblocks.len() > MAX_NETBLOCKS {
+            return Err(MirrorError(format!(
+                "at most {MAX_ASNS} ASNs and {MAX_NETBLOCKS} netblocks per mirror"
+            )));
+        }
+        if let Some(a) = self.asns.iter().find(|a| **a == 0 || **a == u32::MAX) {
+            return Err(MirrorError(format!("AS{a} is not a routable ASN")));
+        }
+        if self.disabled_reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON) {
+            return Err(MirrorError(format!("a reason is at most {MAX_REASON} characters")));
         }
         if let Some(c) = &self.country {
             geography::check_country(c)?;
@@ -330,29 +418,129 @@ pub struct MirrorPatch {
 /// The widest netblocks a mirror admin may claim; operators may claim any.
 pub const MAX_CLAIM_V4: u8 = 16;
 pub const MAX_CLAIM_V6: u8 = 32;
+/// What a mirror admin's mirrors may claim in total (operators may grant more): addresses
+/// as many as one /16 (IPv4) and one /32 (IPv6), this many netblock entries and ASNs.
+pub const ADMIN_NETBLOCKS: usize = 32;
+pub const ADMIN_ASNS: usize = 16;
+/// Mirrors one mirror admin may own.
+pub const ADMIN_MIRRORS: usize = 10;
+/// The largest bandwidth (the selection weight) a mirror admin may declare, in Mbit/s.
+pub const ADMIN_BANDWIDTH: u32 = 10_000;
+/// The largest bandwidth anyone may set: 1 Tbit/s.
+pub const MAX_BANDWIDTH: u32 = 1_000_000;
+/// The most URLs, ASNs and netblocks one mirror record may hold.
+pub const MAX_URLS: usize = 4;
+pub const MAX_ASNS: usize = 256;
+pub const MAX_NETBLOCKS: usize = 1024;
+/// The longest disable reason kept.
+pub const MAX_REASON: usize = 500;
+
+/// The limits on what one mirror admin's mirrors claim together, checked on a mirror as an
+/// edit would leave it (`after`), the same mirror before (`None` when registering) and the
+/// admin's other mirrors. Only what the edit adds is held to them, so what an operator
+/// granted (a wide netblock, a high bandwidth) can be kept.
+pub fn check_admin_totals(
+    before: Option<&Mirror>,
+    after: &Mirror,
+    others: &[&Mirror],
+) -> Result<(), (MirrorEditField, MirrorError)> {
+    use MirrorEditField as F;
+    let err = |f: F, m: String| Err((f, MirrorError(m)));
+    if before.is_none() && others.len() >= ADMIN_MIRRORS {
+        return err(
+            F::Name,
+            format!("a mirror admin may register at most {ADMIN_MIRRORS} mirrors"),
+        );
+    }
+    if after.bandwidth > ADMIN_BANDWIDTH && before.is_none_or(|b| b.bandwidth != after.bandwidth) {
+        return err(
+            F::Bandwidth,
+            format!(
+                "bandwidth is at most {ADMIN_BANDWIDTH} Mbit/s for mirror admins; ask an operator"
+            ),
+        );
+    }
+    let all = || others.iter().copied().chain([after]);
+    let had_net = |n: &ipnet::IpNet| before.is_some_and(|b| b.netblocks.contains(n));
+    if after.netblocks.iter().any(|n| !had_net(n)) {
+        let (mut v4, mut v6, mut entries) = (0u128, 0u128, 0usize);
+        for n in all().flat_map(|m| m.netblocks.iter()) {
+            entries += 1;
+            match n {
+                ipnet::IpNet::V4(n) => v4 += 1u128 << (32 - n.prefix_len()),
+                ipnet::IpNet::V6(n) => {
+                    v6 = v6.saturating_add(
+                        1u128.checked_shl(128 - n.prefix_len() as u32).unwrap_or(u128::MAX),
+                    )
+                }
+            }
+        }
+        if v4 > 1 << (32 - MAX_CLAIM_V4) || v6 > 1 << (128 - MAX_CLAIM_V6) {
+            return err(
+                F::Netblocks,
+                format!(
+                    "your mirrors' netblocks may cover at most one /{MAX_CLAIM_V4} (IPv4) and one /{MAX_CLAIM_V6} (IPv6) in total; ask an operator"
+                ),
+            );
+        }
+        if entries > ADMIN_NETBLOCKS {
+            return err(
+                F::Netblocks,
+                format!("your mirrors may list at most {ADMIN_NETBLOCKS} netblocks in total"),
+            );
+        }
+    }
+    let had_asn = |a: &u32| before.is_some_and(|b| b.asns.contains(a));
+    if after.asns.iter().any(|a| !had_asn(a)) {
+        let asns: BTreeSet<u32> = all().flat_map(|m| m.asns.iter().copied()).collect();
+        if asns.len() > ADMIN_ASNS {
+            return err(
+                F::Asns,
+                format!("your mirrors may list at most {ADMIN_ASNS} ASNs in total"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether a mirror admin's edit changes where clients are sent (URLs, netblocks, ASNs) on
+/// an approved mirror: then it waits for an operator's approval again before it serves.
+pub fn needs_reapproval(before: &Mirror, after: &Mirror) -> bool {
+    before.enabled
+        && (before.urls != after.urls
+            || before.netblocks != after.netblocks
+            || before.asns != after.asns)
+}
 
 impl MirrorPatch {
     /// Refuse what only operators may change: approval, the disable reason, the owner, the
     /// continent override, and netblocks wider than /16 (IPv4) or /32 (IPv6) — unless the
     /// mirror already has that netblock (an operator gave it), so its admin can keep it.
-    pub fn check_mirror_admin_limits(&self, current: &[ipnet::IpNet]) -> Result<(), MirrorError> {
+    pub fn check_mirror_admin_limits(
+        &self,
+        current: &[ipnet::IpNet],
+    ) -> Result<(), (MirrorEditField, MirrorError)> {
+        let other = |m: &str| Err((MirrorEditField::Other, MirrorError(m.into())));
         if self.enabled.is_some() || self.reason.is_some() || self.owner.is_some() {
-            return Err(MirrorError("only operators approve, disable or reassign mirrors".into()));
+            return other("only operators approve, disable or reassign mirrors");
         }
         if self.continent.as_ref().is_some_and(|c| !c.is_empty()) {
-            return Err(MirrorError("only operators override a mirror's continent".into()));
+            return other("only operators override a mirror's continent");
         }
         for n in self.netblocks.iter().flatten() {
-            let wide = match n.parse::<ipnet::IpNet>().map(|n| n.trunc()) {
+            let wide = match parse_netblock(n) {
                 Ok(net) if current.contains(&net) => false,
                 Ok(ipnet::IpNet::V4(v4)) => v4.prefix_len() < MAX_CLAIM_V4,
                 Ok(ipnet::IpNet::V6(v6)) => v6.prefix_len() < MAX_CLAIM_V6,
                 Err(_) => false, // `apply` says what is wrong with it
             };
             if wide {
-                return Err(MirrorError(format!(
-                    "netblock {n} is too wide: mirror admins may claim at most /{MAX_CLAIM_V4} (IPv4) or /{MAX_CLAIM_V6} (IPv6); ask an operator"
-                )));
+                return Err((
+                    MirrorEditField::Netblocks,
+                    MirrorError(format!(
+                        "netblock {n} is too wide: mirror admins may claim at most /{MAX_CLAIM_V4} (IPv4) or /{MAX_CLAIM_V6} (IPv6); ask an operator"
+                    )),
+                ));
             }
         }
         Ok(())
@@ -382,16 +570,13 @@ impl MirrorPatch {
         }
         if let Some(a) = &self.asns {
             next.asns = a.clone();
+            next.asns.sort_unstable();
+            next.asns.dedup();
         }
         if let Some(n) = &self.netblocks {
-            next.netblocks = n
-                .iter()
-                .map(|s| {
-                    s.parse::<ipnet::IpNet>().map(|n| n.trunc()).map_err(|_| {
-                        MirrorError(format!("invalid netblock {s:?}: use a CIDR like 10.1.0.0/16"))
-                    })
-                })
-                .collect::<Result<_, _>>()?;
+            next.netblocks = n.iter().map(|s| parse_netblock(s)).collect::<Result<_, _>>()?;
+            next.netblocks.sort();
+            next.netblocks.dedup();
         }
         if let Some(b) = self.bandwidth {
             next.bandwidth = b;

@@ -31,6 +31,9 @@ pub enum RegistryError {
     BadQuery(String),
     #[error("internal error")]
     Internal(#[from] StoreError),
+    /// Something that should not happen (logged with its cause).
+    #[error("internal error")]
+    Bug(String),
 }
 
 impl From<NameError> for RegistryError {
@@ -59,6 +62,7 @@ impl RegistryError {
             RegistryError::NotFound => "UNSUPPORTED",
             RegistryError::BadQuery(_) => "INVALID_QUERY",
             RegistryError::Internal(_) => "UNAVAILABLE",
+            RegistryError::Bug(_) => "UNKNOWN",
         }
     }
 
@@ -89,12 +93,17 @@ impl ResponseError for RegistryError {
             | RegistryError::BadQuery(_) => StatusCode::BAD_REQUEST,
             RegistryError::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             RegistryError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RegistryError::Bug(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let RegistryError::Internal(cause) = self {
-            tracing::error!(error = %cause, "registry request failed");
+        match self {
+            RegistryError::Internal(cause) => {
+                tracing::error!(error = %cause, "registry request failed")
+            }
+            RegistryError::Bug(cause) => tracing::error!(error = %cause, "registry request failed"),
+            _ => {}
         }
         let body = serde_json::json!({
             "errors": [{ "code": self.code(), "message": self.to_string(), "detail": self.detail() }]

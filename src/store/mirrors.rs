@@ -2,7 +2,9 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use crate::model::{CrawlResult, Mirror, MirrorError, MirrorHealth, MirrorName, MirrorStatus};
+use crate::model::{
+    CrawlResult, Mirror, MirrorEditField, MirrorError, MirrorHealth, MirrorName, MirrorStatus,
+};
 
 use super::records::{StoredCrawl, StoredMirror, decode, encode};
 use super::tables::*;
@@ -20,6 +22,9 @@ pub enum MirrorEditError {
     Unknown(MirrorName),
     #[error(transparent)]
     Invalid(#[from] MirrorError),
+    /// Over a mirror admin's limits, or what only operators may change.
+    #[error("{1}")]
+    Limit(MirrorEditField, MirrorError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -57,62 +62,62 @@ impl Store {
         .await
     }
 
-    pub async fn add_mirror(&self, mirror: Mirror) -> Result<MirrorStatus, MirrorEditError> {
-        mirror.validate()?;
-        self.blocking("add_mirror", move |db| {
-            let txn = db.begin_write()?;
-            let rec = {
-                let mut table = txn.open_table(MIRRORS)?;
-                if table.get(mirror.name.as_str())?.is_some() {
-                    return Ok(Err(MirrorEditError::Exists(mirror.name)));
-                }
-                let health = MirrorHealth::default();
-                let rec = StoredMirror::new(&mirror, &health);
-                table.insert(mirror.name.as_str(), encode(&rec).as_slice())?;
-                (mirror, health)
-            };
-            txn.commit()?;
-            Ok(Ok(status(rec.0, rec.1)))
-        })
-        .await?
-    }
-
-    /// Change a mirror with `edit`, validated before it is written.
-    pub async fn update_mirror<F>(
+    /// Create or change a mirror in one write transaction. `edit` gets the mirror as it is
+    /// (`None`: no such mirror yet) and every other mirror (for limits across an owner's
+    /// mirrors), and returns the mirror to write, which is validated first. What was
+    /// verified no longer describes a mirror with new URLs, another content set, or coming
+    /// back from a disable: its credit is dropped, and no traffic goes to it until a crawl.
+    pub async fn edit_mirror<F>(
         &self,
         name: &MirrorName,
         edit: F,
     ) -> Result<MirrorStatus, MirrorEditError>
     where
-        F: FnOnce(&mut Mirror) -> Result<(), MirrorError> + Send + 'static,
+        F: FnOnce(Option<&Mirror>, &[Mirror]) -> Result<Mirror, MirrorEditError> + Send + 'static,
     {
         let name = name.clone();
-        self.blocking("update_mirror", move |db| {
+        self.blocking("edit_mirror", move |db| {
             let txn = db.begin_write()?;
             let rec = {
                 let mut table = txn.open_table(MIRRORS)?;
-                let Some(row) = table.get(name.as_str())? else {
-                    return Ok(Err(MirrorEditError::Unknown(name)));
+                let mut current = None;
+                let mut others = Vec::new();
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    let (m, h) = read(v.value())?;
+                    if k.value() == name.as_str() {
+                        current = Some((m, h));
+                    } else {
+                        others.push(m);
+                    }
+                }
+                let next = match edit(current.as_ref().map(|(m, _)| m), &others) {
+                    Ok(m) if m.name != name => {
+                        return Ok(Err(MirrorEditError::Invalid(MirrorError(
+                            "a mirror cannot be renamed".into(),
+                        ))));
+                    }
+                    Ok(m) => m,
+                    Err(e) => return Ok(Err(e)),
                 };
-                let (mut mirror, mut health) = read(row.value())?;
-                drop(row);
-                let before = mirror.clone();
-                if let Err(e) = edit(&mut mirror).and_then(|()| mirror.validate()) {
+                if let Err(e) = next.validate() {
                     return Ok(Err(e.into()));
                 }
-                // What was verified no longer describes the mirror: new URLs, another content
-                // set, or coming back from an operator's disable. No traffic until a crawl.
-                if mirror.urls != before.urls
-                    || mirror.content != before.content
-                    || (mirror.enabled && !before.enabled)
-                {
-                    health.generation = None;
-                }
-                table.insert(
-                    name.as_str(),
-                    encode(&StoredMirror::new(&mirror, &health)).as_slice(),
-                )?;
-                (mirror, health)
+                let health = match current {
+                    Some((before, mut health)) => {
+                        if next.urls != before.urls
+                            || next.content != before.content
+                            || (next.enabled && !before.enabled)
+                        {
+                            health.generation = None;
+                        }
+                        health
+                    }
+                    None => MirrorHealth::default(),
+                };
+                table
+                    .insert(name.as_str(), encode(&StoredMirror::new(&next, &health)).as_slice())?;
+                (next, health)
             };
             txn.commit()?;
             Ok(Ok(status(rec.0, rec.1)))
