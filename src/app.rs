@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
@@ -47,11 +47,6 @@ pub enum AppError {
 pub type ConfigSource = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 /// Sets the log filter (for SIGHUP).
 pub type LogFilterSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-
-/// The largest admin form body accepted.
-const MAX_FORM: usize = 64 * 1024;
-/// The largest request head (all header lines) accepted; actix itself stops at 128 KiB.
-const MAX_HEAD: usize = 16 * 1024;
 
 /// An opened Wharf instance: store, tree and jobs, not yet serving.
 pub struct App {
@@ -175,7 +170,6 @@ impl App {
             public_url: self.config.public_url.clone(),
             selector: self.jobs.selector().clone(),
             geo: self.geo.clone(),
-            trusted_proxies: self.config.trusted_proxies.clone(),
             redirects: redirects.clone(),
             jobs: self.jobs.metrics.clone(),
             store_path: self.config.store_path(),
@@ -184,6 +178,7 @@ impl App {
         });
         let hooks = web::Data::new(crate::hooks::HookState {
             secret: self.config.hook_secret.clone(),
+            body_timeout: self.config.client_timeout,
             queue,
         });
         let stats = web::Data::new(registry::RequestStats::default());
@@ -195,20 +190,22 @@ impl App {
             policy: Default::default(),
             rsync_url: self.config.rsync_url.clone(),
         });
+        let edge = web::Data::new(crate::edge::Edge {
+            trusted_proxies: self.config.trusted_proxies.clone(),
+            forwarded_header: self.config.forwarded_header,
+            admin_port,
+        });
         let tree_dir = self.config.tree_dir.clone();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
-                .wrap(actix_web::middleware::from_fn(move |req, next| {
-                    split_listeners(admin_port, req, next)
-                }))
-                .wrap(actix_web::middleware::from_fn(limit_bodies))
+                .wrap(actix_web::middleware::from_fn(crate::edge::guard))
                 .wrap(actix_web::middleware::from_fn(registry::count_requests))
+                .app_data(edge.clone())
                 .app_data(state.clone())
                 .app_data(stats.clone())
                 .app_data(admin.clone())
                 .app_data(hooks.clone())
-                .app_data(web::PayloadConfig::new(crate::hooks::MAX_BODY))
-                .app_data(web::FormConfig::default().limit(MAX_FORM))
+                .app_data(web::FormConfig::default().limit(crate::edge::MAX_FORM))
                 .service(web::scope("/admin").configure(crate::admin::configure))
                 .route("/hooks/registry", web::post().to(crate::hooks::registry))
                 .configure(|c| registry::configure(c, &tree_dir))
@@ -365,53 +362,6 @@ impl Running {
     }
 }
 
-/// Middleware: refuse request heads over [`MAX_HEAD`] (431) and request bodies nothing
-/// reads (413): only the webhook and the admin
-/// forms take one, each up to its limit. `/v2/` is left to the registry, which answers a
-/// push with distribution's UNSUPPORTED error without reading the body.
-async fn limit_bodies(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
-) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let path = req.path();
-    let limit = if path.starts_with("/hooks/") {
-        crate::hooks::MAX_BODY
-    } else if path.starts_with("/admin/") {
-        MAX_FORM
-    } else {
-        0
-    };
-    let headers = req.headers();
-    let head: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-    if head > MAX_HEAD {
-        return Ok(req.into_response(
-            HttpResponse::build(actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-                .body(format!("request headers are limited to {MAX_HEAD} bytes\n")),
-        ));
-    }
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let chunked = headers.contains_key("transfer-encoding");
-    if !path.starts_with("/v2") && (declared > limit || (chunked && limit == 0)) {
-        return Ok(req.into_response(
-            HttpResponse::PayloadTooLarge()
-                .body(format!("request bodies here are limited to {limit} bytes\n")),
-        ));
-    }
-    // The request line is logged at debug; nothing is copied when debug is off.
-    let logged = tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| (req.method().clone(), req.path().to_owned(), std::time::Instant::now()));
-    let res = next.call(req).await?;
-    if let Some((method, path, started)) = logged {
-        let (status, ms) = (res.status().as_u16(), started.elapsed().as_millis() as u64);
-        tracing::debug!(%method, %path, status, ms, "request");
-    }
-    Ok(res.map_into_boxed_body())
-}
-
 /// Reload the GeoIP databases when their files change (checked every 30 s), off the async
 /// workers. (SIGHUP reloads them at once, see [`Running::reload`].)
 async fn watch_geo_databases(geo: Arc<GeoDb>) {
@@ -434,21 +384,4 @@ async fn flush_redirects(store: Store, counters: Arc<RedirectCounters>, clock: A
             tracing::error!(error = %e, "saving redirect counts");
         }
     }
-}
-
-/// Middleware: with a separate admin listener, `/admin/` answers only there and everything
-/// else only on the main listener.
-async fn split_listeners(
-    admin_port: Option<u16>,
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
-) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    if let Some(port) = admin_port {
-        let on_admin = req.app_config().local_addr().port() == port;
-        let admin_path = req.path() == "/admin" || req.path().starts_with("/admin/");
-        if on_admin != admin_path {
-            return Ok(req.into_response(HttpResponse::NotFound().finish()));
-        }
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
 }

@@ -50,8 +50,11 @@ pub struct RawConfig {
 pub struct RawServer {
     pub listen: String,
     pub public_url: Option<String>,
-    /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` are believed.
+    /// Peers whose forwarding header and `X-Forwarded-Proto` are believed.
     pub trusted_proxies: Vec<String>,
+    /// Which forwarding header the trusted proxies set: `x-forwarded-for` or `forwarded`.
+    /// Only that one is read; the proxies must overwrite (or clear) it, see docs/operators.md.
+    pub forwarded_header: String,
     /// An HTTPS listener (HTTP/2 via ALPN), besides the HTTP one.
     pub tls_listen: Option<String>,
     /// PEM certificate chain and private key of the HTTPS listener; reloaded on SIGHUP.
@@ -69,6 +72,7 @@ impl Default for RawServer {
             listen: "127.0.0.1:5000".into(),
             public_url: None,
             trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".into(),
             tls_listen: None,
             tls_cert: None,
             tls_key: None,
@@ -184,6 +188,10 @@ pub struct RawCrawl {
     pub downloads: usize,
     /// Consecutive failed crawls before a mirror is disabled automatically.
     pub max_failures: u32,
+    /// Let the crawler connect to loopback, private, link-local and other special-purpose
+    /// addresses (tests, or a mirror network inside one organisation). Off: a mirror URL
+    /// cannot make the crawler a proxy into the operator's network.
+    pub allow_private_addresses: bool,
 }
 
 impl Default for RawCrawl {
@@ -197,6 +205,7 @@ impl Default for RawCrawl {
             random_blobs: 20,
             downloads: 2,
             max_failures: 4,
+            allow_private_addresses: false,
         }
     }
 }
@@ -250,6 +259,7 @@ pub struct Config {
     pub sync_schedule: String,
     pub sync: SyncSettings,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub forwarded_header: ForwardedHeader,
     /// Base URL of the fallback tree, ending in `/`.
     pub fallback_url: String,
     pub require_https: bool,
@@ -297,6 +307,23 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The forwarding header trusted proxies set (only that one is believed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=...`.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CrawlSettings {
     pub concurrency: usize,
@@ -307,6 +334,7 @@ pub struct CrawlSettings {
     pub random_blobs: usize,
     pub downloads: usize,
     pub max_failures: u32,
+    pub allow_private_addresses: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -539,6 +567,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let forwarded_header = match raw.server.forwarded_header.to_ascii_lowercase().as_str() {
+        "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+        "forwarded" => ForwardedHeader::Forwarded,
+        other => {
+            return Err(key_err(
+                "server.forwarded_header",
+                format!("{other:?}: use \"x-forwarded-for\" or \"forwarded\""),
+            ));
+        }
+    };
     let fallback_url = match raw.mirrors.fallback_url {
         Some(u) => {
             crate::model::parse_base_url(&u).map_err(|e| key_err("mirrors.fallback_url", e))?
@@ -623,6 +661,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         random_blobs: c.random_blobs,
         downloads: c.downloads,
         max_failures: c.max_failures,
+        allow_private_addresses: c.allow_private_addresses,
     };
     // A database that is missing is not an error: its tiers are skipped until the file
     // appears (it is picked up by the periodic reload).
@@ -640,6 +679,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         log_level: raw.log.level,
         log_json,
         trusted_proxies,
+        forwarded_header,
         fallback_url,
         require_https: raw.mirrors.require_https,
         crawl_schedule: raw.schedule.crawl,

@@ -17,13 +17,15 @@ use crate::model::RepoName;
 use crate::scheduler::Jobs;
 
 /// The largest notification body accepted.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub const MAX_BODY: usize = crate::edge::MAX_HOOK_BODY;
 /// Pushed repositories waiting for their sync; when full, calls get 503 (distribution
 /// retries them later).
 pub const QUEUE: usize = 1024;
 
 pub struct HookState {
     pub secret: Option<Secret>,
+    /// How long reading a notification body may take (`server.client_timeout`).
+    pub body_timeout: Duration,
     pub queue: mpsc::Sender<RepoName>,
 }
 
@@ -51,11 +53,33 @@ fn refuse(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
         .body(format!("{message}\n"))
 }
 
-/// Queue a sync for each pushed repository; answers 202 with how many were queued.
+/// Read a body of at most `limit` bytes within `timeout` (a stalled sender is cut off).
+async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    timeout: Duration,
+) -> Result<web::BytesMut, &'static str> {
+    use futures_util::StreamExt;
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| "the body could not be read")?;
+            if body.len() + chunk.len() > limit {
+                return Err("the body is too large");
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or(Err("the body was not sent in time"))
+}
+
+/// Queue a sync for each pushed repository; answers 202 with how many were queued. The
+/// secret is checked from the headers before a byte of the body is read.
 pub async fn registry(
     req: HttpRequest,
     state: web::Data<HookState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
     let Some(secret) = &state.secret else {
@@ -71,6 +95,10 @@ pub async fn registry(
         tracing::warn!(peer = ?req.peer_addr(), "webhook call with a wrong or missing secret");
         return refuse(StatusCode::UNAUTHORIZED, "wrong or missing bearer secret");
     }
+    let body = match read_body(payload, MAX_BODY, state.body_timeout).await {
+        Ok(b) => b,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
+    };
     let envelope: Envelope = match serde_json::from_slice(&body) {
         Ok(e) => e,
         Err(e) => {

@@ -8,36 +8,13 @@ use std::net::IpAddr;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::geo::{BlobLookup, Candidate, Tier, client_ip};
+use crate::edge::Client;
+use crate::geo::{BlobLookup, Candidate, Tier};
 use crate::model::{Digest, RepoName};
 use crate::store::BlobFacts;
 
 use super::route::{self, V2Route};
 use super::{RegistryError, RegistryState};
-
-/// The requesting client as selection sees it.
-pub struct Client {
-    pub ip: IpAddr,
-    pub https: bool,
-}
-
-impl Client {
-    pub fn of(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Client {
-        let peer =
-            req.peer_addr().map(|a| a.ip().to_canonical()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let all = |h: &str| -> Vec<&str> {
-            req.headers().get_all(h).filter_map(|v| v.to_str().ok()).collect()
-        };
-        let ip = client_ip(peer, &all("x-forwarded-for"), &all("forwarded"), trusted);
-        let via_trusted = trusted.iter().any(|n| n.contains(&peer));
-        let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok());
-        let https = match header("x-forwarded-proto") {
-            Some(p) if via_trusted => p.eq_ignore_ascii_case("https"),
-            _ => req.app_config().secure(),
-        };
-        Client { ip, https }
-    }
-}
 
 /// `<name>/blobs/<digest>` after a prefix, parsed like the `/v2` routes.
 fn blob_route(req: &HttpRequest, prefix: &str) -> Result<(RepoName, Digest), RegistryError> {
@@ -61,7 +38,7 @@ fn ranked(
         BlobLookup::NameUnknown => return Err(RegistryError::NameUnknown),
         BlobLookup::BlobUnknown => return Err(RegistryError::BlobUnknown),
     };
-    let client = Client::of(req, &state.trusted_proxies);
+    let client = Client::of(req);
     let geo = state.geo.lookup(client.ip);
     let candidates = snapshot.ranked(&digest, &facts, client.ip, &geo, client.https);
     let fallback = snapshot.fallback_url(&digest);
@@ -138,10 +115,11 @@ pub async fn explain(
         .map_err(|e| RegistryError::BadQuery(format!("{e} (expected ip, name, digest)")))?;
     let name: RepoName = q.name.parse()?;
     let digest: Digest = q.digest.parse()?;
-    let client = Client::of(&req, &state.trusted_proxies);
+    let client = Client::of(&req);
     let ip = match &q.ip {
         Some(s) => s
-            .parse()
+            .parse::<IpAddr>()
+            .map(|ip| ip.to_canonical())
             .map_err(|_| RegistryError::BadQuery(format!("ip={s:?} is not an IP address")))?,
         None => client.ip,
     };
@@ -153,6 +131,6 @@ pub async fn explain(
     }
     let geo = state.geo.lookup(ip);
     let https = q.https.unwrap_or(client.https);
-    let explanation = snapshot.explain(&name, &digest, ip, geo, https, &mut rand::rng());
+    let explanation = snapshot.explain(&name, &digest, ip, geo, https, true, &mut rand::rng());
     Ok(HttpResponse::Ok().json(explanation))
 }

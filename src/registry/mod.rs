@@ -40,7 +40,6 @@ pub struct RegistryState {
     pub public_url: String,
     pub selector: Arc<Selector>,
     pub geo: Arc<GeoDb>,
-    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Redirects by tier and country; the app drains them into the store in batches.
     pub redirects: Arc<RedirectCounters>,
     /// Sync and crawl counters, for `/metrics`.
@@ -57,7 +56,7 @@ pub async fn count_requests(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    let kind = stats::kind_of(req.path());
+    let kind = stats::kind_of(req.match_info().as_str());
     let stats = req.app_data::<web::Data<RequestStats>>().cloned();
     let method = req.method().clone();
     let res = next.call(req).await?;
@@ -281,12 +280,19 @@ async fn blob(
             .no_chunking(facts.size)
             .streaming(futures_util::stream::empty::<Result<web::Bytes, actix_web::Error>>()));
     }
-    let client = mirrors::Client::of(req, &state.trusted_proxies);
+    let client = crate::edge::Client::of(req);
     let geo = state.geo.lookup(client.ip);
     let pick = snapshot.pick(&digest, facts, client.ip, &geo, client.https, &mut rand::rng());
     state.redirects.record(pick.tier, geo.country);
+    // Mirror URLs are checked when stored and again in the snapshot; should one still not
+    // be a header value, the client gets Wharf's own copy, never a 500.
+    let location = HeaderValue::try_from(pick.url).or_else(|e| {
+        tracing::error!(mirror = ?pick.mirror, error = %e, "mirror URL is not a header value");
+        HeaderValue::try_from(snapshot.fallback_url(&digest))
+    });
+    let location = location.map_err(|e| RegistryError::Bug(e.to_string()))?;
     Ok(HttpResponse::TemporaryRedirect()
-        .insert_header((header::LOCATION, pick.url))
+        .insert_header((header::LOCATION, location))
         .insert_header((CONTENT_DIGEST, digest.as_str()))
         .finish())
 }

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 const KINDS: [&str; 8] =
     ["base", "catalog", "tags", "manifest", "blob", "tree", "metrics", "other"];
 const METHODS: [&str; 3] = ["GET", "HEAD", "other"];
-const STATUSES: [u16; 10] = [200, 206, 304, 307, 400, 401, 404, 405, 416, 503];
+const STATUSES: [u16; 18] =
+    [200, 202, 206, 303, 304, 307, 400, 401, 403, 404, 405, 408, 413, 416, 422, 429, 500, 503];
 const OTHER_STATUS: usize = STATUSES.len();
 const CELLS: usize = KINDS.len() * METHODS.len() * (STATUSES.len() + 1);
 
