@@ -15,6 +15,10 @@ const GENERATED_LEN: usize = 20;
 pub enum AccountError {
     #[error("passwords must be at least {MIN_PASSWORD} characters")]
     TooShort,
+    #[error("this password is too easy to guess: {0}")]
+    Weak(String),
+    #[error("too many logins at once; try again in a moment")]
+    Busy,
     #[error("password hashing: {0}")]
     Hash(String),
     #[error(transparent)]
@@ -30,34 +34,70 @@ pub fn generate_password() -> String {
     (0..GENERATED_LEN).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
 }
 
+/// Password hashes computed at once, server-wide. Each argon2id hash holds 19 MiB for
+/// tens of milliseconds; more logins than this wait briefly, then get [`AccountError::Busy`]
+/// (503), so a burst of logins cannot grow memory.
+const HASHERS: usize = 2;
+/// How long a login waits for a free hasher.
+const HASHER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHERS);
+
+/// Run `f` (an argon2 computation) on the bounded hashing pool, off the async workers.
+async fn on_hasher<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AccountError> {
+    let permit = tokio::time::timeout(HASHER_WAIT, HASHING.acquire())
+        .await
+        .map_err(|_| AccountError::Busy)?
+        .map_err(|_| AccountError::Busy)?;
+    let out = tokio::task::spawn_blocking(f).await.map_err(|e| AccountError::Hash(e.to_string()));
+    drop(permit);
+    out
+}
+
 /// The argon2id PHC string of `password` (random salt).
 pub async fn hash_password(password: String) -> Result<String, AccountError> {
     use argon2::password_hash::PasswordHasher;
-    tokio::task::spawn_blocking(move || {
+    on_hasher(move || {
         argon2::Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
             .map_err(|e| AccountError::Hash(e.to_string()))
     })
-    .await
-    .map_err(|e| AccountError::Hash(e.to_string()))?
+    .await?
 }
 
 /// Whether `password` matches the PHC string `hash`.
-pub async fn verify_password(password: String, hash: String) -> bool {
+pub async fn verify_password(password: String, hash: String) -> Result<bool, AccountError> {
     use argon2::password_hash::PasswordVerifier;
-    tokio::task::spawn_blocking(move || {
+    on_hasher(move || {
         argon2::Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok()
     })
     .await
-    .unwrap_or(false)
+}
+
+/// Refuse a password a guesser would find early (zxcvbn's estimate below "safely
+/// unguessable"): `aaaaaaaaaaaa`, twelve spaces, `password1234`.
+fn check_strength(password: &str) -> Result<(), AccountError> {
+    let estimate = zxcvbn::zxcvbn(password, &[]);
+    if estimate.score() >= zxcvbn::Score::Three {
+        return Ok(());
+    }
+    let hint = estimate
+        .feedback()
+        .and_then(|f| f.warning().map(|w| w.to_string()))
+        .unwrap_or_else(|| "add more words or characters".into());
+    Err(AccountError::Weak(hint))
 }
 
 /// The password to set: the one given (checked), or a generated one (returned to show once).
 fn choose(password: Option<String>) -> Result<(String, Option<String>), AccountError> {
     match password.filter(|p| !p.is_empty()) {
         Some(p) if p.chars().count() < MIN_PASSWORD => Err(AccountError::TooShort),
-        Some(p) => Ok((p, None)),
+        Some(p) => {
+            check_strength(&p)?;
+            Ok((p, None))
+        }
         None => {
             let p = generate_password();
             Ok((p.clone(), Some(p)))
@@ -107,12 +147,16 @@ mod tests {
     async fn passwords_hash_and_verify() {
         let hash = hash_password("correct horse battery".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
-        assert!(verify_password("correct horse battery".into(), hash.clone()).await);
-        assert!(!verify_password("wrong horse battery".into(), hash.clone()).await);
-        assert!(!verify_password("x".into(), "not a hash".into()).await);
+        assert!(verify_password("correct horse battery".into(), hash.clone()).await.unwrap());
+        assert!(!verify_password("wrong horse battery".into(), hash.clone()).await.unwrap());
+        assert!(!verify_password("x".into(), "not a hash".into()).await.unwrap());
         let again = hash_password("correct horse battery".into()).await.unwrap();
         assert_ne!(hash, again, "salted");
         assert!(matches!(choose(Some("short".into())), Err(AccountError::TooShort)));
+        for weak in [" ".repeat(12), "aaaaaaaaaaaa".into(), "password1234".into()] {
+            assert!(matches!(choose(Some(weak.clone())), Err(AccountError::Weak(_))), "{weak:?}");
+        }
+        assert!(choose(Some("correct horse battery staple".into())).is_ok());
         let (p, shown) = choose(None).unwrap();
         assert_eq!(Some(&p), shown.as_ref());
         assert_eq!(p.len(), GENERATED_LEN);
@@ -149,47 +193,106 @@ fn session_key(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
-/// Failed logins per account and per client address, with exponential backoff: after
-/// [`FREE_FAILURES`] failures, each further attempt must wait 2, 4, 8, ... s (at most 15 min).
+/// Failed logins, counted per client address and per (account, client address), with
+/// exponential backoff: after [`FREE_FAILURES`] failures under a key, each further attempt
+/// must wait 2, 4, 8, ... s (at most 15 min). Checking and counting an attempt is one step
+/// under one lock (a burst of parallel guesses cannot all pass); a correct password takes
+/// back only its own attempt; failures from one address never refuse another address's
+/// login. IPv6 clients are counted per /64. The table is bounded: quiet entries are
+/// forgotten, and when it is full the oldest go first.
 #[derive(Debug, Default)]
-pub struct LoginThrottle(std::sync::Mutex<std::collections::HashMap<String, (u32, DateTime<Utc>)>>);
+pub struct LoginThrottle(std::sync::Mutex<std::collections::HashMap<String, Failures>>);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Failures {
+    count: u32,
+    last: DateTime<Utc>,
+}
+
+impl Failures {
+    fn until(&self) -> DateTime<Utc> {
+        let wait = if self.count <= FREE_FAILURES {
+            0
+        } else {
+            (1i64 << (self.count - FREE_FAILURES).min(10)).min(MAX_WAIT)
+        };
+        self.last + chrono::Duration::seconds(wait)
+    }
+}
 
 /// Failures allowed before backoff starts.
 pub const FREE_FAILURES: u32 = 3;
+/// The longest wait, in seconds.
+const MAX_WAIT: i64 = 900;
+/// Entries kept at most.
+const MAX_ENTRIES: usize = 100_000;
 
 impl LoginThrottle {
-    fn check(&self, keys: &[String], now: DateTime<Utc>) -> Result<(), i64> {
-        let map = self.0.lock().expect("throttle lock");
-        let wait = keys
-            .iter()
-            .filter_map(|k| map.get(k))
-            .map(|(_, until)| (*until - now).num_seconds())
-            .max();
-        match wait {
-            Some(s) if s > 0 => Err(s),
-            _ => Ok(()),
+    /// The keys of an attempt: the client's address (its /64 for IPv6), and the account
+    /// from that address.
+    fn keys(name: &str, client: std::net::IpAddr) -> [String; 2] {
+        let client = match client.to_canonical() {
+            std::net::IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, 64)
+                .map(|n| n.trunc().to_string())
+                .unwrap_or_else(|_| v6.to_string()),
+            v4 => v4.to_string(),
+        };
+        [format!("ip:{client}"), format!("user:{name}@{client}")]
+    }
+
+    /// Refuse (with the seconds to wait) or count this attempt as a failure now; a correct
+    /// password takes it back with [`Self::undo`].
+    fn begin(&self, keys: &[String; 2], now: DateTime<Utc>) -> Result<(), i64> {
+        let mut map = self.0.lock().expect("throttle lock");
+        let wait =
+            keys.iter().filter_map(|k| map.get(k)).map(|f| (f.until() - now).num_seconds()).max();
+        if let Some(s) = wait.filter(|s| *s > 0) {
+            return Err(s);
+        }
+        if map.len() + keys.len() > MAX_ENTRIES {
+            // Forget what has been quiet for the longest wait; then the oldest.
+            let cutoff = now - chrono::Duration::seconds(MAX_WAIT);
+            map.retain(|_, f| f.until() > cutoff);
+            while map.len() + keys.len() > MAX_ENTRIES {
+                let Some(oldest) = map.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                map.remove(&oldest);
+            }
+        }
+        for k in keys {
+            let f = map.entry(k.clone()).or_insert(Failures { count: 0, last: now });
+            // A key quiet for the longest wait starts again.
+            if now - f.until() > chrono::Duration::seconds(MAX_WAIT) {
+                f.count = 0;
+            }
+            f.count += 1;
+            f.last = now;
+        }
+        Ok(())
+    }
+
+    /// Take back an attempt that turned out right (or never ran): one count per key.
+    fn undo(&self, keys: &[String; 2]) {
+        let mut map = self.0.lock().expect("throttle lock");
+        for k in keys {
+            if let Some(f) = map.get_mut(k) {
+                f.count = f.count.saturating_sub(1);
+                if f.count == 0 {
+                    map.remove(k);
+                }
+            }
         }
     }
 
-    fn failed(&self, keys: &[String], now: DateTime<Utc>) {
-        let mut map = self.0.lock().expect("throttle lock");
-        for k in keys {
-            let e = map.entry(k.clone()).or_insert((0, now));
-            e.0 += 1;
-            let wait = if e.0 <= FREE_FAILURES {
-                0
-            } else {
-                (1i64 << (e.0 - FREE_FAILURES).min(10)).min(900)
-            };
-            e.1 = now + chrono::Duration::seconds(wait);
-        }
+    /// Entries held (for tests of the bound).
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("throttle lock").len()
     }
 
-    fn succeeded(&self, keys: &[String]) {
-        let mut map = self.0.lock().expect("throttle lock");
-        for k in keys {
-            map.remove(k);
-        }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -199,6 +302,8 @@ pub enum LoginError {
     Throttled(i64),
     #[error("wrong user name or password")]
     Invalid,
+    #[error("too many logins at once; try again in a moment")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -209,7 +314,8 @@ pub struct LoginTicket {
     pub session: crate::store::Session,
 }
 
-/// Check a user's password (throttled per account and per client address) and open a new
+/// Check a user's password (throttled per client address and per account from that
+/// address, see [`LoginThrottle`]; `client` is the edge's client address) and open a new
 /// session with a fresh token and CSRF token.
 pub async fn login(
     store: &Store,
@@ -219,18 +325,25 @@ pub async fn login(
     password: String,
     client: std::net::IpAddr,
 ) -> Result<LoginTicket, LoginError> {
-    let keys = [format!("user:{name}"), format!("ip:{client}")];
-    throttle.check(&keys, now).map_err(LoginError::Throttled)?;
+    let keys = LoginThrottle::keys(name, client);
+    throttle.begin(&keys, now).map_err(LoginError::Throttled)?;
     let found = match name.parse::<UserName>() {
-        Ok(n) => store.user_credentials(&n).await?,
-        Err(_) => None,
+        Ok(n) => store.user_credentials(&n).await,
+        Err(_) => Ok(None),
     };
+    let found = found.inspect_err(|_| throttle.undo(&keys))?;
     // Hash even for unknown users, so the answer takes as long either way.
     let hash = found.as_ref().map(|(_, h)| h.clone()).unwrap_or_else(|| DUMMY_HASH.clone());
-    let ok = verify_password(password, hash).await;
+    let ok = match verify_password(password, hash).await {
+        Ok(ok) => ok,
+        Err(_) => {
+            throttle.undo(&keys);
+            return Err(LoginError::Busy);
+        }
+    };
     match found {
         Some((user, _)) if ok && !user.disabled => {
-            throttle.succeeded(&keys);
+            throttle.undo(&keys);
             let token = random_token();
             let session = crate::store::Session {
                 user_id: user.id,
@@ -245,7 +358,6 @@ pub async fn login(
             Ok(LoginTicket { token, session })
         }
         _ => {
-            throttle.failed(&keys, now);
             tracing::warn!(user = name, %client, "failed login");
             Err(LoginError::Invalid)
         }

@@ -7,19 +7,21 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::accounts::{self, LoginError, SESSION_COOKIE};
+use crate::edge::Client;
 
 use super::{AdminError, AdminState, AnySession, Frame, render};
 
 const LOGIN_CSRF_COOKIE: &str = "wharf_login_csrf";
 
 /// A cookie only the admin pages see, never readable by scripts, never sent cross-site, and
-/// only over TLS when the request came over TLS.
+/// only over TLS when the request came over TLS (directly or, as a trusted proxy says,
+/// through it).
 fn cookie<'a>(req: &HttpRequest, name: &'a str, value: String) -> Cookie<'a> {
     Cookie::build(name, value)
         .path("/admin")
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(req.app_config().secure())
+        .secure(Client::of(req).https)
         .finish()
 }
 
@@ -67,7 +69,7 @@ pub async fn login(
     if expected.as_deref() != Some(form.csrf.as_str()) || form.csrf.is_empty() {
         return Err(AdminError::Csrf);
     }
-    let client = req.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let client = Client::of(&req).ip;
     let form = form.into_inner();
     let now = state.clock.now();
     match accounts::login(state.store(), &state.throttle, now, &form.name, form.password, client)
@@ -80,9 +82,10 @@ pub async fn login(
             .finish()),
         Err(LoginError::Store(e)) => Err(e.into()),
         Err(e) => {
-            let status = match e {
-                LoginError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::UNAUTHORIZED,
+            let (status, retry) = match e {
+                LoginError::Throttled(s) => (StatusCode::TOO_MANY_REQUESTS, s.max(1)),
+                LoginError::Busy => (StatusCode::SERVICE_UNAVAILABLE, 1),
+                _ => (StatusCode::UNAUTHORIZED, 0),
             };
             let page = LoginPage {
                 frame: Frame::anonymous(),
@@ -90,7 +93,14 @@ pub async fn login(
                 name: form.name,
                 error: Some(e.to_string()),
             };
-            Ok(render(status, &page))
+            let mut res = render(status, &page);
+            if retry > 0 {
+                res.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from(retry),
+                );
+            }
+            Ok(res)
         }
     }
 }

@@ -50,6 +50,24 @@ fn to_session(rec: StoredSession) -> Result<Session, StoreError> {
     })
 }
 
+/// Delete every session of user `id` inside a write transaction.
+pub(super) fn end_sessions_of(txn: &redb::WriteTransaction, id: u64) -> Result<(), StoreError> {
+    let mut table = txn.open_table(SESSIONS)?;
+    let mut ended = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        // A record that does not decode is no session anyone can use: it goes too.
+        match decode::<StoredSession>("sessions", v.value()) {
+            Ok(StoredSession::V1 { user_id, .. }) if user_id != id => {}
+            _ => ended.push(k.value().to_owned()),
+        }
+    }
+    for k in ended {
+        table.remove(k.as_str())?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Store a new session under `key` and record the user's login time.
     pub async fn create_session(&self, key: String, s: Session) -> Result<(), StoreError> {

@@ -119,6 +119,14 @@ impl Store {
                     disabled: was,
                 } = decode("users", row.value())?;
                 drop(row);
+                // A new password, another role or a disable ends every session of the user
+                // (a stolen session does not outlive a password reset).
+                let ends_sessions = password_hash.is_some()
+                    || new_role.is_some_and(|r| r.to_string() != role)
+                    || disabled == Some(true);
+                if ends_sessions {
+                    super::sessions::end_sessions_of(&txn, id)?;
+                }
                 let rec = StoredUser::V1 {
                     id,
                     role: new_role.map(|r| r.to_string()).unwrap_or(role),
