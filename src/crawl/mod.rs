@@ -21,6 +21,10 @@ use crate::config::CrawlSettings;
 use crate::model::{ContentSet, CrawlResult, Digest, Generation, MirrorHealth, MirrorStatus};
 use crate::store::{BlobFacts, PoolFacts, Store, StoreError};
 
+mod net;
+
+pub use net::is_special;
+
 /// HEAD requests in flight per mirror.
 const CHECKS_IN_FLIGHT: usize = 4;
 /// The marker's name at the tree root (see `tree::MARKER_FILE`).
@@ -49,12 +53,7 @@ impl CrawlCtx {
         settings: CrawlSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<CrawlCtx, CrawlError> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("wharf-crawler/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(settings.request_timeout)
-            .timeout(settings.request_timeout)
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
+        let http = net::client(settings.request_timeout, settings.allow_private_addresses)
             .map_err(|e| CrawlError::Setup(e.to_string()))?;
         Ok(CrawlCtx { store, settings, clock, seed: None, http })
     }
@@ -225,10 +224,13 @@ async fn crawl_mirror(
         return Verdict::failed("no URL".into());
     }
     for base in &m.mirror.urls {
+        if let Err(e) = net::check_url(base, ctx.settings.allow_private_addresses) {
+            return Verdict { error: Some(format!("{base}: {e}")), ..total };
+        }
         let marker_url = format!("{base}{MARKER_FILE}");
         let claimed = match get_marker(&ctx.http, &marker_url).await {
             Ok(g) => g,
-            Err(e) => return Verdict { error: Some(e), ..total },
+            Err(e) => return Verdict { error: Some(format!("{base}: {e}")), ..total },
         };
         if total.claimed.is_some_and(|c| c != claimed) {
             total.error = Some(format!(
@@ -319,18 +321,30 @@ fn sample<'a>(
     Sample { heads: new.into_iter().chain(old).collect(), downloads }
 }
 
+/// The largest generation marker read.
+const MAX_MARKER: usize = 4096;
+
+/// Read the marker, stopping as soon as it is larger than [`MAX_MARKER`].
 async fn get_marker(http: &reqwest::Client, url: &str) -> Result<Generation, String> {
-    let resp = http.get(url).send().await.map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+    let resp = http.get(url).send().await.map_err(|e| format!("marker: {}", net::classify(&e)))?;
     if !resp.status().is_success() {
-        return Err(format!("{url}: HTTP {}", resp.status()));
+        return Err(format!("HTTP {} for the marker", resp.status().as_u16()));
     }
-    let bytes = resp.bytes().await.map_err(|e| format!("{url}: {}", error_chain(&e)))?;
-    if bytes.len() > 4096 {
-        return Err(format!("{url}: not a generation marker (too large)"));
+    let mut bytes = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("marker: {}", net::classify(&e)))?;
+        if bytes.len() + chunk.len() > MAX_MARKER {
+            return Err(format!("the marker is larger than {MAX_MARKER} bytes"));
+        }
+        bytes.extend_from_slice(&chunk);
     }
-    serde_json::from_slice::<Marker>(&bytes)
-        .map(|m| m.generation)
-        .map_err(|e| format!("{url}: not a generation marker: {e}"))
+    // The parser's message would quote the mirror's content: say only what is wrong.
+    match serde_json::from_slice::<Marker>(&bytes) {
+        Ok(m) => Ok(m.generation),
+        Err(e) if e.is_data() => Err("the marker has no valid generation number".into()),
+        Err(_) => Err("the marker is not valid JSON".into()),
+    }
 }
 
 async fn head_check(
@@ -340,9 +354,9 @@ async fn head_check(
     size: u64,
 ) -> Result<(), String> {
     let resp =
-        http.head(&url).send().await.map_err(|e| format!("{digest}: {}", error_chain(&e)))?;
+        http.head(&url).send().await.map_err(|e| format!("{digest}: {}", net::classify(&e)))?;
     if !resp.status().is_success() {
-        return Err(format!("{digest}: HTTP {} from {url}", resp.status()));
+        return Err(format!("{digest}: HTTP {} for HEAD", resp.status().as_u16()));
     }
     match resp
         .headers()
@@ -350,8 +364,8 @@ async fn head_check(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     {
         Some(n) if n == size => Ok(()),
-        Some(n) => Err(format!("{digest}: {n} bytes at {url}, expected {size}")),
-        None => Err(format!("{digest}: no Content-Length from {url}")),
+        Some(n) => Err(format!("{digest}: {n} bytes, expected {size}")),
+        None => Err(format!("{digest}: no Content-Length")),
     }
 }
 
@@ -362,41 +376,25 @@ async fn download_check(
     size: u64,
     timeout: Duration,
 ) -> Result<(), String> {
-    let resp = http
-        .get(&url)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| format!("{digest}: {}", error_chain(&e)))?;
+    let failed = |e: reqwest::Error| format!("{digest}: {}", net::classify(&e));
+    let resp = http.get(&url).timeout(timeout).send().await.map_err(failed)?;
     if !resp.status().is_success() {
-        return Err(format!("{digest}: HTTP {} from {url}", resp.status()));
+        return Err(format!("{digest}: HTTP {} for GET", resp.status().as_u16()));
     }
     let mut hasher = sha2::Sha256::new();
     let mut n = 0u64;
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("{digest}: {}", error_chain(&e)))?;
+        let chunk = chunk.map_err(failed)?;
         n += chunk.len() as u64;
         if n > size {
-            return Err(format!("{digest}: more than {size} bytes at {url}"));
+            return Err(format!("{digest}: more than {size} bytes: corrupt"));
         }
         hasher.update(&chunk);
     }
     let actual = Digest::from_sha256(hasher.finalize().as_slice());
     if n != size || &actual != digest {
-        return Err(format!("{digest}: content at {url} hashes to {actual} ({n} bytes): corrupt"));
+        return Err(format!("{digest}: the content hashes to {actual} ({n} bytes): corrupt"));
     }
     Ok(())
-}
-
-/// An error with its causes ("connection refused" hides two levels down in reqwest).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
