@@ -10,8 +10,10 @@ use wharf::model::MirrorPatch;
 use crate::harness::*;
 
 /// A cookie-keeping client that does not follow redirects.
-struct Browser {
+pub(crate) struct Browser {
     base: String,
+    /// The client address a trusted proxy (127.0.0.1 in `admin_wharf`) reports for us.
+    forwarded_for: Option<String>,
     cookies: HashMap<String, String>,
     /// Set-Cookie lines of the last response.
     set_cookies: Vec<String>,
@@ -27,13 +29,27 @@ fn urlencode(s: &str) -> String {
 }
 
 impl Browser {
-    fn new(wharf: &Wharf) -> Browser {
-        Browser { base: wharf.url(""), cookies: HashMap::new(), set_cookies: Vec::new() }
+    pub(crate) fn new(wharf: &Wharf) -> Browser {
+        Browser {
+            base: wharf.url(""),
+            forwarded_for: None,
+            cookies: HashMap::new(),
+            set_cookies: Vec::new(),
+        }
     }
 
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> (u16, String, String) {
+    /// A browser at `ip`, behind the trusted proxy.
+    pub(crate) fn at(wharf: &Wharf, ip: &str) -> Browser {
+        Browser { forwarded_for: Some(ip.to_owned()), ..Browser::new(wharf) }
+    }
+
+    pub(crate) async fn send(&mut self, req: reqwest::RequestBuilder) -> (u16, String, String) {
         let cookie =
             self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let req = match &self.forwarded_for {
+            Some(ip) => req.header("X-Forwarded-For", ip),
+            None => req,
+        };
         let r = req.header("Cookie", cookie).send().await.unwrap();
         let status = r.status().as_u16();
         let location =
@@ -56,12 +72,16 @@ impl Browser {
         (status, location, r.text().await.unwrap())
     }
 
-    async fn get(&mut self, path: &str) -> (u16, String, String) {
+    pub(crate) async fn get(&mut self, path: &str) -> (u16, String, String) {
         let req = http().get(format!("{}{path}", self.base));
         self.send(req).await
     }
 
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
+    pub(crate) async fn post(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> (u16, String, String) {
         let body = fields
             .iter()
             .map(|(k, v)| format!("{k}={}", urlencode(v)))
@@ -74,7 +94,7 @@ impl Browser {
         self.send(req).await
     }
 
-    async fn post_owned(
+    pub(crate) async fn post_owned(
         &mut self,
         path: &str,
         fields: Vec<(&str, String)>,
@@ -84,7 +104,7 @@ impl Browser {
     }
 
     /// Log in through the form; returns the POST's status.
-    async fn login(&mut self, name: &str, password: &str) -> u16 {
+    pub(crate) async fn login(&mut self, name: &str, password: &str) -> u16 {
         let (_, _, page) = self.get("/admin/login").await;
         let csrf = hidden(&page, "csrf");
         self.post("/admin/login", &[("name", name), ("password", password), ("csrf", &csrf)])
@@ -94,18 +114,19 @@ impl Browser {
 }
 
 /// The value of a hidden input in a page.
-fn hidden(page: &str, name: &str) -> String {
+pub(crate) fn hidden(page: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = page.find(&marker).unwrap_or_else(|| panic!("no {name} in {page}")) + marker.len();
     page[start..].split('"').next().unwrap().to_owned()
 }
 
-async fn admin_wharf() -> (tempfile::TempDir, Arc<ManualClock>, Wharf) {
+pub(crate) async fn admin_wharf() -> (tempfile::TempDir, Arc<ManualClock>, Wharf) {
     let dir = tempfile::tempdir().unwrap();
     wharf::demo::write_sample_images(dir.path()).unwrap();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
     setup.clock = clock.clone();
+    setup.server = "trusted_proxies = [\"127.0.0.1/32\"]\n".into();
     let wharf = Wharf::launch(setup).await;
     wharf.sync().await;
     for (name, role) in [("olga", "operator"), ("ann", "mirror-admin"), ("ben", "mirror-admin")] {
@@ -245,24 +266,55 @@ async fn login_sessions_csrf_and_roles() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn failed_logins_are_throttled_with_backoff() {
+async fn failed_logins_are_throttled_per_address_and_account() {
     let (_dir, clock, wharf) = admin_wharf().await;
-    let mut b = Browser::new(&wharf);
+    let mut a = Browser::at(&wharf, "198.51.100.1");
     for _ in 0..4 {
-        assert_eq!(b.login("ben", "wrong-password-x").await, 401);
+        assert_eq!(a.login("ben", "wrong-password-x").await, 401);
     }
-    // After the free failures, even the right password waits.
-    assert_eq!(b.login("ben", "ben-password-123").await, 429);
-    clock.advance(chrono::Duration::seconds(3));
+    // After the free failures this address waits, even with the right password.
+    assert_eq!(a.login("ben", "ben-password-123").await, 429);
+    // The bucket is the client behind the proxy, not the proxy: from elsewhere, ben's
+    // right password works at once.
+    let mut b = Browser::at(&wharf, "198.51.100.2");
     assert_eq!(b.login("ben", "ben-password-123").await, 303);
-    // Another account from the same address is throttled by address too.
-    let mut c = Browser::new(&wharf);
-    for _ in 0..4 {
-        assert_eq!(c.login("nobody", "whatever-password").await, 401);
-    }
-    assert_eq!(c.login("olga", "olga-password-123").await, 429, "the address is throttled");
+    // That success clears nothing else: the first address still waits, for every account
+    // (password spraying from one address is throttled too).
+    assert_eq!(a.login("ben", "ben-password-123").await, 429);
+    assert_eq!(a.login("olga", "olga-password-123").await, 429, "the address is throttled");
     clock.advance(chrono::Duration::seconds(3));
-    assert_eq!(c.login("olga", "olga-password-123").await, 303);
+    assert_eq!(a.login("olga", "olga-password-123").await, 303);
+    // IPv6 clients are one bucket per /64.
+    let mut v6 = Browser::at(&wharf, "2001:db8:1:2::1");
+    for _ in 0..4 {
+        assert_eq!(v6.login("nobody", "whatever-password").await, 401);
+    }
+    let mut v6b = Browser::at(&wharf, "2001:db8:1:2::99");
+    assert_eq!(v6b.login("olga", "olga-password-123").await, 429);
+}
+
+/// Checking and counting an attempt is one step: parallel guesses from one address get at
+/// most the free failures (and the one that starts the backoff), the rest 429 at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_wrong_logins_cannot_all_pass_the_throttle() {
+    let (_dir, _clock, wharf) = admin_wharf().await;
+    let tries = (0..20).map(|_| {
+        let mut b = Browser::at(&wharf, "203.0.113.9");
+        async move { b.login("ben", "wrong-password-x").await }
+    });
+    let statuses = futures_util::future::join_all(tries).await;
+    let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+    assert!(unauthorized <= 4, "{statuses:?}");
+    assert!(statuses.iter().all(|s| [401, 429, 503].contains(s)), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Many addresses at once: every answer is 401 or, when the hashing pool is busy, 503
+    // with Retry-After; never an error.
+    let tries = (0..20).map(|i| {
+        let mut b = Browser::at(&wharf, &format!("203.0.113.{}", 100 + i));
+        async move { b.login("nobody", "wrong-password-x").await }
+    });
+    let statuses = futures_util::future::join_all(tries).await;
+    assert!(statuses.iter().all(|s| [401, 503].contains(s)), "{statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -458,14 +510,17 @@ async fn user_ids(wharf: &Wharf) -> HashMap<String, u64> {
     }
 }
 
-async fn mirror_detail(wharf: &Wharf, name: &str) -> Option<wharf::control::MirrorDetail> {
+pub(crate) async fn mirror_detail(
+    wharf: &Wharf,
+    name: &str,
+) -> Option<wharf::control::MirrorDetail> {
     match wharf.control(Request::MirrorShow { name: name.into() }).await {
         Reply::Mirror(d) => Some(*d),
         _ => None,
     }
 }
 
-async fn logged_in(wharf: &Wharf, name: &str) -> (Browser, String) {
+pub(crate) async fn logged_in(wharf: &Wharf, name: &str) -> (Browser, String) {
     let mut b = Browser::new(wharf);
     assert_eq!(b.login(name, &format!("{name}-password-123")).await, 303);
     let csrf = hidden(&b.get("/admin/").await.2, "csrf");
@@ -513,7 +568,7 @@ async fn a_mirror_admin_registers_and_edits_a_mirror_and_an_operator_approves_it
     let ids = user_ids(&wharf).await;
     assert!(d.status.mirror.pending && !d.status.mirror.enabled);
     assert_eq!(d.status.mirror.owner, Some(ids["ann"]));
-    assert_eq!(d.status.mirror.asns, [3320, 680]);
+    assert_eq!(d.status.mirror.asns, [680, 3320], "sorted, without duplicates");
     assert_eq!(d.status.mirror.country.as_deref(), Some("DE"));
     let (status, _, page) = ann.get("/admin/mirrors/ann-fast?notice=saved").await;
     assert_eq!(status, 200);
@@ -628,7 +683,8 @@ async fn a_mirror_admin_registers_and_edits_a_mirror_and_an_operator_approves_it
         "<td>ann</td><td>mirror.register</td><td>ann-fast</td>",
         "<td>ann</td><td>mirror.edit</td>",
         "<td>olga</td><td>mirror.approve</td>",
-        "<td>olga</td><td>mirror.disable</td><td>ann-fast</td><td>serves &#60;stale&#62; content</td>",
+        "<td>olga</td><td>mirror.disable</td><td>ann-fast</td>",
+        "serves &#60;stale&#62; content",
         "<td>olga</td><td>mirror.enable</td>",
     ] {
         let alt = needle.replace("&#60;", "&lt;").replace("&#62;", "&gt;");
@@ -752,11 +808,13 @@ async fn operators_manage_users() {
         404
     );
 
-    // A role change applies to the running session.
+    // A role change ends carl's sessions; logged in again, he is an operator.
     let (status, _, _) = olga
         .post("/admin/users/carl", &[("csrf", &csrf), ("action", "role"), ("role", "operator")])
         .await;
     assert_eq!(status, 200);
+    assert_eq!(carl.get("/admin/users").await.0, 303, "the role change ended the session");
+    assert_eq!(carl.login("carl", &password).await, 303);
     assert_eq!(carl.get("/admin/users").await.0, 200, "carl is an operator now");
 
     // Reset: a new password is shown once; the old one stops working.
@@ -769,13 +827,14 @@ async fn operators_manage_users() {
         .unwrap()
         .to_owned();
     assert_ne!(new_password, password);
+    assert_eq!(carl.get("/admin/").await.0, 303, "a password reset ends every session");
     assert_eq!(Browser::new(&wharf).login("carl", &password).await, 401);
-    assert_eq!(Browser::new(&wharf).login("carl", &new_password).await, 303);
+    assert_eq!(carl.login("carl", &new_password).await, 303);
 
-    // Disabling ends carl's session; enabling lets him in again.
+    // Disabling ends carl's session for good: enabling him again does not bring it back.
     olga.post("/admin/users/carl", &[("csrf", &csrf), ("action", "disable")]).await;
-    assert_eq!(carl.get("/admin/").await.0, 303);
     olga.post("/admin/users/carl", &[("csrf", &csrf), ("action", "enable")]).await;
+    assert_eq!(carl.get("/admin/").await.0, 303, "disable -> enable ended the session");
     assert_eq!(carl.login("carl", &new_password).await, 303);
     let (_, _, audit) = olga.get("/admin/audit").await;
     for action in ["user.create", "user.role", "user.reset-password", "user.disable", "user.enable"]

@@ -15,12 +15,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("accounts", &["model", "store"]),
     ("geo", &["model", "store"]),
     ("scheduler", &["model", "store", "sync", "crawl", "geo", "metrics"]),
-    ("control", &["model", "store", "sync", "crawl", "scheduler", "accounts"]),
-    ("registry", &["model", "store", "geo", "metrics"]),
+    ("service", &["model", "store", "scheduler"]),
+    ("control", &["model", "store", "sync", "crawl", "scheduler", "accounts", "service"]),
+    ("registry", &["model", "store", "geo", "metrics", "edge"]),
     ("metrics", &["model"]),
     ("tls", &[]),
-    ("hooks", &["model", "config", "scheduler"]),
-    ("admin", &["model", "store", "accounts", "crawl", "geo", "sync", "scheduler"]),
+    ("hooks", &["model", "config", "scheduler", "edge"]),
+    ("edge", &["geo"]),
+    (
+        "admin",
+        &["model", "store", "accounts", "crawl", "geo", "sync", "scheduler", "service", "edge"],
+    ),
     ("demo", &["model"]),
     (
         "app",
@@ -36,6 +41,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "registry",
             "accounts",
             "admin",
+            "service",
+            "edge",
             "config",
             "hooks",
             "tls",
@@ -55,8 +62,10 @@ const FORBIDDEN_CRATES: &[(&str, &[&str])] = &[
     ("geo", &["actix_web", "askama", "redb", "reqwest"]),
     ("scheduler", &["actix_web", "askama", "redb"]),
     ("control", &["actix_web", "askama", "redb"]),
+    ("service", &["actix_web", "askama", "redb", "reqwest"]),
     ("registry", &["redb", "reqwest"]),
     ("admin", &["redb", "reqwest"]),
+    ("edge", &["askama", "redb", "reqwest"]),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

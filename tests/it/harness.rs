@@ -234,6 +234,9 @@ pub struct Setup {
     pub clock: Arc<dyn Clock>,
     /// Listen on this port (default: a free one).
     pub port: Option<u16>,
+    /// Let the crawler reach loopback mirrors (`crawl.allow_private_addresses`, set through
+    /// the environment layer so `extra` may still hold a `[crawl]` table). Default: true.
+    pub allow_private: bool,
 }
 
 impl Setup {
@@ -247,6 +250,7 @@ impl Setup {
             extra: String::new(),
             clock: Arc::new(SystemClock),
             port: None,
+            allow_private: true,
         }
     }
 }
@@ -265,7 +269,13 @@ pub fn config_for(dir: &Path, addr: std::net::SocketAddr, setup: &Setup) -> Conf
     );
     let path = dir.join("wharf.toml");
     std::fs::write(&path, toml).unwrap();
-    config::load(Some(&path), std::iter::empty(), &CliOverrides::default()).unwrap()
+    config::load(Some(&path), env_of(setup), &CliOverrides::default()).unwrap()
+}
+
+/// The environment layer of a test's configuration.
+fn env_of(setup: &Setup) -> Vec<(String, String)> {
+    let allow = ("WHARF__CRAWL__ALLOW_PRIVATE_ADDRESSES".to_owned(), "true".to_owned());
+    setup.allow_private.then_some(allow).into_iter().collect()
 }
 
 impl Wharf {
@@ -280,8 +290,9 @@ impl Wharf {
         let config = config_for(dir.path(), addr, &setup);
         // SIGHUP's reload reads the file again, as `wharf serve` does.
         let path = dir.path().join("wharf.toml");
+        let env = env_of(&setup);
         let source: wharf::app::ConfigSource = std::sync::Arc::new(move || {
-            config::load(Some(&path), std::iter::empty(), &CliOverrides::default())
+            config::load(Some(&path), env.clone(), &CliOverrides::default())
         });
         let running = App::open(config, setup.clock)
             .unwrap()

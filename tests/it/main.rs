@@ -14,3 +14,4 @@ mod pull;
 mod sync;
 mod token;
 mod tree;
+mod trust;

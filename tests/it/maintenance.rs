@@ -136,7 +136,7 @@ async fn a_store_from_the_first_release_opens_and_migrates() {
     assert_eq!(m.mirror.country.as_deref(), Some("DE"));
     let (user, hash) = store.user_credentials(&"olga".parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(user.role, wharf::model::Role::Operator);
-    assert!(wharf::accounts::verify_password("first-release-pw-1".into(), hash).await);
+    assert!(wharf::accounts::verify_password("first-release-pw-1".into(), hash).await.unwrap());
     assert_eq!(store.recent_runs(10).await.unwrap().len(), 1);
     // The tables schema 2 added work.
     assert!(store.audit_log(10).await.unwrap().is_empty());

@@ -342,12 +342,22 @@ async fn tiers_netblocks_asns_proxies_and_metalink() {
     let single: serde_json::Value =
         wharf.get("/v2/single/manifests/v1").await.json().await.unwrap();
     let digest = single["layers"][1]["digest"].as_str().unwrap().to_owned();
+    // The full explanation, as operators see it (the public /explain names only public
+    // mirrors, checked below).
     let explain = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let app = &wharf.running().app;
+        let snap = app.jobs.selector().snapshot();
+        let (name, d) = ("single".parse().unwrap(), digest.parse().unwrap());
+        let e = snap.explain(&name, &d, ip, app.geo.lookup(ip), false, false, &mut rand::rng());
+        async move { serde_json::to_value(e).unwrap() }
+    };
+    let public_explain = |ip: &str| {
         let url = wharf.url(&format!("/explain?ip={ip}&name=single&digest={digest}"));
         async move {
             let r = http().get(url).send().await.unwrap();
             assert_eq!(r.status(), 200);
-            r.json::<serde_json::Value>().await.unwrap()
+            r.text().await.unwrap()
         }
     };
     let winners = |e: &serde_json::Value| -> (String, Vec<String>) {
@@ -385,6 +395,12 @@ async fn tiers_netblocks_asns_proxies_and_metalink() {
         e["excluded"].as_array().unwrap().iter().find(|x| x["mirror"] == "private").unwrap();
     assert_eq!(private["reason"], "private");
     assert_eq!(winners(&explain("10.9.1.1").await), ("netblock".into(), s(&["private"])));
+    // Anonymous callers never learn of a private mirror, not even from inside its netblock.
+    for ip in ["10.9.1.1", "::ffff:10.9.1.1", "192.0.2.1"] {
+        let e = public_explain(ip).await;
+        assert!(!e.contains("\"private\""), "{ip}: {e}");
+        assert!(e.contains("\"client\":\"10.9.1.1\"") || !ip.contains("10.9"), "canonical: {e}");
+    }
 
     // Continent: with fr opted out, a French client goes to the German mirrors.
     let off = MirrorPatch { active: Some(false), ..MirrorPatch::default() };

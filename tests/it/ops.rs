@@ -228,8 +228,19 @@ async fn request_bodies_heads_and_slow_clients_are_limited() {
             .body(vec![b'x'; len])
             .send()
     };
-    assert_eq!(post("/tree/x", 10).await.unwrap().status(), 413, "nothing else takes a body");
-    assert_eq!(post("/metrics", 1).await.unwrap().status(), 413);
+    // Read-only surfaces take no POST at all: 405 saying what is allowed.
+    let r = post("/tree/x", 10).await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["allow"].to_str().unwrap()), (405, "GET, HEAD"));
+    assert_eq!(post("/metrics", 1).await.unwrap().status(), 405);
+    // A GET with a body, or a body sent to /v2, is refused before a byte is read.
+    let get_body = http().get(wharf.url("/metrics")).body(vec![b'x'; 10]).send().await.unwrap();
+    assert_eq!(get_body.status(), 413, "nothing else takes a body");
+    let put = http().put(wharf.url("/v2/x/blobs/uploads/1")).body(vec![b'x'; 1 << 20]);
+    assert_eq!(
+        put.send().await.unwrap().status(),
+        413,
+        "/v2 refuses bodies instead of draining them"
+    );
     assert_eq!(post("/hooks/registry", 2 << 20).await.unwrap().status(), 413);
     assert_eq!(post("/admin/login", 100 << 10).await.unwrap().status(), 413);
 
@@ -252,6 +263,20 @@ async fn request_bodies_heads_and_slow_clients_are_limited() {
     assert_eq!(r.unwrap().status(), 431);
     let r = http().get(wharf.url("/v2/")).header("X-Small", "a".repeat(1 << 10)).send().await;
     assert_eq!(r.unwrap().status(), 200);
+}
+
+/// Send `request` as written, read the answer until the server closes or `timeout`.
+async fn raw_exchange(addr: std::net::SocketAddr, request: String, timeout: Duration) -> String {
+    tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(timeout)).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        let mut out = [0u8; 4096];
+        let n = c.read(&mut out).unwrap_or(0);
+        String::from_utf8_lossy(&out[..n]).into_owned()
+    })
+    .await
+    .unwrap()
 }
 
 fn notifications_yaml(wharf_port: u16, secret: &str) -> String {
@@ -284,8 +309,25 @@ async fn a_push_to_the_upstream_registry_is_served_within_seconds() {
     setup.port = Some(port);
     setup.extra =
         format!("[hooks]\nsecret_file = \"{}\"\ndebounce = \"500ms\"\n", secret_file.display());
+    setup.server = "client_timeout = \"2s\"\n".into();
     let wharf = Wharf::launch(setup).await;
     let reg = Registry::start_at(reg_port, &notifications_yaml(port, secret)).await;
+
+    // The secret is checked from the headers before a byte of the body is read: a caller
+    // announcing 1 MiB and sending none gets 401 at once. With the right secret, a body that
+    // never comes is cut off after client_timeout (400), not held open.
+    let announce = |auth: &str| {
+        format!(
+            "POST /hooks/registry HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{{"
+        )
+    };
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(wharf.addr, announce("wrong"), Duration::from_secs(20)).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = raw_exchange(wharf.addr, announce(secret), Duration::from_secs(20)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("not sent in time"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(15), "the stalled body was cut off");
 
     // Wrong or missing secrets and bad bodies are refused, and queue nothing.
     let hook = wharf.url("/hooks/registry");
