@@ -410,7 +410,7 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
     cli: &CliOverrides,
 ) -> Result<Config, ConfigError> {
-    let mut table = match file {
+    let table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -419,6 +419,15 @@ pub fn load(
         }
         None => toml::Table::new(),
     };
+    load_table(table, env, cli)
+}
+
+/// [`load`] with the file already parsed.
+pub fn load_table(
+    mut table: toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    cli: &CliOverrides,
+) -> Result<Config, ConfigError> {
     let defaults = toml::Table::try_from(RawConfig::default()).expect("defaults serialize");
     for (var, value) in env {
         let Some(rest) = var.strip_prefix("WHARF__") else {
@@ -474,6 +483,23 @@ fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
     } else {
         *entry = toml::Value::Table(toml::Table::from_iter([(key.to_owned(), value)]));
     }
+}
+
+/// The longest secret file read.
+const MAX_SECRET: u64 = 64 * 1024;
+
+/// A secret file's text; a file larger than [`MAX_SECRET`] (or `/dev/zero`) is refused
+/// without being read whole.
+fn read_secret(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET + 1).read_to_string(&mut text))
+        .map_err(|e| key_err(key, format!("{}: {e}", path.display())))?;
+    if text.len() as u64 > MAX_SECRET {
+        return Err(key_err(key, format!("{}: larger than {MAX_SECRET} bytes", path.display())));
+    }
+    Ok(text)
 }
 
 fn duration(key: &'static str, s: &str) -> Result<Duration, ConfigError> {
@@ -623,8 +649,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let keep_alive = duration("server.keep_alive", &raw.server.keep_alive)?;
     let hook_secret = match raw.hooks.secret_file {
         Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| key_err("hooks.secret_file", format!("{}: {e}", path.display())))?;
+            let text = read_secret("hooks.secret_file", &path)?;
             let secret = text.trim().to_owned();
             if secret.len() < 16 {
                 return Err(key_err(
@@ -724,9 +749,7 @@ fn validate_upstream(u: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             if u.password_file.is_empty() {
                 return Err(key_err("upstream.password_file", "required when username is set"));
             }
-            let password = std::fs::read_to_string(&u.password_file).map_err(|e| {
-                key_err("upstream.password_file", format!("{}: {e}", u.password_file))
-            })?;
+            let password = read_secret("upstream.password_file", Path::new(&u.password_file))?;
             Some(Credentials { username: u.username, password: password.trim_end().to_owned() })
         };
         UpstreamSource::Registry { url, credentials }

@@ -53,6 +53,24 @@ fn refuse(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
         .body(format!("{message}\n"))
 }
 
+/// The repositories a notification envelope reports pushes to (names that do not parse are
+/// logged and skipped).
+pub(crate) fn pushed_repos(body: &[u8]) -> Result<Vec<RepoName>, String> {
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|e| format!("not a notification envelope: {e}"))?;
+    let mut repos = Vec::new();
+    for event in envelope.events.iter().filter(|e| e.action == "push") {
+        match event.target.repository.parse::<RepoName>() {
+            Ok(repo) => {
+                tracing::debug!(%repo, tag = ?event.target.tag, "push notification");
+                repos.push(repo);
+            }
+            Err(e) => tracing::warn!(error = %e, "push notification for an invalid name"),
+        }
+    }
+    Ok(repos)
+}
+
 /// Read a body of at most `limit` bytes within `timeout` (a stalled sender is cut off).
 async fn read_body(
     mut payload: web::Payload,
@@ -99,25 +117,17 @@ pub async fn registry(
         Ok(b) => b,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
     };
-    let envelope: Envelope = match serde_json::from_slice(&body) {
-        Ok(e) => e,
-        Err(e) => {
-            return refuse(StatusCode::BAD_REQUEST, &format!("not a notification envelope: {e}"));
-        }
+    let repos = match pushed_repos(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e),
     };
     let mut queued = 0;
-    for event in envelope.events.iter().filter(|e| e.action == "push") {
-        match event.target.repository.parse::<RepoName>() {
-            Ok(repo) => {
-                tracing::debug!(%repo, tag = ?event.target.tag, "push notification");
-                if state.queue.try_send(repo).is_err() {
-                    tracing::warn!("push queue full: asking the registry to retry");
-                    return refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");
-                }
-                queued += 1;
-            }
-            Err(e) => tracing::warn!(error = %e, "push notification for an invalid name"),
+    for repo in repos {
+        if state.queue.try_send(repo).is_err() {
+            tracing::warn!("push queue full: asking the registry to retry");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");
         }
+        queued += 1;
     }
     HttpResponse::Accepted().json(serde_json::json!({ "queued": queued }))
 }

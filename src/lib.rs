@@ -10,6 +10,8 @@ pub mod control;
 pub mod crawl;
 pub mod demo;
 pub mod edge;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geo;
 pub mod hooks;
 pub mod metrics;

@@ -155,7 +155,11 @@ impl MirrorForm {
     }
 
     /// The patch the form asks for, or each field's error.
-    fn patch(&self, operator: bool, current: &[ipnet::IpNet]) -> Result<MirrorPatch, FieldErrors> {
+    pub(crate) fn patch(
+        &self,
+        operator: bool,
+        current: &[ipnet::IpNet],
+    ) -> Result<MirrorPatch, FieldErrors> {
         let mut errors = FieldErrors::default();
         let asns = words(&self.asns)
             .map(|a| a.trim_start_matches("AS").parse::<u32>())

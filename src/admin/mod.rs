@@ -178,6 +178,13 @@ fn bytes(n: u64) -> String {
     if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
 }
 
+/// For `fuzzing`: the mirror patch a posted mirror form yields (`None`: refused).
+#[doc(hidden)]
+pub fn mirror_form_patch(body: &[u8], operator: bool) -> Option<crate::model::MirrorPatch> {
+    let form: mirrors::MirrorForm = serde_urlencoded::from_bytes(body).ok()?;
+    form.patch(operator, &[]).ok()
+}
+
 /// Routes under `/admin`. Every route is in the authorization matrix test.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(dashboard::home))

@@ -17,9 +17,9 @@ pub use manifest::{
     platform_of_config,
 };
 pub use mirror::{
-    ContentSet, CrawlResult, Mirror, MirrorEditField, MirrorError, MirrorHealth, MirrorName,
-    MirrorPatch, MirrorState, MirrorStatus, check_admin_totals, needs_reapproval, parse_base_url,
-    parse_netblock, rsync_commands,
+    ContentSet, CrawlResult, MAX_BANDWIDTH, MAX_URL_LEN, Mirror, MirrorEditField, MirrorError,
+    MirrorHealth, MirrorName, MirrorPatch, MirrorState, MirrorStatus, check_admin_totals,
+    needs_reapproval, parse_base_url, parse_netblock, rsync_commands,
 };
 pub use names::{Digest, NameError, Reference, RepoName, Tag};
 pub use run::{RepoReport, RunOutcome, SyncRun};

@@ -152,6 +152,27 @@ pub fn configure(cfg: &mut web::ServiceConfig, tree_dir: &Path) {
         );
 }
 
+/// For `fuzzing`: parse a `/v2/<rest>` path.
+#[doc(hidden)]
+pub fn parse_v2_route(rest: &str) -> bool {
+    route::parse(rest).is_ok()
+}
+
+/// For `fuzzing`: negotiate every media type against these headers; a type the client
+/// accepts is always served as it is.
+#[doc(hidden)]
+pub fn check_negotiation(headers: &actix_web::http::header::HeaderMap) {
+    use crate::model::media_type::*;
+    let accepted = Accepted::from_headers(headers);
+    for mt in [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, "text/plain"] {
+        let choice = negotiate::choose(&accepted, mt, true, &[]);
+        if accepted.accepts(mt) {
+            assert_eq!(choice, Choice::Serve, "{mt}");
+        }
+        let _ = negotiate::refuse_unaccepted(&accepted, mt);
+    }
+}
+
 fn read_method(req: &HttpRequest) -> Result<bool, RegistryError> {
     match *req.method() {
         Method::GET => Ok(false),

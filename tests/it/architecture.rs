@@ -22,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tls", &[]),
     ("hooks", &["model", "config", "scheduler", "edge"]),
     ("edge", &["geo"]),
+    ("fuzzing", &["model", "geo", "registry", "hooks", "admin", "config"]),
     (
         "admin",
         &["model", "store", "accounts", "crawl", "geo", "sync", "scheduler", "service", "edge"],

@@ -1,0 +1,4 @@
+//! Fuzz target: `wharf::fuzzing::manifest` (its invariants are documented there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| wharf::fuzzing::manifest(data));
