@@ -447,3 +447,44 @@ async fn raw(addr: String, method: &str, path: &str, extra: &str) -> String {
     s.read_to_end(&mut out).await.unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Finding 4: behind the nginx of docs/operators.md (its very block, run in a real nginx),
+/// a client's own `Forwarded` or `X-Forwarded-For` does not choose its address.
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_the_documented_nginx_a_client_cannot_choose_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    wharf::demo::write_sample_images(dir.path()).unwrap();
+    let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
+    setup.server =
+        "trusted_proxies = [\"127.0.0.1\"]\nforwarded_header = \"x-forwarded-for\"\n".into();
+    let wharf = Wharf::launch(setup).await;
+    assert_eq!(wharf.sync().await.outcome, RunOutcome::Ok);
+    let private = MirrorPatch {
+        netblocks: Some(vec!["10.0.0.0/8".into()]),
+        private: Some(true),
+        ..urls("http://private.example/")
+    };
+    let add = Request::MirrorAdd { name: "private".into(), patch: private };
+    assert!(matches!(wharf.control(add).await, Reply::Mirror(_)));
+
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operators.md")).unwrap();
+    let section = docs.split("## Behind HAProxy or nginx").nth(1).unwrap();
+    let block = section.split("```nginx\n").nth(1).unwrap().split("```").next().unwrap();
+    let block = block.replace("127.0.0.1:5000", &wharf.addr.to_string());
+    let nginx = Nginx::launch(&block, None).await;
+
+    let single: serde_json::Value =
+        wharf.get("/v2/demo/app/manifests/1.0").await.json().await.unwrap();
+    let digest = single["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let url = nginx.url(&format!("explain?name=demo/app&digest={digest}"));
+    for (header, value) in
+        [("Forwarded", "for=10.1.2.3"), ("X-Forwarded-For", "10.1.2.3"), ("X-Real-IP", "10.1.2.3")]
+    {
+        let r = http().get(&url).header(header, value).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(e["client"], "127.0.0.1", "{header}: {e}");
+        assert_ne!(e["pick"]["mirror"], "private", "{header}: {e}");
+    }
+}
