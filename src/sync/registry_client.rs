@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use crate::config::{Credentials, SyncSettings};
 use crate::model::{BlobRef, Digest, MAX_MANIFEST_SIZE, media_type};
-use crate::tree::MirrorTree;
+use crate::tree::{MirrorTree, TreeError};
 
 use super::auth::{Challenge, TokenCache, TokenResponse};
 use super::{FetchedManifest, UpstreamError};
@@ -42,6 +42,9 @@ impl RegistryClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.request_timeout)
+            // A transfer that stalls (no byte for this long) is cut off and retried; a slow
+            // one that keeps moving may take up to `blob_timeout`.
+            .read_timeout(settings.request_timeout)
             .redirect(reqwest::redirect::Policy::limited(10))
             .build()
             .map_err(|e| UpstreamError::Setup(e.to_string()))?;
@@ -331,8 +334,9 @@ impl RegistryClient {
         .await
     }
 
-    /// Run `attempt` again when a response body broke off. (`send` already retries the
-    /// request itself on 5xx, 429, resets and timeouts.)
+    /// Run `attempt` again when a response body broke off or its bytes did not verify (a
+    /// bad transfer; what fails every time fails the tag). `send` already retries the
+    /// request itself on 5xx, 429, resets and timeouts.
     async fn retry_interrupted<T, F, Fut>(
         &self,
         url: &Url,
@@ -346,7 +350,12 @@ impl RegistryClient {
         loop {
             n += 1;
             match attempt().await {
-                Err(e @ UpstreamError::Interrupted { .. }) if n < self.settings.retries => {
+                Err(
+                    e @ (UpstreamError::Interrupted { .. }
+                    | UpstreamError::Tree(
+                        TreeError::DigestMismatch { .. } | TreeError::SizeMismatch { .. },
+                    )),
+                ) if n < self.settings.retries => {
                     tracing::debug!(%url, attempt = n, error = %e, "retrying an interrupted transfer");
                     tokio::time::sleep(backoff(n)).await;
                 }
