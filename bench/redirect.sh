@@ -36,6 +36,9 @@ url = "oci:$W/up"
 [schedule]
 sync = "0 0 0 31 2 *"
 crawl = "0 0 0 31 2 *"
+[crawl]
+# The mirrors here are on loopback.
+allow_private_addresses = true
 [geoip]
 database = "$GEO"
 TOML

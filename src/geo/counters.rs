@@ -12,6 +12,35 @@ pub const TIERS: [&str; 6] = ["netblock", "asn", "country", "continent", "global
 /// Two upper-case letters, plus one cell for "unknown".
 const COUNTRIES: usize = 26 * 26 + 1;
 
+/// `Debug` without the cells.
+impl std::fmt::Debug for RedirectCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedirectCounters").finish_non_exhaustive()
+    }
+}
+
+impl crate::metrics::Collector for RedirectCounters {
+    fn encode(
+        &self,
+        mut e: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let totals: Vec<_> = self.totals().map(|(t, n)| ([("tier", t)], n)).collect();
+        let fallback = totals.last().map(|(_, n)| *n).unwrap_or(0);
+        crate::metrics::counters(
+            &mut e,
+            "wharf_redirects",
+            "Blob redirects by tier (fallback: no mirror qualified).",
+            totals,
+        )?;
+        crate::metrics::counter(
+            &mut e,
+            "wharf_fallback_redirects",
+            "Blob redirects to Wharf's own tree.",
+            fallback,
+        )
+    }
+}
+
 pub struct RedirectCounters {
     /// Drained into the store.
     cells: Box<[AtomicU64]>,

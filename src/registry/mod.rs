@@ -66,50 +66,50 @@ pub async fn count_requests(
     Ok(res)
 }
 
-/// `GET /metrics`: Prometheus text format, every name `wharf_...`.
+/// Facts read from the store at scrape time.
+#[derive(Debug)]
+struct StoreFacts {
+    mirrors: Vec<(&'static str, i64)>,
+    generation: i64,
+    store_bytes: i64,
+}
+
+impl crate::metrics::Collector for StoreFacts {
+    fn encode(
+        &self,
+        mut e: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::metrics::{gauge, gauges};
+        let mirrors = self.mirrors.iter().map(|(s, n)| ([("state", *s)], *n));
+        gauges(&mut e, "wharf_mirrors", "Mirrors by state.", mirrors)?;
+        gauge(&mut e, "wharf_generation", "The current tree generation.", self.generation)?;
+        gauge(&mut e, "wharf_store_size_bytes", "Size of the store file.", self.store_bytes)
+    }
+}
+
+/// `GET /metrics`: every name `wharf_...`, in the OpenMetrics text format (one registry:
+/// `metrics::encode`).
 async fn metrics(
     stats: web::Data<RequestStats>,
     state: web::Data<RegistryState>,
 ) -> Result<HttpResponse, RegistryError> {
-    use std::fmt::Write;
-    let mut out = String::new();
-    stats.render(&mut out);
-    out.push_str(
-        "# HELP wharf_redirects_total Blob redirects by tier (fallback: no mirror qualified).\n\
-         # TYPE wharf_redirects_total counter\n",
-    );
-    let mut fallbacks = 0;
-    for (tier, n) in state.redirects.totals() {
-        let _ = writeln!(out, "wharf_redirects_total{{tier=\"{tier}\"}} {n}");
-        if tier == "fallback" {
-            fallbacks = n;
-        }
-    }
-    let _ = write!(
-        out,
-        "# HELP wharf_fallback_redirects_total Blob redirects to Wharf's own tree.\n\
-         # TYPE wharf_fallback_redirects_total counter\n\
-         wharf_fallback_redirects_total {fallbacks}\n"
-    );
-    state.jobs.render(&mut out);
     let mirrors = state.store.mirrors().await?;
-    out.push_str("# HELP wharf_mirrors Mirrors by state.\n# TYPE wharf_mirrors gauge\n");
-    for s in crate::model::MirrorState::ALL {
-        let n = mirrors.iter().filter(|m| m.state() == s).count();
-        let _ = writeln!(out, "wharf_mirrors{{state=\"{}\"}} {n}", s.as_str());
-    }
-    let generation = state.store.generation().await?;
-    let store_bytes = std::fs::metadata(&state.store_path).map(|m| m.len()).unwrap_or(0);
-    let _ = write!(
-        out,
-        "# HELP wharf_generation The current tree generation.\n\
-         # TYPE wharf_generation gauge\n\
-         wharf_generation {generation}\n\
-         # HELP wharf_store_size_bytes Size of the store file.\n\
-         # TYPE wharf_store_size_bytes gauge\n\
-         wharf_store_size_bytes {store_bytes}\n"
-    );
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out))
+    let by_state = crate::model::MirrorState::ALL
+        .iter()
+        .map(|s| (s.as_str(), mirrors.iter().filter(|m| m.state() == *s).count() as i64))
+        .collect();
+    let facts = StoreFacts {
+        mirrors: by_state,
+        generation: state.store.generation().await? as i64,
+        store_bytes: std::fs::metadata(&state.store_path).map(|m| m.len() as i64).unwrap_or(0),
+    };
+    let text = crate::metrics::encode(vec![
+        Box::new(stats.into_inner()),
+        Box::new(state.redirects.clone()),
+        Box::new(state.jobs.clone()),
+        Box::new(facts),
+    ]);
+    Ok(HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(text))
 }
 
 /// `GET /readyz`: 200 when the store answers, the tree is in place and the server is not

@@ -1,24 +1,31 @@
 //! Request counters by route kind, method and status, kept in a fixed array of atomics (no
 //! lock, no allocation per request) and exposed in Prometheus text format at `/metrics`.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::metrics::{Collector, counters};
 
 const KINDS: [&str; 8] =
     ["base", "catalog", "tags", "manifest", "blob", "tree", "metrics", "other"];
 const METHODS: [&str; 3] = ["GET", "HEAD", "other"];
-const STATUSES: [u16; 18] =
-    [200, 202, 206, 303, 304, 307, 400, 401, 403, 404, 405, 408, 413, 416, 422, 429, 500, 503];
-const OTHER_STATUS: usize = STATUSES.len();
-const CELLS: usize = KINDS.len() * METHODS.len() * (STATUSES.len() + 1);
+/// Every status code from 100 to 599 has its own counter: a 5xx is counted as itself.
+const STATUSES: usize = 500;
+const CELLS: usize = KINDS.len() * METHODS.len() * STATUSES;
 
 pub struct RequestStats {
-    counts: [AtomicU64; CELLS],
+    counts: Box<[AtomicU64]>,
 }
 
 impl Default for RequestStats {
     fn default() -> Self {
-        RequestStats { counts: std::array::from_fn(|_| AtomicU64::new(0)) }
+        RequestStats { counts: (0..CELLS).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+/// `Debug` without the cells.
+impl std::fmt::Debug for RequestStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestStats").finish_non_exhaustive()
     }
 }
 
@@ -51,34 +58,39 @@ pub fn kind_of(path: &str) -> usize {
 impl RequestStats {
     pub fn record(&self, kind: usize, method: &str, status: u16) {
         let m = METHODS.iter().position(|x| *x == method).unwrap_or(METHODS.len() - 1);
-        let s = STATUSES.iter().position(|x| *x == status).unwrap_or(OTHER_STATUS);
-        let i = (kind * METHODS.len() + m) * (STATUSES.len() + 1) + s;
+        let s = usize::from(status.clamp(100, 599) - 100);
+        let i = (kind * METHODS.len() + m) * STATUSES + s;
         self.counts[i].fetch_add(1, Relaxed);
     }
+}
 
-    /// Prometheus text exposition of the non-zero counters.
-    pub fn render(&self, out: &mut String) {
-        out.push_str(
-            "# HELP wharf_http_requests_total HTTP requests by route kind, method and status.\n",
-        );
-        out.push_str("# TYPE wharf_http_requests_total counter\n");
-        for (k, kind) in KINDS.iter().enumerate() {
-            for (m, method) in METHODS.iter().enumerate() {
-                for s in 0..=STATUSES.len() {
-                    let n = self.counts[(k * METHODS.len() + m) * (STATUSES.len() + 1) + s]
-                        .load(Relaxed);
-                    if n == 0 {
-                        continue;
-                    }
-                    let status =
-                        STATUSES.get(s).map(|c| c.to_string()).unwrap_or_else(|| "other".into());
-                    let _ = writeln!(
-                        out,
-                        "wharf_http_requests_total{{route=\"{kind}\",method=\"{method}\",status=\"{status}\"}} {n}"
-                    );
-                }
-            }
-        }
+impl Collector for RequestStats {
+    fn encode(
+        &self,
+        mut e: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let series = self.counts.iter().enumerate().filter_map(|(i, c)| {
+            let n = c.load(Relaxed);
+            let (rest, s) = (i / STATUSES, i % STATUSES);
+            let (k, m) = (rest / METHODS.len(), rest % METHODS.len());
+            let status = (100 + s).to_string();
+            (n > 0).then(|| {
+                (
+                    [
+                        ("route", KINDS[k].to_owned()),
+                        ("method", METHODS[m].to_owned()),
+                        ("status", status),
+                    ],
+                    n,
+                )
+            })
+        });
+        counters(
+            &mut e,
+            "wharf_http_requests",
+            "HTTP requests by route kind, method and status.",
+            series,
+        )
     }
 }
 
@@ -93,9 +105,8 @@ mod tests {
         s.record(blob, "GET", 307);
         s.record(blob, "GET", 307);
         s.record(kind_of("/v2/a/manifests/x"), "HEAD", 200);
-        s.record(kind_of("/tree/blobs/sha256/00"), "GET", 599);
-        let mut out = String::new();
-        s.render(&mut out);
+        s.record(kind_of("/tree/blobs/sha256/00"), "GET", 502);
+        let out = crate::metrics::encode(vec![Box::new(s)]);
         assert!(
             out.contains(
                 "wharf_http_requests_total{route=\"blob\",method=\"GET\",status=\"307\"} 2"
@@ -103,7 +114,7 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("route=\"manifest\",method=\"HEAD\",status=\"200\"} 1"));
-        assert!(out.contains("route=\"tree\",method=\"GET\",status=\"other\"} 1"));
+        assert!(out.contains("route=\"tree\",method=\"GET\",status=\"502\"} 1"), "{out}");
         assert_eq!(kind_of("/v2/"), 0);
         assert_eq!(kind_of("/v2/_catalog"), 1);
     }

@@ -13,7 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sync", &["model", "store", "tree"]),
     ("crawl", &["model", "store"]),
     ("accounts", &["model", "store"]),
-    ("geo", &["model", "store"]),
+    ("geo", &["model", "store", "metrics"]),
     ("scheduler", &["model", "store", "sync", "crawl", "geo", "metrics"]),
     ("service", &["model", "store", "scheduler"]),
     ("control", &["model", "store", "sync", "crawl", "scheduler", "accounts", "service"]),
