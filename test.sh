@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-tools=(docker-registry skopeo podman runc containerd ctr busybox jq htpasswd nginx rsync chromium chromedriver rpmbuild systemd-analyze)
+tools=(docker-registry skopeo podman runc containerd ctr busybox jq htpasswd nginx rsync chromium chromedriver rpmbuild systemd-analyze pgrep)
 missing=()
 for t in "${tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] || missing+=("$t")
@@ -25,13 +25,24 @@ if [ -n "${missing[*]// /}" ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
       docker-registry skopeo podman runc containerd busybox-static jq apache2-utils \
-      nginx rsync uidmap ca-certificates chromium chromium-driver rpm systemd >/dev/null
+      nginx rsync uidmap ca-certificates chromium chromium-driver rpm systemd procps >/dev/null
   elif command -v dnf >/dev/null 2>&1; then
-    $sudo dnf install -y -q docker-distribution skopeo podman runc containerd busybox jq httpd-tools nginx rsync chromium chromedriver rpm-build systemd
+    $sudo dnf install -y -q docker-distribution skopeo podman runc containerd busybox jq httpd-tools nginx rsync chromium chromedriver rpm-build systemd procps-ng
   else
     echo "test.sh: install these and run again: ${missing[*]}" >&2
     exit 1
   fi
 fi
 
-exec cargo test "$@"
+# Every server the tests start is stopped by them: none may outlive the suite (an nginx
+# killed with SIGKILL leaves its workers behind, still holding their ports).
+servers='^(nginx|docker-registry|registry|containerd|chromedriver)$'
+count() { pgrep -c "$servers" 2>/dev/null || true; }
+before=$(count)
+cargo test "$@"
+after=$(count)
+if [ "${after:-0}" -gt "${before:-0}" ]; then
+  echo "test.sh: servers started by the tests outlived them:" >&2
+  pgrep -a "$servers" >&2 || true
+  exit 1
+fi

@@ -163,20 +163,38 @@ async fn killed_ten_times_during_syncs_nothing_is_lost_or_corrupt() {
         let mut server = wharf_cmd(&config).arg("serve").spawn().unwrap();
         wait_http(&format!("http://127.0.0.1:{port}/healthz"), &[200]).await;
         check_tree(&tree);
+        let pool_before = pool_files(&tree);
         let mut sync = wharf_cmd(&config).arg("sync").spawn().unwrap();
-        let window = round_time.max(10) * 3 / 2;
-        let delay = Duration::from_millis(rng.random_range(5..window));
-        tokio::time::sleep(delay).await;
-        let finished = sync.try_wait().unwrap().is_some();
+        // Seven rounds are cut off once the sync has written a random number of new pool
+        // files (whatever the machine's speed); three at a random time, which may fall in
+        // the commit or the publication.
+        let (mut finished, at) = if round < 7 {
+            let k = rng.random_range(1..30);
+            loop {
+                if sync.try_wait().unwrap().is_some() {
+                    break (true, format!("{k} files"));
+                }
+                if pool_files(&tree) >= pool_before + k {
+                    break (false, format!("{k} files"));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        } else {
+            // What earlier rounds left undone is still to do: the window grows with it.
+            let delay = rng.random_range(5..round_time.max(10) * (round as u64 + 1) * 3 / 2);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            (false, format!("{delay} ms"))
+        };
+        finished |= sync.try_wait().unwrap().is_some();
         // SIGKILL: no handler runs, nothing is flushed.
         server.start_kill().unwrap();
         server.wait().await.unwrap();
         let _ = sync.wait().await;
         killed_mid_sync += usize::from(!finished);
-        rounds.push((delay.as_millis(), finished));
+        rounds.push((at, finished));
         check_tree(&tree);
     }
-    eprintln!("crash rounds (delay ms, sync finished): {rounds:?}; one round {round_time} ms");
+    eprintln!("crash rounds (killed at, sync finished): {rounds:?}; one round {round_time} ms");
     assert!(
         killed_mid_sync >= 5,
         "most kills should land during a sync: {rounds:?}, a round takes {round_time} ms"
@@ -201,6 +219,10 @@ async fn killed_ten_times_during_syncs_nothing_is_lost_or_corrupt() {
         let p = tree.join(format!("repositories/gen/r{r:03}/index.json"));
         assert!(p.is_file(), "r{r:03} was published");
     }
+}
+
+fn pool_files(tree: &Path) -> usize {
+    std::fs::read_dir(tree.join("blobs/sha256")).map(|d| d.count()).unwrap_or(0)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

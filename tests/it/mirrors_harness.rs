@@ -22,8 +22,15 @@ impl Drop for Nginx {
     /// kill only the master and leave its workers behind, still holding the listening socket.
     /// A worker that outlives its master fails the test.
     fn drop(&mut self) {
-        let Some(pid) = self.child.id() else { return };
-        let _ = std::process::Command::new("kill").arg("-QUIT").arg(pid.to_string()).status();
+        let d = self.dir.path();
+        let _ = std::process::Command::new(require("nginx"))
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .arg("-p")
+            .arg(d)
+            .args(["-s", "quit"])
+            .stderr(std::process::Stdio::null())
+            .status();
         let mut exited = false;
         for _ in 0..200 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
