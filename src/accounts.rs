@@ -401,3 +401,70 @@ pub async fn current_session(
 pub async fn logout(store: &Store, token: &str) -> Result<(), StoreError> {
     store.delete_session(session_key(token)).await
 }
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn checking_and_counting_is_one_step_and_a_success_takes_back_only_itself() {
+        let t = LoginThrottle::default();
+        let a = LoginThrottle::keys("ben", "198.51.100.1".parse().unwrap());
+        // Four attempts pass (the fourth starts the backoff), the fifth waits.
+        for _ in 0..=FREE_FAILURES {
+            assert_eq!(t.begin(&a, at(0)), Ok(()));
+        }
+        assert_eq!(t.begin(&a, at(0)), Err(2));
+        // Another address, same account: not refused.
+        let b = LoginThrottle::keys("ben", "198.51.100.2".parse().unwrap());
+        assert_eq!(t.begin(&b, at(0)), Ok(()));
+        t.undo(&b);
+        assert_eq!(t.begin(&a, at(0)), Err(2), "b's success cleared nothing of a's");
+        // IPv6: one bucket per /64, mapped IPv4 as IPv4.
+        assert_eq!(
+            LoginThrottle::keys("x", "2001:db8::1".parse().unwrap()),
+            LoginThrottle::keys("x", "2001:db8::ffff".parse().unwrap())
+        );
+        assert_eq!(
+            LoginThrottle::keys("x", "::ffff:198.51.100.1".parse().unwrap()),
+            LoginThrottle::keys("x", "198.51.100.1".parse().unwrap())
+        );
+        // Quiet long enough, a key starts again.
+        assert_eq!(t.begin(&a, at(2)), Ok(()));
+        assert_eq!(t.begin(&a, at(4000)), Ok(()));
+        assert_eq!(t.begin(&a, at(4000)), Ok(()), "counting from zero again");
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let t = LoginThrottle::default();
+        for i in 0..(MAX_ENTRIES as u32 / 2 + 10) {
+            let ip = std::net::IpAddr::from(i.to_be_bytes());
+            assert!(t.begin(&LoginThrottle::keys("u", ip), at(i64::from(i % 1000))).is_ok());
+        }
+        assert!(t.len() <= MAX_ENTRIES, "{}", t.len());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn at_most_two_hashes_run_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        static NOW: AtomicUsize = AtomicUsize::new(0);
+        static MAX: AtomicUsize = AtomicUsize::new(0);
+        let runs = (0..8).map(|_| {
+            tokio::spawn(on_hasher(|| {
+                let n = NOW.fetch_add(1, SeqCst) + 1;
+                MAX.fetch_max(n, SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                NOW.fetch_sub(1, SeqCst);
+            }))
+        });
+        for r in futures_util::future::join_all(runs).await {
+            r.unwrap().unwrap();
+        }
+        assert_eq!(MAX.load(SeqCst), HASHERS);
+    }
+}

@@ -361,7 +361,10 @@ async fn detail_page(
         None => "operators".into(),
     };
     let h = &m.health;
-    let facts = vec![
+    // A record an older release stored may not pass today's checks: the mirror gets no
+    // clients until it is edited, and its page says why.
+    let bad_url = m.mirror.urls.iter().find_map(|u| crate::model::parse_base_url(u).err());
+    let mut facts = vec![
         ("Content set", m.mirror.content.to_string()),
         ("Bandwidth", format!("{} Mbit/s", m.mirror.bandwidth)),
         ("ASNs", m.mirror.asns.iter().map(|a| format!("AS{a}")).collect::<Vec<_>>().join(", ")),
@@ -374,6 +377,12 @@ async fn detail_page(
         ("Failed crawls in a row", h.consecutive_failures.to_string()),
         ("Last error", h.last_error.clone().unwrap_or_default()),
     ];
+    if let Some(e) = bad_url {
+        facts.push((
+            "Excluded",
+            format!("its stored record is not valid ({e}); save the form to fix it"),
+        ));
+    }
     Ok(DetailPage {
         frame: Frame::of(who),
         operator: who.session.role == Role::Operator,

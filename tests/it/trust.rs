@@ -157,6 +157,11 @@ async fn a_bad_stored_mirror_record_never_fails_a_pull() {
         .arg(format!("oci:{}:v1", out.path().join("o").display())))
     .await;
     assert_eq!(wharf.requests("blob", "GET", "500").await, 0);
+    // The mirror's page says why it gets no clients.
+    let (mut olga, _) = logged_in(&wharf, "olga").await;
+    let (status, _, page) = olga.get("/admin/mirrors/bad").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("stored record is not valid"), "{page}");
 }
 
 /// Findings 7 and the caps: a mirror admin's netblocks, ASNs, bandwidth and mirrors are
