@@ -9,30 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
-for t in wrk nginx python3; do command -v "$t" >/dev/null || { echo "install $t (apt-get install wrk nginx)" >&2; exit 1; }; done
-
-cargo build --release -q
-WHARF=$PWD/target/release/wharf
-W=$(mktemp -d); chmod 755 "$W"
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+source bench/lib.sh
+bench_start wrk nginx python3
 WP=$(free_port); MP=$(free_port)
-
-mkdir -p "$W/up" "$W/data"
-cat > "$W/wharf.toml" <<TOML
-[server]
-listen = "127.0.0.1:$WP"
-trusted_proxies = ["127.0.0.1/32"]
-[storage]
-data_dir = "$W/data"
-[upstream]
-url = "oci:$W/up"
-[schedule]
-sync = "0 0 0 31 2 *"
-crawl = "0 0 0 31 2 *"
-[crawl]
-allow_private_addresses = true
-TOML
+write_config "$WP"
 # An upstream of generated repositories (plus the demo's images); `more N` adds N more.
 cat > "$W/gen.py" <<'PY'
 import hashlib, json, os, random, sys
@@ -55,34 +35,10 @@ for r in range(start, start + count):
 PY
 "$WHARF" demo --write-images "$W/up"
 python3 "$W/gen.py" "$W/up" 0 50
-RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" sync >/dev/null
-
-mkdir -p "$W/mirror" "$W/nginx/logs" "$W/nginx/tmp"
-ln -s "$W/data/tree" "$W/mirror/tree"
-COUNTRIES=(DE FR US JP BR GB NL SE PL IT ES CA AU IN ZA KR CN RU MX AR)
-for i in "${!COUNTRIES[@]}"; do
-  ln -s "$W/mirror/tree" "$W/mirror/m$i"
-  RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" mirror add --name "m$i" \
-    --url "http://127.0.0.1:$MP/m$i/" --country "${COUNTRIES[$i]}" --bandwidth $(( (i % 5 + 1) * 200 )) >/dev/null
-done
-USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
-cat > "$W/nginx/nginx.conf" <<NGX
-$USER_LINE
-daemon off; worker_processes 1; pid $W/nginx/nginx.pid; error_log $W/nginx/logs/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off; disable_symlinks off;
-  client_body_temp_path $W/nginx/tmp/b; proxy_temp_path $W/nginx/tmp/p; fastcgi_temp_path $W/nginx/tmp/f;
-  uwsgi_temp_path $W/nginx/tmp/u; scgi_temp_path $W/nginx/tmp/s;
-  server { listen 127.0.0.1:$MP; root $W/mirror; }
-}
-NGX
-nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" &
-RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" serve &
-SERVE=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$WP/healthz" >/dev/null && break; sleep 0.1; done
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$MP/" && break; sleep 0.1; done
-RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" crawl >/dev/null || true
+wharf_cli sync >/dev/null
+start_mirrors "$MP"
+start_wharf "$WP"
+wharf_cli crawl >/dev/null || true
 rss() { awk '/VmRSS/ {print $2}' "/proc/$SERVE/status"; }
 
 # The request mix: every request is valid, so any non-2xx/3xx answer is an error.
@@ -141,8 +97,8 @@ wrk -t1 -c64 -d20s --latency -s "$W/xff.lua" "$BLOB" | tee "$W/quiet.txt" >&2
 echo "== blob redirects while syncs (new repositories upstream each time) and crawls run" >&2
 ( n=50; end=$((SECONDS + 20)); while [ $SECONDS -lt $end ]; do
     python3 "$W/gen.py" "$W/up" $n 5; n=$((n + 5))
-    RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" sync >/dev/null || true
-    RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" crawl >/dev/null || true
+    wharf_cli sync >/dev/null || true
+    wharf_cli crawl >/dev/null || true
     echo x >> "$W/jobs.count"
   done ) &
 JOBS=$!

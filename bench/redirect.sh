@@ -11,69 +11,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
-for t in wrk nginx; do command -v "$t" >/dev/null || { echo "install $t (apt-get install wrk nginx)" >&2; exit 1; }; done
-
-cargo build --release -q
-WHARF=$PWD/target/release/wharf
-W=$(mktemp -d); chmod 755 "$W"
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+source bench/lib.sh
+bench_start wrk nginx
 WP=$(free_port); NP=$(free_port); MP=$(free_port)
 
 GEO=$(python3 -c 'import _maxminddb_geolite2 as m,os;print(os.path.join(os.path.dirname(m.__file__),"GeoLite2-City.mmdb"))' 2>/dev/null || true)
 [ -f "$GEO" ] || GEO=""
 
 # Upstream: the demo's sample images as OCI layouts.
-mkdir -p "$W/up" "$W/data"
-cat > "$W/wharf.toml" <<TOML
-[server]
-listen = "127.0.0.1:$WP"
-trusted_proxies = ["127.0.0.1/32"]
-[storage]
-data_dir = "$W/data"
-[upstream]
-url = "oci:$W/up"
-[schedule]
-sync = "0 0 0 31 2 *"
-crawl = "0 0 0 31 2 *"
-[crawl]
-# The mirrors here are on loopback.
-allow_private_addresses = true
-[geoip]
-database = "$GEO"
-TOML
+write_config "$WP" "$( [ -n "$GEO" ] && printf '[geoip]\ndatabase = "%s"\n' "$GEO" )"
 "$WHARF" demo --write-images "$W/up"
-RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" sync >/dev/null
+wharf_cli sync >/dev/null
 
-# 20 mirrors, all served by one nginx from a copy of the tree.
-mkdir -p "$W/mirror" "$W/nginx/logs" "$W/nginx/tmp"
-cp -a "$W/data/tree/." "$W/mirror/tree/"
-COUNTRIES=(DE FR US JP BR GB NL SE PL IT ES CA AU IN ZA KR CN RU MX AR)
-for i in "${!COUNTRIES[@]}"; do
-  ln -s "$W/mirror/tree" "$W/mirror/m$i"
-  RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" mirror add --name "m$i" \
-    --url "http://127.0.0.1:$MP/m$i/" --country "${COUNTRIES[$i]}" --bandwidth $(( (i % 5 + 1) * 200 )) >/dev/null
-done
-RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" mirror add --name net \
-  --url "http://127.0.0.1:$MP/m0/" --netblock 81.0.0.0/8 >/dev/null
-USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
-cat > "$W/nginx/nginx.conf" <<NGX
-$USER_LINE
-daemon off; worker_processes 1; pid $W/nginx/nginx.pid; error_log $W/nginx/logs/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $W/nginx/tmp/b; proxy_temp_path $W/nginx/tmp/p; fastcgi_temp_path $W/nginx/tmp/f;
-  uwsgi_temp_path $W/nginx/tmp/u; scgi_temp_path $W/nginx/tmp/s;
-  server { listen 127.0.0.1:$MP; root $W/mirror; }
-  server { listen 127.0.0.1:$NP; location /v2/ { return 307 http://127.0.0.1:$MP/m0\$request_uri; } }
-}
-NGX
-nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" & 
-RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" serve &
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$WP/healthz" >/dev/null && break; sleep 0.1; done
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$MP/" && break; sleep 0.1; done
-RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" crawl > "$W/crawl.out"
+# 20 mirrors and a netblock mirror, all served by one nginx; beside it, nginx answering the
+# same path with a fixed 307.
+start_mirrors "$MP" "server { listen 127.0.0.1:$NP; location /v2/ { return 307 http://127.0.0.1:$MP/m0\$request_uri; } }"
+wharf_cli mirror add --name net --url "http://127.0.0.1:$MP/m0/" --netblock 81.0.0.0/8 >/dev/null
+start_wharf "$WP"
+wharf_cli crawl > "$W/crawl.out" || true
 VERIFIED=$(grep -c "holds generation" "$W/crawl.out" || true)
 
 DIGEST=$(curl -fs "http://127.0.0.1:$WP/v2/demo/app/manifests/1.0" | python3 -c 'import json,sys;print(json.load(sys.stdin)["layers"][1]["digest"])')
