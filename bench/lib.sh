@@ -67,7 +67,7 @@ NGX
 
 # start_wharf PORT: `wharf serve` in the background (its pid in SERVE), once it answers.
 start_wharf() {
-  wharf_cli serve &
+  RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" serve &
   SERVE=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1/healthz" >/dev/null && break; sleep 0.1; done
 }
