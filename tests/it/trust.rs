@@ -328,6 +328,17 @@ async fn the_crawler_is_not_a_proxy_into_the_operators_network() {
         assert!(e.contains("private or special-purpose"), "{}: {e}", r.mirror);
     }
     assert!(mirror.requests().is_empty(), "no request reached the internal address");
+    // Auto-disabled now (max_failures = 1): anonymous /explain names it without its error.
+    let m: serde_json::Value = wharf.get("/v2/demo/app/manifests/1.0").await.json().await.unwrap();
+    let digest = m["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let public =
+        wharf.get(&format!("/explain?name=demo/app&digest={digest}")).await.text().await.unwrap();
+    assert!(
+        public.contains("auto_disabled") && public.contains("failed its recent crawls"),
+        "{public}"
+    );
+    let mirror_addr = format!("127.0.0.1:{}", mirror.port);
+    assert!(!public.contains("special-purpose") && !public.contains(&mirror_addr), "{public}");
 
     // Allowed to reach loopback (as in a test network), the other rules still hold.
     drop(wharf);
