@@ -224,6 +224,8 @@ impl Failures {
 pub const FREE_FAILURES: u32 = 3;
 /// The longest wait, in seconds.
 const MAX_WAIT: i64 = 900;
+/// A key quiet for this long (after its wait) is forgotten, in seconds.
+const FORGET_AFTER: i64 = 24 * 3600;
 /// Entries kept at most.
 const MAX_ENTRIES: usize = 100_000;
 
@@ -244,14 +246,18 @@ impl LoginThrottle {
     /// password takes it back with [`Self::undo`].
     fn begin(&self, keys: &[String; 2], now: DateTime<Utc>) -> Result<(), i64> {
         let mut map = self.0.lock().expect("throttle lock");
-        let wait =
-            keys.iter().filter_map(|k| map.get(k)).map(|f| (f.until() - now).num_seconds()).max();
-        if let Some(s) = wait.filter(|s| *s > 0) {
-            return Err(s);
+        // Whole seconds, rounded up: a 2 s wait is not over after 1.5 s.
+        let wait = keys
+            .iter()
+            .filter_map(|k| map.get(k))
+            .map(|f| (f.until() - now).num_milliseconds())
+            .max();
+        if let Some(ms) = wait.filter(|ms| *ms > 0) {
+            return Err((ms + 999) / 1000);
         }
         if map.len() + keys.len() > MAX_ENTRIES {
-            // Forget what has been quiet for the longest wait; then the oldest.
-            let cutoff = now - chrono::Duration::seconds(MAX_WAIT);
+            // Forget what has been quiet long enough; then the oldest.
+            let cutoff = now - chrono::Duration::seconds(FORGET_AFTER);
             map.retain(|_, f| f.until() > cutoff);
             while map.len() + keys.len() > MAX_ENTRIES {
                 let Some(oldest) = map.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| k.clone())
@@ -263,8 +269,8 @@ impl LoginThrottle {
         }
         for k in keys {
             let f = map.entry(k.clone()).or_insert(Failures { count: 0, last: now });
-            // A key quiet for the longest wait starts again.
-            if now - f.until() > chrono::Duration::seconds(MAX_WAIT) {
+            // A key quiet for a day starts again.
+            if now - f.until() > chrono::Duration::seconds(FORGET_AFTER) {
                 f.count = 0;
             }
             f.count += 1;
@@ -325,11 +331,14 @@ pub async fn login(
     password: String,
     client: std::net::IpAddr,
 ) -> Result<LoginTicket, LoginError> {
-    let keys = LoginThrottle::keys(name, client);
+    // A name that is no user name is one throttle key and one log word, whatever its size.
+    let parsed = name.parse::<UserName>().ok();
+    let shown = parsed.as_ref().map(|n| n.as_str()).unwrap_or("(not a user name)");
+    let keys = LoginThrottle::keys(shown, client);
     throttle.begin(&keys, now).map_err(LoginError::Throttled)?;
-    let found = match name.parse::<UserName>() {
-        Ok(n) => store.user_credentials(&n).await,
-        Err(_) => Ok(None),
+    let found = match &parsed {
+        Some(n) => store.user_credentials(n).await,
+        None => Ok(None),
     };
     let found = found.inspect_err(|_| throttle.undo(&keys))?;
     // Hash even for unknown users, so the answer takes as long either way.
@@ -342,8 +351,7 @@ pub async fn login(
         }
     };
     match found {
-        Some((user, _)) if ok && !user.disabled => {
-            throttle.undo(&keys);
+        Some((user, verified)) if ok && !user.disabled => {
             let token = random_token();
             let session = crate::store::Session {
                 user_id: user.id,
@@ -353,12 +361,18 @@ pub async fn login(
                 created_at: now,
                 last_seen: now,
             };
-            store.create_session(session_key(&token), session.clone()).await?;
+            // Opened only if the password is still the one verified and the user still
+            // enabled: a reset or disable during the hashing wins.
+            if !store.create_session(session_key(&token), session.clone(), verified).await? {
+                tracing::warn!(user = shown, %client, "login raced a password change");
+                return Err(LoginError::Invalid);
+            }
+            throttle.undo(&keys);
             tracing::info!(user = %session.user, %client, "login");
             Ok(LoginTicket { token, session })
         }
         _ => {
-            tracing::warn!(user = name, %client, "failed login");
+            tracing::warn!(user = shown, %client, "failed login");
             Err(LoginError::Invalid)
         }
     }
@@ -433,10 +447,15 @@ mod throttle_tests {
             LoginThrottle::keys("x", "::ffff:198.51.100.1".parse().unwrap()),
             LoginThrottle::keys("x", "198.51.100.1".parse().unwrap())
         );
-        // Quiet long enough, a key starts again.
+        // Waits are whole seconds rounded up.
+        assert_eq!(t.begin(&a, at(1)), Err(1));
         assert_eq!(t.begin(&a, at(2)), Ok(()));
+        // Quiet for a quarter of an hour is not enough to start again (the backoff keeps
+        // growing), quiet for a day is.
         assert_eq!(t.begin(&a, at(4000)), Ok(()));
-        assert_eq!(t.begin(&a, at(4000)), Ok(()), "counting from zero again");
+        assert_eq!(t.begin(&a, at(4000)), Err(8), "6 failures: 8 s");
+        assert_eq!(t.begin(&a, at(200_000)), Ok(()));
+        assert_eq!(t.begin(&a, at(200_000)), Ok(()), "counting from zero again");
     }
 
     #[test]

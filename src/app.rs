@@ -124,7 +124,6 @@ impl App {
             None => None,
         };
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let admin_port = admin_addr.map(|a| a.port());
         let (certs, tls_listener) = match &self.config.tls {
             Some(tls) => (
                 Some(CertStore::open(&tls.cert, &tls.key)?),
@@ -193,7 +192,7 @@ impl App {
         let edge = web::Data::new(crate::edge::Edge {
             trusted_proxies: self.config.trusted_proxies.clone(),
             forwarded_header: self.config.forwarded_header,
-            admin_port,
+            admin_addr,
         });
         let tree_dir = self.config.tree_dir.clone();
         let server = actix_web::HttpServer::new(move || {

@@ -646,6 +646,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
     let client_timeout = duration("server.client_timeout", &raw.server.client_timeout)?;
+    if client_timeout.is_zero() {
+        // 0 would mean "never" to the HTTP server and "at once" to the webhook body read.
+        return Err(key_err("server.client_timeout", "must be more than 0"));
+    }
     let keep_alive = duration("server.keep_alive", &raw.server.keep_alive)?;
     let hook_secret = match raw.hooks.secret_file {
         Some(path) => {
@@ -839,6 +843,14 @@ mod tests {
             (
                 "[upstream]\nurl = \"http://r\"\n[server]\npublic_url = \"ftp://x\"\n",
                 "server.public_url",
+            ),
+            (
+                "[upstream]\nurl = \"http://r\"\n[server]\nclient_timeout = \"0s\"\n",
+                "server.client_timeout",
+            ),
+            (
+                "[upstream]\nurl = \"http://r\"\n[server]\nforwarded_header = \"x-real-ip\"\n",
+                "server.forwarded_header",
             ),
         ];
         for (toml, needle) in cases {

@@ -31,8 +31,9 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub struct Edge {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub forwarded_header: ForwardedHeader,
-    /// With `[admin] listen`: its port. `/admin/` answers only there, the rest only elsewhere.
-    pub admin_port: Option<u16>,
+    /// With `[admin] listen`: its address. `/admin/` answers only there, the rest only
+    /// elsewhere (the whole address is compared: two listeners may share a port).
+    pub admin_addr: Option<std::net::SocketAddr>,
 }
 
 /// The requesting client: the address selection, throttling and logs use, and whether it
@@ -78,7 +79,7 @@ impl Client {
             None => Edge {
                 trusted_proxies: Vec::new(),
                 forwarded_header: ForwardedHeader::XForwardedFor,
-                admin_port: None,
+                admin_addr: None,
             }
             .client(req),
         }
@@ -173,13 +174,14 @@ pub async fn guard(
     }
     // The path routing matches: percent-decoded (but for `/`, `%` and `+`).
     let surface = Surface::of(req.match_info().as_str());
-    let admin_port = req.app_data::<web::Data<Edge>>().and_then(|e| e.admin_port);
-    if let Some(port) = admin_port {
-        let on_admin = req.app_config().local_addr().port() == port;
+    let admin_addr = req.app_data::<web::Data<Edge>>().and_then(|e| e.admin_addr);
+    if let Some(addr) = admin_addr {
+        let on_admin = req.app_config().local_addr() == addr;
         if on_admin != (surface == Surface::Admin) {
             return Ok(req.into_response(HttpResponse::NotFound().finish()));
         }
     }
+    let mut head_request = false;
     if let Some(allowed) = surface.methods() {
         let method = req.method().as_str();
         if !allowed.split(", ").any(|m| m == method) {
@@ -188,10 +190,11 @@ pub async fn guard(
                 .body(format!("{method} is not allowed here; allowed: {allowed}\n"));
             return Ok(req.into_response(res));
         }
-        // HEAD is GET without the body: the connection already knows it was a HEAD and
-        // sends no body, so every GET route answers HEAD too.
+        // HEAD is GET without the body, so every GET route answers HEAD too (the body is
+        // dropped unread below; the connection knows it was a HEAD and sends none).
         if req.method() == Method::HEAD && allowed.contains("GET") {
             req.head_mut().method = Method::GET;
+            head_request = true;
         }
     }
     let limit = surface.body_limit();
@@ -221,6 +224,16 @@ pub async fn guard(
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (req.method().clone(), req.path().to_owned(), std::time::Instant::now()));
     let mut res = next.call(req).await?.map_into_boxed_body();
+    if head_request {
+        // Drop the GET body unread (a /tree file is not read for a HEAD), keeping its length.
+        res = res.map_body(|_, body| match body.size() {
+            actix_web::body::BodySize::Sized(n) => BoxBody::new(actix_web::body::SizedStream::new(
+                n,
+                futures_util::stream::empty::<Result<web::Bytes, actix_web::Error>>(),
+            )),
+            _ => BoxBody::new(()),
+        });
+    }
     if let Some((method, path, started)) = logged {
         let (status, ms) = (res.status().as_u16(), started.elapsed().as_millis() as u64);
         tracing::debug!(%method, %path, status, ms, "request");

@@ -88,7 +88,6 @@ pub async fn change_mirror(
             Some(status)
         }
     };
-    jobs.refresh_selection().await?;
     let entry = AuditEntry {
         at: jobs.sync_ctx().clock.now(),
         actor: actor.label(),
@@ -99,6 +98,11 @@ pub async fn change_mirror(
     tracing::info!(actor = %entry.actor, action, target = %name, detail = %entry.detail, "mirror change");
     if let Err(e) = store.record_audit(entry).await {
         tracing::error!(error = %e, "recording the audit log");
+    }
+    // The change is stored and audited; should the snapshot not rebuild now, the next
+    // sync, crawl or edit rebuilds it.
+    if let Err(e) = jobs.refresh_selection().await {
+        tracing::error!(error = %e, "rebuilding the selection after a mirror change");
     }
     Ok(result)
 }

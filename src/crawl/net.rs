@@ -88,6 +88,8 @@ pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client,
         .user_agent(concat!("wharf-crawler/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(timeout)
         .timeout(timeout)
+        // A proxy from the environment would resolve and connect for us, past the checks.
+        .no_proxy()
         .redirect(policy);
     if !allow_private {
         builder = builder.dns_resolver(Arc::new(PublicOnly));

@@ -503,13 +503,16 @@ pub fn check_admin_totals(
     Ok(())
 }
 
-/// Whether a mirror admin's edit changes where clients are sent (URLs, netblocks, ASNs) on
-/// an approved mirror: then it waits for an operator's approval again before it serves.
+/// Whether a mirror admin's edit changes where clients are sent or which clients come (URLs,
+/// netblocks, ASNs, country, or a private mirror turned public) on an approved mirror: then
+/// it waits for an operator's approval again before it serves.
 pub fn needs_reapproval(before: &Mirror, after: &Mirror) -> bool {
     before.enabled
         && (before.urls != after.urls
             || before.netblocks != after.netblocks
-            || before.asns != after.asns)
+            || before.asns != after.asns
+            || before.country != after.country
+            || (before.private && !after.private))
 }
 
 impl MirrorPatch {

@@ -70,10 +70,20 @@ pub(super) fn end_sessions_of(txn: &redb::WriteTransaction, id: u64) -> Result<(
 
 impl Store {
     /// Store a new session under `key` and record the user's login time.
-    pub async fn create_session(&self, key: String, s: Session) -> Result<(), StoreError> {
+    /// Only if the user's password hash is still `verified` and the user is enabled (else
+    /// `false`, nothing written: a reset or disable that came during the check wins).
+    pub async fn create_session(
+        &self,
+        key: String,
+        s: Session,
+        verified: String,
+    ) -> Result<bool, StoreError> {
         self.blocking("create_session", move |db| {
             let txn = db.begin_write()?;
             {
+                if !super::users::credentials_unchanged(&txn, s.user.as_str(), &verified)? {
+                    return Ok(false);
+                }
                 let rec = StoredSession::V1 {
                     user_id: s.user_id,
                     user: s.user.to_string(),
@@ -86,7 +96,7 @@ impl Store {
                 super::users::record_login(&txn, s.user.as_str(), s.created_at)?;
             }
             txn.commit()?;
-            Ok(())
+            Ok(true)
         })
         .await
     }

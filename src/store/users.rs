@@ -173,6 +173,18 @@ impl Store {
 }
 
 /// Set a user's last login, inside a write transaction.
+/// Whether user `name` exists, is enabled and still has password hash `verified`.
+pub(super) fn credentials_unchanged(
+    txn: &redb::WriteTransaction,
+    name: &str,
+    verified: &str,
+) -> Result<bool, StoreError> {
+    let users = txn.open_table(USERS)?;
+    let Some(row) = users.get(name)? else { return Ok(false) };
+    let StoredUser::V1 { password_hash, disabled, .. } = decode("users", row.value())?;
+    Ok(!disabled && password_hash == verified)
+}
+
 pub(super) fn record_login(
     txn: &redb::WriteTransaction,
     name: &str,

@@ -284,6 +284,14 @@ async fn failed_logins_are_throttled_per_address_and_account() {
     assert_eq!(a.login("olga", "olga-password-123").await, 429, "the address is throttled");
     clock.advance(chrono::Duration::seconds(3));
     assert_eq!(a.login("olga", "olga-password-123").await, 303);
+    // Names that are no user names share one key: a 60 KiB name neither grows the table
+    // nor escapes the count by changing.
+    let mut huge = Browser::at(&wharf, "198.51.100.3");
+    for i in 0..4 {
+        let name = format!("{i}{}", "x".repeat(60 << 10));
+        assert_eq!(huge.login(&name, "wrong-password-x").await, 401);
+    }
+    assert_eq!(huge.login(&"y".repeat(60 << 10), "wrong-password-x").await, 429);
     // IPv6 clients are one bucket per /64.
     let mut v6 = Browser::at(&wharf, "2001:db8:1:2::1");
     for _ in 0..4 {

@@ -269,6 +269,28 @@ async fn mirror_admin_limits_hold_across_their_mirrors() {
     let d = mirror_detail(&wharf, "a1").await.unwrap();
     assert!(d.status.mirror.pending && !d.status.mirror.enabled, "{d:?}");
     assert_eq!(d.status.health.generation, None);
+    // Moving an approved mirror to another country moves traffic: pending again too.
+    assert_eq!(olga.post_owned("/admin/mirrors/a3/approval", approve.clone()).await.0, 303);
+    let (_, _, page) = ann.get("/admin/mirrors/a3").await;
+    let mut moved = form("a3", "", "", "100", "http://a3.example/");
+    moved[0].1 = hidden(&page, "csrf");
+    moved[3].1 = "fr".into();
+    assert_eq!(ann.post_owned("/admin/mirrors/a3", moved).await.0, 303);
+    assert!(mirror_detail(&wharf, "a3").await.unwrap().status.mirror.pending);
+    // A login whose password was reset while it was being checked opens no session.
+    let store = &wharf.running().app.store;
+    let ann_name: wharf::model::UserName = "ann".parse().unwrap();
+    let (user, _) = store.user_credentials(&ann_name).await.unwrap().unwrap();
+    let session = wharf::store::Session {
+        user_id: user.id,
+        user: user.name.clone(),
+        role: user.role,
+        csrf: "c".into(),
+        created_at: chrono::Utc::now(),
+        last_seen: chrono::Utc::now(),
+    };
+    let stale = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$stale".to_owned();
+    assert!(!store.create_session("k".into(), session, stale).await.unwrap());
     // Operators may grant what mirror admins may not.
     let wide = Request::MirrorSet {
         name: "a2".into(),
@@ -404,6 +426,15 @@ async fn one_edge_for_every_surface() {
     }
     let head = raw(admin.clone(), "HEAD", "/admin/login", "").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // A file of the tree: its length, no body.
+    let pool = wharf.tree().join("blobs/sha256");
+    let file = std::fs::read_dir(&pool).unwrap().next().unwrap().unwrap();
+    let size = file.metadata().unwrap().len();
+    let path = format!("/tree/blobs/sha256/{}", file.file_name().to_string_lossy());
+    let head = raw(wharf.addr.to_string(), "HEAD", &path, "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains(&format!("content-length: {size}\r\n")), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "no body: {head:?}");
     for (method, path) in [
         ("TRACE", "/metalink/demo/app/blobs/x"),
         ("PROPFIND", "/mirrorlist/x"),
