@@ -71,3 +71,18 @@ start_wharf() {
   SERVE=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1/healthz" >/dev/null && break; sleep 0.1; done
 }
+
+# write_xff_lua FILE: a wrk script that GETs its URL with one X-Forwarded-For per request,
+# clients spread over the world.
+write_xff_lua() {
+  cat > "$1" <<'LUA'
+local ips = {"81.2.69.142","2.125.160.216","89.160.20.112","216.160.83.56","175.16.199.0",
+             "67.43.156.0","202.196.224.0","111.235.160.0","149.101.100.0","12.81.92.0"}
+local i = 0
+request = function()
+  i = i + 1
+  wrk.headers["X-Forwarded-For"] = ips[(i % #ips) + 1]
+  return wrk.format("GET", nil)
+end
+LUA
+}

@@ -69,15 +69,7 @@ request = function()
   return wrk.format(r[1], r[2])
 end
 LUA
-cat > "$W/xff.lua" <<'LUA'
-local ips = {"81.2.69.142","2.125.160.216","89.160.20.112","216.160.83.56"}
-local i = 0
-request = function()
-  i = i + 1
-  wrk.headers["X-Forwarded-For"] = ips[(i % #ips) + 1]
-  return wrk.format("GET", nil)
-end
-LUA
+write_xff_lua "$W/xff.lua"
 p99() { awk '$1=="99%" {print $2}' "$1"; }
 ms() { python3 -c "import sys;v=sys.argv[1];u={'us':1e-3,'ms':1,'s':1e3};n=v.rstrip('usm');print(float(n)*u[v[len(n):]])" "$1"; }
 

@@ -37,16 +37,7 @@ curl -fs -o /dev/null -w "wharf: %{http_code} -> %{redirect_url}\n" -H "X-Forwar
 curl -fs -o /dev/null -w "nginx: %{http_code} -> %{redirect_url}\n" "http://127.0.0.1:$NP$PATH_"
 
 # Clients spread over the world: one X-Forwarded-For per request from a fixed list.
-cat > "$W/xff.lua" <<'LUA'
-local ips = {"81.2.69.142","2.125.160.216","89.160.20.112","216.160.83.56","175.16.199.0",
-             "67.43.156.0","202.196.224.0","111.235.160.0","149.101.100.0","12.81.92.0"}
-local i = 0
-request = function()
-  i = i + 1
-  wrk.headers["X-Forwarded-For"] = ips[(i % #ips) + 1]
-  return wrk.format("GET", nil)
-end
-LUA
+write_xff_lua "$W/xff.lua"
 rate() { wrk -t1 -c32 -d"${SECS}s" -s "$W/xff.lua" "$1" | tee "$W/last.txt" >&2; awk '/Requests\/sec/ {print $2}' "$W/last.txt"; }
 echo "== wharf ($VERIFIED verified mirrors, GeoIP: ${GEO:-none})" >&2
 WR=$(rate "http://127.0.0.1:$WP$PATH_")
