@@ -37,12 +37,13 @@ fi
 # Every server the tests start is stopped by them: none may outlive the suite (an nginx
 # killed with SIGKILL leaves its workers behind, still holding their ports).
 servers='^(nginx|docker-registry|registry|containerd|chromedriver)$'
-count() { pgrep -c "$servers" 2>/dev/null || true; }
+# Zombies (state Z) are dead already: only live processes count.
+count() { ps -eo stat=,comm= | awk -v re="$servers" '$1 !~ /^Z/ && $2 ~ re' | wc -l; }
 before=$(count)
 cargo test "$@"
 after=$(count)
 if [ "${after:-0}" -gt "${before:-0}" ]; then
   echo "test.sh: servers started by the tests outlived them:" >&2
-  pgrep -a "$servers" >&2 || true
+  ps -eo pid=,stat=,args= | grep -E "nginx|registry|containerd|chromedriver" | grep -v grep >&2 || true
   exit 1
 fi

@@ -88,7 +88,7 @@ impl Nginx {
         let user = if nix_is_root() { "user root;\n" } else { "" };
         let conf = format!(
             "{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
-             events {{ worker_connections 256; }}\n\
+             worker_shutdown_timeout 2s;\nevents {{ worker_connections 256; }}\n\
              http {{\n  access_log {d}/logs/access.log;\n  client_body_temp_path {d}/tmp/body;\n  \
              proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  \
              scgi_temp_path {d}/tmp/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n    {server_body}\n  }}\n}}\n",
