@@ -292,13 +292,10 @@ impl LoginThrottle {
         }
     }
 
-    /// Entries held (for tests of the bound).
-    pub fn len(&self) -> usize {
+    /// Entries held (for the test of the bound).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.0.lock().expect("throttle lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -23,8 +23,6 @@ use crate::store::{BlobFacts, PoolFacts, Store, StoreError};
 
 mod net;
 
-pub use net::is_special;
-
 /// HEAD requests in flight per mirror.
 const CHECKS_IN_FLIGHT: usize = 4;
 /// The marker's name at the tree root (see `tree::MARKER_FILE`).
