@@ -162,19 +162,22 @@ impl Snapshot {
         let mirrors = mirrors
             .into_iter()
             .map(|s| {
-                let m = s.mirror;
+                let mut m = s.mirror;
                 // Stored URLs are parsed again: only what passes reaches a Location header.
-                let urls: Result<Vec<String>, _> =
+                let parsed: Result<Vec<String>, _> =
                     m.urls.iter().map(|u| crate::model::parse_base_url(u)).collect();
-                let (urls, state) = match urls {
-                    Ok(urls) => (urls, Ok(())),
+                let state = match parsed {
+                    Ok(urls) => {
+                        m.urls = urls;
+                        Ok(())
+                    }
                     Err(e) => {
                         let detail = e.to_string();
                         tracing::warn!(mirror = %m.name, %detail, "mirror excluded: its stored record is not valid");
-                        (Vec::new(), Err(Exclusion::BadRecord { detail }))
+                        m.urls.clear();
+                        Err(Exclusion::BadRecord { detail })
                     }
                 };
-                let url_for = |prefix: &str| urls.iter().find(|u| u.starts_with(prefix)).cloned();
                 let state = if state.is_err() {
                     state
                 } else if !m.enabled {
@@ -190,8 +193,8 @@ impl Snapshot {
                     && !matches!(state, Err(Exclusion::Disabled { .. } | Exclusion::BadRecord { .. }));
                 MirrorEntry {
                     public,
-                    http: url_for("http://"),
-                    https: url_for("https://"),
+                    http: m.url_for(false).map(str::to_owned),
+                    https: m.url_for(true).map(str::to_owned),
                     continent: s.continent,
                     name: m.name,
                     country: m.country,
