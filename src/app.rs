@@ -80,8 +80,10 @@ impl App {
             .map_err(io(format!("restricting {}", config.store_path().display())))?;
         let tree = MirrorTree::open(&config.tree_dir, &config.tmp_dir())?;
         let sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock.clone())?;
-        let crawl = CrawlCtx::new(store.clone(), config.crawl.clone(), clock.clone())?;
         let selector = Arc::new(Selector::new(config.fallback_url.clone(), config.require_https));
+        let sel = selector.clone();
+        let content: crate::crawl::ContentSource = Arc::new(move || sel.snapshot().content().clone());
+        let crawl = CrawlCtx::new(store.clone(), content, config.crawl.clone(), clock.clone())?;
         let geo =
             Arc::new(GeoDb::open(config.geoip_database.as_deref(), config.asn_database.as_deref()));
         let schedules =
@@ -112,7 +114,7 @@ impl App {
     }
 
     /// Start serving; returns at once with a handle. Tells systemd READY=1 (when started
-    /// by it) once the store is open and every listener is bound.
+    /// by it) once every listener is bound and the selection state is loaded.
     pub async fn start(self, listener: TcpListener) -> Result<Running, AppError> {
         let io = |what: String| move |source| AppError::Io { what, source };
         let addr = listener.local_addr().map_err(io("listener".into()))?;
@@ -135,11 +137,6 @@ impl App {
             None => (None, None),
         };
         let tls_addr = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
-        // Finish the publication of a run that was interrupted after its commit.
-        if let Err(e) = crate::sync::republish(self.jobs.sync_ctx()).await {
-            tracing::error!(error = %e, "republishing the tree at start");
-        }
-        self.jobs.refresh_selection().await?;
         if !crate::accounts::has_operator(&self.store).await? {
             tracing::warn!(
                 "no operator account yet; create one with: wharf --config <file> user add NAME --role operator"
@@ -164,6 +161,7 @@ impl App {
             self.config.hook_debounce,
         )));
         let stopping = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(RegistryState {
             store: self.store.clone(),
             public_url: self.config.public_url.clone(),
@@ -174,6 +172,7 @@ impl App {
             store_path: self.config.store_path(),
             tree_root: self.tree.root().to_owned(),
             stopping: stopping.clone(),
+            ready: ready.clone(),
         });
         let hooks = web::Data::new(crate::hooks::HookState {
             secret: self.config.hook_secret.clone(),
@@ -228,8 +227,10 @@ impl App {
         };
         let server = server.run();
         let handle = server.handle();
+        // The listener answers from now on (`/healthz` 200, `/readyz` 503) while the tree's
+        // publication is finished and the selection state loads.
+        tasks.push(tokio::spawn(get_ready(self.jobs.clone(), ready)));
         tracing::info!(%addr, tls = ?tls_addr, admin = ?admin_addr, public_url = %self.config.public_url, "serving");
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         Ok(Running {
             addr,
             tls_addr,
@@ -358,6 +359,23 @@ impl Running {
             tracing::warn!(error = %e, "saving the last redirect counts");
         }
         let _ = std::fs::remove_file(&self.socket_path);
+    }
+}
+
+/// What start-up does once the listeners answer: finish the publication of a run that was
+/// interrupted after its commit, load the selection state, then report ready.
+async fn get_ready(jobs: Arc<scheduler::Jobs>, ready: Arc<AtomicBool>) {
+    let started = std::time::Instant::now();
+    if let Err(e) = jobs.republish().await {
+        tracing::error!(error = %e, "republishing the tree at start");
+    }
+    match jobs.load_selection().await {
+        Ok(()) => {
+            ready.store(true, std::sync::atomic::Ordering::Release);
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            tracing::info!(elapsed = ?started.elapsed(), "ready");
+        }
+        Err(e) => tracing::error!(error = %e, "loading the selection state; not ready"),
     }
 }
 

@@ -402,7 +402,11 @@ async fn execute(config: Config, request: Request) -> anyhow::Result<Reply> {
         None => {
             let app = App::open(config, Arc::new(SystemClock))?;
             let jobs = app.jobs.clone();
-            app.jobs.refresh_selection().await?;
+            // Only a crawl reads the selection state here (a sync builds its own; an edit
+            // needs none): a one-off command does not pay for loading the catalog.
+            if matches!(request, Request::Crawl) {
+                app.jobs.load_selection().await?;
+            }
             let run = control::execute(&jobs, request);
             tokio::pin!(run);
             let mut tick = tokio::time::interval(Duration::from_millis(200));

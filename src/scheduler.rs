@@ -1,7 +1,7 @@
 //! The scheduler: maps cron strings to jobs, keeps runs of one job from overlapping (whoever
 //! asks: cron, the control socket, later the admin UI), and stops on shutdown. After every
-//! sync commit (through the sync's hook), crawl or mirror edit it rebuilds the blob-selection
-//! snapshot.
+//! sync commit (through the sync's hook) it rebuilds the selection's content facts; after a
+//! crawl or a mirror edit only its mirrors.
 //! Jobs are plain functions (`sync::run_once`, `crawl::run_once`); tests call them directly.
 //! Imports `sync`, `crawl`, `geo`, `store`, `config`, `model`; never actix.
 
@@ -54,8 +54,8 @@ impl Jobs {
         sync.after_commit = Some(Arc::new(move || {
             let (store, sel, lock) = (store.clone(), sel.clone(), lock.clone());
             Box::pin(async move {
-                if let Err(e) = refresh(&store, &sel, &lock).await {
-                    tracing::error!(error = %e, "rebuilding the selection snapshot");
+                if let Err(e) = refresh_content(&store, &sel, &lock).await {
+                    tracing::error!(error = %e, "rebuilding the content facts");
                 }
             })
         }));
@@ -107,7 +107,7 @@ impl Jobs {
         let _running = self.sync_lock.lock().await;
         let report = sync::verify(&self.sync, repair).await?;
         if repair {
-            self.refresh_selection().await?;
+            refresh_content(&self.sync.store, &self.selector, &self.refresh_lock).await?;
         }
         Ok(report)
     }
@@ -202,9 +202,25 @@ impl Jobs {
         }
     }
 
-    /// Rebuild the blob-selection snapshot from the store (after a sync, a crawl, an edit).
+    /// Rebuild the mirrors' part of the selection from the store (after a crawl or an edit):
+    /// cheap, and independent of the catalog's size.
     pub async fn refresh_selection(&self) -> Result<(), StoreError> {
-        refresh(&self.sync.store, &self.selector, &self.refresh_lock).await
+        let _one_at_a_time = self.refresh_lock.lock().await;
+        self.selector.install_mirrors(self.sync.store.mirrors().await?);
+        Ok(())
+    }
+
+    /// Finish the publication of a run interrupted after its commit (at start), while no
+    /// sync runs.
+    pub async fn republish(&self) -> Result<(), SyncError> {
+        let _running = self.sync_lock.lock().await;
+        sync::republish(&self.sync).await
+    }
+
+    /// Rebuild both parts of the selection from the store (at start).
+    pub async fn load_selection(&self) -> Result<(), StoreError> {
+        refresh_content(&self.sync.store, &self.selector, &self.refresh_lock).await?;
+        self.refresh_selection().await
     }
 
     pub fn store(&self) -> &Store {
@@ -224,15 +240,15 @@ impl Jobs {
     }
 }
 
-async fn refresh(
+/// Rebuild the content facts from the store (after a sync's commit).
+async fn refresh_content(
     store: &Store,
     selector: &Selector,
     lock: &tokio::sync::Mutex<()>,
 ) -> Result<(), StoreError> {
     let _one_at_a_time = lock.lock().await;
     let facts = store.pool_facts().await?;
-    let mirrors = store.mirrors().await?;
-    selector.install(facts, mirrors);
+    selector.install_content(facts);
     Ok(())
 }
 

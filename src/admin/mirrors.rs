@@ -623,7 +623,7 @@ pub async fn explain(
             page.name.parse::<RepoName>().map_err(|e| e.to_string())?
         };
         let digest = if page.digest.is_empty() {
-            snapshot.sample_blob(&repo).cloned().ok_or(format!("repository {repo} is unknown"))?
+            snapshot.sample_blob(&repo).ok_or(format!("repository {repo} is unknown"))?
         } else {
             page.digest.parse().map_err(|e: crate::model::NameError| e.to_string())?
         };

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::{StreamExt, stream};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -36,8 +37,13 @@ pub enum CrawlError {
     Setup(String),
 }
 
+/// Where the crawler reads the current content facts (the server's selection snapshot,
+/// rebuilt by every sync): never a store scan per crawl.
+pub type ContentSource = Arc<dyn Fn() -> Arc<PoolFacts> + Send + Sync>;
+
 pub struct CrawlCtx {
     pub store: Store,
+    content: ContentSource,
     pub settings: CrawlSettings,
     pub clock: Arc<dyn Clock>,
     /// Fixed seed for the blob sample (tests); `None`: fresh randomness each run.
@@ -48,12 +54,13 @@ pub struct CrawlCtx {
 impl CrawlCtx {
     pub fn new(
         store: Store,
+        content: ContentSource,
         settings: CrawlSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<CrawlCtx, CrawlError> {
         let http = net::client(settings.request_timeout, settings.allow_private_addresses)
             .map_err(|e| CrawlError::Setup(e.to_string()))?;
-        Ok(CrawlCtx { store, settings, clock, seed: None, http })
+        Ok(CrawlCtx { store, content, settings, clock, seed: None, http })
     }
 }
 
@@ -92,7 +99,7 @@ pub struct CrawlReport {
 /// order, so when the total time bound cuts a run short it is not always the same ones that
 /// wait; those not reached are reported as skipped and keep their health.
 pub async fn run_once(ctx: &CrawlCtx) -> Result<CrawlReport, CrawlError> {
-    let facts = Arc::new(ctx.store.pool_facts().await?);
+    let facts = (ctx.content)();
     let mut mirrors: Vec<MirrorStatus> =
         ctx.store.mirrors().await?.into_iter().filter(|m| m.mirror.enabled).collect();
     let seed = ctx.seed.unwrap_or_else(rand::random);
@@ -240,10 +247,7 @@ async fn crawl_mirror(
         total.claimed = Some(claimed);
         if claimed > facts.generation {
             // A sync may have published since this crawl began.
-            match ctx.store.pool_facts().await {
-                Ok(f) => facts = Arc::new(f),
-                Err(e) => return Verdict { error: Some(e.to_string()), ..total },
-            }
+            facts = (ctx.content)();
             if claimed > facts.generation {
                 total.error = Some(format!(
                     "claims generation {claimed}, newer than Wharf's {}",
@@ -256,7 +260,7 @@ async fn crawl_mirror(
         let url = |d: &Digest| format!("{base}blobs/sha256/{}", d.hex());
         // Owned values: the stream's futures must not borrow from the sample.
         let checks: Vec<(String, Digest, u64)> =
-            sample.heads.iter().map(|(d, b)| (url(d), (*d).clone(), b.size)).collect();
+            sample.heads.iter().map(|(d, b)| (url(d), d.clone(), b.size)).collect();
         let heads: Vec<Result<(), String>> = stream::iter(checks)
             .map(|(u, d, size)| async move { head_check(&ctx.http, u, &d, size).await })
             .buffer_unordered(CHECKS_IN_FLIGHT)
@@ -280,13 +284,14 @@ async fn crawl_mirror(
 }
 
 struct Sample<'a> {
-    heads: Vec<(&'a Digest, &'a BlobFacts)>,
-    downloads: Vec<(&'a Digest, &'a BlobFacts)>,
+    heads: Vec<(Digest, &'a BlobFacts)>,
+    downloads: Vec<(Digest, &'a BlobFacts)>,
 }
 
 /// The blobs to check for a mirror claiming `generation`: those new in it (up to a bound)
 /// and random older ones, all within its content set; downloads are drawn from them, new
-/// ones first.
+/// ones first. Drawn without looking at every blob: the new ones from the facts' index by
+/// generation, the older ones by random positions.
 fn sample<'a>(
     facts: &'a PoolFacts,
     generation: Generation,
@@ -294,30 +299,44 @@ fn sample<'a>(
     s: &CrawlSettings,
     rng: &mut StdRng,
 ) -> Sample<'a> {
-    let mut new = Vec::new();
-    let mut old = Vec::new();
-    for (d, b) in &facts.blobs {
-        match b.carried_since(content) {
-            Some(since) if since == generation => new.push((d, b)),
-            Some(since) if since < generation => old.push((d, b)),
-            _ => {}
-        }
-    }
-    // HashMap order is arbitrary: sort, then shuffle with the (seedable) rng.
-    new.sort_by_key(|(d, _)| *d);
-    old.sort_by_key(|(d, _)| *d);
+    // In digest order: the shuffle alone decides, so a seed gives the same sample.
+    let mut new: Vec<(Digest, &BlobFacts)> = facts
+        .new_in(generation)
+        .filter(|(_, b)| facts.carried_since(b, content) == Some(generation))
+        .collect();
     new.shuffle(rng);
     new.truncate(s.new_blobs);
-    let old: Vec<_> = old.choose_multiple(rng, s.random_blobs).copied().collect();
+    let older = |b: &BlobFacts| facts.carried_since(b, content).is_some_and(|g| g < generation);
+    let old: Vec<(Digest, &BlobFacts)> = if facts.len() <= EXACT_SAMPLE_BELOW {
+        let all: Vec<_> = facts.iter().filter(|(_, b)| older(b)).collect();
+        all.choose_multiple(rng, s.random_blobs).cloned().collect()
+    } else {
+        // Random positions; enough draws to find what a mirror carries even when rare.
+        let mut old = Vec::new();
+        let mut tried = std::collections::HashSet::new();
+        for _ in 0..s.random_blobs.saturating_mul(64) {
+            if old.len() >= s.random_blobs {
+                break;
+            }
+            let i = rng.random_range(0..facts.len());
+            if let Some((d, b)) = facts.nth(i).filter(|(_, b)| tried.insert(i) && older(b)) {
+                old.push((d, b));
+            }
+        }
+        old
+    };
     let downloads = new
         .iter()
         .chain(old.iter())
         .filter(|(_, b)| b.size <= MAX_DOWNLOAD)
         .take(s.downloads)
-        .copied()
+        .cloned()
         .collect();
     Sample { heads: new.into_iter().chain(old).collect(), downloads }
 }
+
+/// Pools smaller than this are sampled exactly (a scan costs nothing there).
+const EXACT_SAMPLE_BELOW: usize = 10_000;
 
 /// The largest generation marker read.
 const MAX_MARKER: usize = 4096;

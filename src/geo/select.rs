@@ -2,7 +2,7 @@
 //! rebuilt after a sync, a crawl or a mirror edit and swapped atomically; a request reads it
 //! without locks or writes and picks a mirror that provably holds the blob and is nearest.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -12,6 +12,8 @@ use serde::Serialize;
 
 use crate::model::{ContentSet, Digest, Generation, MirrorName, MirrorStatus, RepoName};
 use crate::store::{BlobFacts, PoolFacts};
+
+pub use crate::store::BlobLookup;
 
 use super::lookup::ClientGeo;
 
@@ -81,13 +83,6 @@ struct MirrorEntry {
     public: bool,
 }
 
-/// The outcome of a repository-scoped blob lookup.
-pub enum BlobLookup<'a> {
-    Found(&'a BlobFacts),
-    NameUnknown,
-    BlobUnknown,
-}
-
 /// A qualifying mirror with the tier it falls in for this client.
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
@@ -136,14 +131,123 @@ pub struct Excluded {
     pub why: Exclusion,
 }
 
-/// The pool and the mirrors at one moment.
+/// The mirrors as selection sees them, indexed by what each tier matches on, so a request
+/// looks at the mirrors of its nearest tier, not at every mirror. Rebuilt after a mirror edit
+/// or a crawl, apart from the (much larger) content facts.
+#[derive(Default)]
+pub struct MirrorSet {
+    entries: Vec<MirrorEntry>,
+    /// Longest prefix first: (prefix length, network -> mirrors with that netblock).
+    netblocks: Vec<(u8, HashMap<ipnet::IpNet, Vec<u32>>)>,
+    asns: HashMap<u32, Vec<u32>>,
+    /// Public mirrors (private ones serve only their netblocks and ASNs) by country, by
+    /// continent, and all of them.
+    countries: HashMap<String, Vec<u32>>,
+    continents: HashMap<String, Vec<u32>>,
+    global: Vec<u32>,
+}
+
+impl MirrorSet {
+    pub fn build(mirrors: Vec<MirrorStatus>) -> MirrorSet {
+        let entries: Vec<MirrorEntry> = mirrors.into_iter().map(MirrorEntry::of).collect();
+        let mut set = MirrorSet::default();
+        let mut by_len: HashMap<u8, HashMap<ipnet::IpNet, Vec<u32>>> = HashMap::new();
+        for (i, m) in entries.iter().enumerate() {
+            let i = i as u32;
+            for n in &m.netblocks {
+                let ids = by_len.entry(n.prefix_len()).or_default().entry(n.trunc()).or_default();
+                if ids.last() != Some(&i) {
+                    ids.push(i);
+                }
+            }
+            for a in &m.asns {
+                let ids = set.asns.entry(*a).or_default();
+                if ids.last() != Some(&i) {
+                    ids.push(i);
+                }
+            }
+            if m.private {
+                continue;
+            }
+            if let Some(c) = &m.country {
+                set.countries.entry(c.clone()).or_default().push(i);
+            }
+            if let Some(c) = &m.continent {
+                set.continents.entry(c.clone()).or_default().push(i);
+            }
+            set.global.push(i);
+        }
+        set.netblocks = by_len.into_iter().collect();
+        set.netblocks.sort_by(|a, b| b.0.cmp(&a.0));
+        set.entries = entries;
+        set
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl MirrorEntry {
+    fn of(s: MirrorStatus) -> MirrorEntry {
+        let mut m = s.mirror;
+        // Stored URLs are parsed again: only what passes reaches a Location header.
+        let parsed: Result<Vec<String>, _> =
+            m.urls.iter().map(|u| crate::model::parse_base_url(u)).collect();
+        let state = match parsed {
+            Ok(urls) => {
+                m.urls = urls;
+                Ok(())
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                tracing::warn!(mirror = %m.name, %detail, "mirror excluded: its stored record is not valid");
+                m.urls.clear();
+                Err(Exclusion::BadRecord { detail })
+            }
+        };
+        let state = if state.is_err() {
+            state
+        } else if !m.enabled {
+            Err(Exclusion::Disabled { detail: m.disabled_reason.clone() })
+        } else if !m.active {
+            Err(Exclusion::OptedOut)
+        } else if let Some(why) = s.health.auto_disabled.clone() {
+            Err(Exclusion::AutoDisabled { detail: why })
+        } else {
+            Ok(())
+        };
+        let public =
+            !m.private && !matches!(state, Err(Exclusion::Disabled { .. } | Exclusion::BadRecord { .. }));
+        MirrorEntry {
+            public,
+            http: m.url_for(false).map(str::to_owned),
+            https: m.url_for(true).map(str::to_owned),
+            continent: s.continent,
+            name: m.name,
+            country: m.country,
+            asns: m.asns,
+            netblocks: m.netblocks,
+            weight: m.bandwidth.max(1),
+            private: m.private,
+            generation: s.health.generation,
+            content: m.content,
+            state,
+        }
+    }
+}
+
+/// The pool and the mirrors at one moment: two parts, each replaced on its own.
 pub struct Snapshot {
     pub generation: Generation,
     /// Every pool file's size summed: what a full mirror holds.
     pub pool_bytes: u64,
-    blobs: HashMap<Digest, BlobFacts>,
-    repos: HashMap<RepoName, HashSet<Digest>>,
-    mirrors: Vec<MirrorEntry>,
+    content: Arc<PoolFacts>,
+    mirrors: Arc<MirrorSet>,
     fallback: String,
     require_https: bool,
 }
@@ -159,86 +263,47 @@ impl Snapshot {
         fallback: String,
         require_https: bool,
     ) -> Snapshot {
-        let mirrors = mirrors
-            .into_iter()
-            .map(|s| {
-                let mut m = s.mirror;
-                // Stored URLs are parsed again: only what passes reaches a Location header.
-                let parsed: Result<Vec<String>, _> =
-                    m.urls.iter().map(|u| crate::model::parse_base_url(u)).collect();
-                let state = match parsed {
-                    Ok(urls) => {
-                        m.urls = urls;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let detail = e.to_string();
-                        tracing::warn!(mirror = %m.name, %detail, "mirror excluded: its stored record is not valid");
-                        m.urls.clear();
-                        Err(Exclusion::BadRecord { detail })
-                    }
-                };
-                let state = if state.is_err() {
-                    state
-                } else if !m.enabled {
-                    Err(Exclusion::Disabled { detail: m.disabled_reason.clone() })
-                } else if !m.active {
-                    Err(Exclusion::OptedOut)
-                } else if let Some(why) = s.health.auto_disabled.clone() {
-                    Err(Exclusion::AutoDisabled { detail: why })
-                } else {
-                    Ok(())
-                };
-                let public = !m.private
-                    && !matches!(state, Err(Exclusion::Disabled { .. } | Exclusion::BadRecord { .. }));
-                MirrorEntry {
-                    public,
-                    http: m.url_for(false).map(str::to_owned),
-                    https: m.url_for(true).map(str::to_owned),
-                    continent: s.continent,
-                    name: m.name,
-                    country: m.country,
-                    asns: m.asns,
-                    netblocks: m.netblocks,
-                    weight: m.bandwidth.max(1),
-                    private: m.private,
-                    generation: s.health.generation,
-                    content: m.content,
-                    state,
-                }
-            })
-            .collect();
-        let repos = facts.repos.into_iter().map(|(r, ds)| (r, ds.into_iter().collect())).collect();
+        Snapshot::of(
+            Arc::new(facts),
+            Arc::new(MirrorSet::build(mirrors)),
+            fallback,
+            require_https,
+        )
+    }
+
+    fn of(
+        content: Arc<PoolFacts>,
+        mirrors: Arc<MirrorSet>,
+        fallback: String,
+        require_https: bool,
+    ) -> Snapshot {
         Snapshot {
-            generation: facts.generation,
-            pool_bytes: facts.blobs.values().map(|b| b.size).sum(),
-            blobs: facts.blobs,
-            repos,
+            generation: content.generation,
+            pool_bytes: content.pool_bytes,
+            content,
             mirrors,
             fallback,
             require_https,
         }
     }
 
+    /// The content facts (shared with the crawler).
+    pub fn content(&self) -> &Arc<PoolFacts> {
+        &self.content
+    }
+
     pub fn repo_names(&self) -> impl Iterator<Item = &RepoName> {
-        self.repos.keys()
+        self.content.repo_names()
     }
 
     /// A blob of a repository (the largest), for trying `explain` without typing a digest.
-    pub fn sample_blob(&self, repo: &RepoName) -> Option<&Digest> {
-        self.repos.get(repo)?.iter().max_by_key(|d| self.blobs.get(*d).map(|b| b.size))
+    pub fn sample_blob(&self, repo: &RepoName) -> Option<Digest> {
+        self.content.repo_content(repo).max_by_key(|(_, b)| b.size).map(|(d, _)| d)
     }
 
     /// The blob, if the repository's tags reach it.
     pub fn blob(&self, repo: &RepoName, digest: &Digest) -> BlobLookup<'_> {
-        match self.repos.get(repo) {
-            None => BlobLookup::NameUnknown,
-            Some(content) if content.contains(digest) => match self.blobs.get(digest) {
-                Some(b) => BlobLookup::Found(b),
-                None => BlobLookup::BlobUnknown,
-            },
-            Some(_) => BlobLookup::BlobUnknown,
-        }
+        self.content.lookup(repo, digest)
     }
 
     pub fn fallback_url(&self, digest: &Digest) -> String {
@@ -249,7 +314,7 @@ impl Snapshot {
     /// without building a reason.
     fn eligible<'a>(&self, m: &'a MirrorEntry, blob: &BlobFacts, https: bool) -> Option<&'a str> {
         let holds = m.generation?;
-        if m.state.is_err() || blob.carried_since(&m.content)? > holds {
+        if m.state.is_err() || self.content.carried_since(blob, &m.content)? > holds {
             return None;
         }
         if self.require_https {
@@ -273,8 +338,9 @@ impl Snapshot {
         }
         m.state.clone()?;
         let holds = m.generation.ok_or(Exclusion::NeverVerified)?;
-        let since = blob
-            .carried_since(&m.content)
+        let since = self
+            .content
+            .carried_since(blob, &m.content)
             .ok_or_else(|| Exclusion::ContentSet { carries: m.content.to_string() })?;
         if since > holds {
             return Err(Exclusion::Stale { holds, blob_first_seen: since });
@@ -316,7 +382,7 @@ impl Snapshot {
     ) -> (Vec<Candidate>, Vec<Excluded>) {
         let mut candidates = Vec::new();
         let mut excluded = Vec::new();
-        for m in self.mirrors.iter().filter(|m| m.public || !public_only) {
+        for m in self.mirrors.entries.iter().filter(|m| m.public || !public_only) {
             let result = self
                 .qualifies(m, blob, https)
                 .and_then(|base| Self::tier_of(m, ip, geo).map(|t| (base, t)));
@@ -354,7 +420,37 @@ impl Snapshot {
         self.pick_among(digest, blob, ip, geo, https, false, rng)
     }
 
+    /// Weighted choice (by bandwidth) among the mirrors `ids` that may serve `blob`:
+    /// reservoir sampling in one pass, no allocation.
+    fn choose<'a>(
+        &'a self,
+        ids: &[u32],
+        blob: &BlobFacts,
+        https: bool,
+        public_only: bool,
+        rng: &mut impl Rng,
+    ) -> Option<(&'a MirrorEntry, &'a str)> {
+        let mut best = None;
+        let mut total = 0u64;
+        for &i in ids {
+            let m = &self.mirrors.entries[i as usize];
+            if public_only && !m.public {
+                continue;
+            }
+            let Some(base) = self.eligible(m, blob, https) else { continue };
+            let w = u64::from(m.weight);
+            total += w;
+            if rng.random_range(0..total) < w {
+                best = Some((m, base));
+            }
+        }
+        best
+    }
+
     /// [`Self::pick`], among public mirrors only when `public_only` (anonymous `/explain`).
+    /// The hot path: tier by tier, nearest first, it looks only at the mirrors indexed under
+    /// the client's netblocks, ASN, country and continent, and at all of them only when no
+    /// nearer one may serve the blob.
     #[allow(clippy::too_many_arguments)]
     fn pick_among(
         &self,
@@ -366,41 +462,26 @@ impl Snapshot {
         public_only: bool,
         rng: &mut impl Rng,
     ) -> Pick {
-        // The hot path: one pass, no allocation but the URL. Weighted reservoir sampling:
-        // each mirror of the best rank so far replaces the pick with probability
-        // weight / total weight seen at that rank.
-        let mut best: Option<((Tier, u8), &MirrorEntry, &str)> = None;
-        let mut total = 0u64;
-        for m in &self.mirrors {
-            if public_only && !m.public {
-                continue;
-            }
-            let Some(base) = self.eligible(m, blob, https) else { continue };
-            let Ok(rank) = Self::tier_of(m, ip, geo) else { continue };
-            let w = u64::from(m.weight);
-            match best {
-                Some(((t, p), ..))
-                    if (t, std::cmp::Reverse(p)) < (rank.0, std::cmp::Reverse(rank.1)) => {}
-                Some((r, ..)) if r == rank => {
-                    total += w;
-                    if rng.random_range(0..total) < w {
-                        best = Some((rank, m, base));
-                    }
-                }
-                _ => {
-                    total = w;
-                    best = Some((rank, m, base));
-                }
+        let ms = &self.mirrors;
+        let netblocks = ms.netblocks.iter().filter_map(|(len, nets)| {
+            let net = ipnet::IpNet::new(ip, *len).ok()?.trunc();
+            nets.get(&net).map(|ids| (Tier::Netblock, ids))
+        });
+        let asn = geo.asn.and_then(|a| ms.asns.get(&a)).map(|ids| (Tier::Asn, ids));
+        let country = geo.country.and_then(|c| ms.countries.get(c)).map(|ids| (Tier::Country, ids));
+        let continent =
+            geo.continent.and_then(|c| ms.continents.get(c)).map(|ids| (Tier::Continent, ids));
+        let tiers = netblocks.chain(asn).chain(country).chain(continent).chain([(Tier::Global, &ms.global)]);
+        for (tier, ids) in tiers {
+            if let Some((m, base)) = self.choose(ids, blob, https, public_only, rng) {
+                return Pick {
+                    url: format!("{base}blobs/sha256/{}", digest.hex()),
+                    mirror: Some(m.name.clone()),
+                    tier: Some(tier),
+                };
             }
         }
-        match best {
-            None => Pick { url: self.fallback_url(digest), mirror: None, tier: None },
-            Some(((tier, _), m, base)) => Pick {
-                url: format!("{base}blobs/sha256/{}", digest.hex()),
-                mirror: Some(m.name.clone()),
-                tier: Some(tier),
-            },
-        }
+        Pick { url: self.fallback_url(digest), mirror: None, tier: None }
     }
 
     /// Every qualifying mirror, nearest tier first (for metalink and mirrorlist).
@@ -450,7 +531,7 @@ impl Snapshot {
             blob: blob.map(|b| BlobSummary {
                 size: b.size,
                 first_seen: b.first_seen,
-                sets: b.sets.clone(),
+                sets: self.content.sets_of(b),
             }),
             geo,
             candidates,
@@ -510,7 +591,9 @@ pub fn client_ip(
     walk(x_forwarded_for.iter().flat_map(|h| h.split(',')).map(parse).collect())
 }
 
-/// The selection state of a running Wharf: the current snapshot, swapped atomically.
+
+/// The selection state of a running Wharf: the current snapshot, swapped atomically; its
+/// content facts and its mirrors are replaced independently.
 pub struct Selector {
     snapshot: ArcSwap<Snapshot>,
     fallback: String,
@@ -527,10 +610,20 @@ impl Selector {
         self.snapshot.load()
     }
 
-    /// Replace the snapshot with one built from `facts` and `mirrors`.
-    pub fn install(&self, facts: PoolFacts, mirrors: Vec<MirrorStatus>) {
-        let snap = Snapshot::build(facts, mirrors, self.fallback.clone(), self.require_https);
-        self.snapshot.store(Arc::new(snap));
+    /// Replace the content facts (after a sync's commit); the mirrors stay.
+    pub fn install_content(&self, facts: PoolFacts) {
+        let facts = Arc::new(facts);
+        self.snapshot.rcu(|old| {
+            Snapshot::of(facts.clone(), old.mirrors.clone(), self.fallback.clone(), self.require_https)
+        });
+    }
+
+    /// Replace the mirrors (after an edit or a crawl); the content facts stay.
+    pub fn install_mirrors(&self, mirrors: Vec<MirrorStatus>) {
+        let mirrors = Arc::new(MirrorSet::build(mirrors));
+        self.snapshot.rcu(|old| {
+            Snapshot::of(old.content.clone(), mirrors.clone(), self.fallback.clone(), self.require_https)
+        });
     }
 }
 
@@ -542,6 +635,7 @@ mod tests {
 
     use super::*;
     use crate::model::{Mirror, MirrorHealth, MirrorPatch};
+    use crate::store::PoolFactsBuilder;
 
     fn mirror(name: &str, patch: MirrorPatch, generation: Option<Generation>) -> MirrorStatus {
         let mut m = Mirror::new(name.parse().unwrap());
@@ -552,14 +646,13 @@ mod tests {
     }
 
     fn snapshot(mirrors: Vec<MirrorStatus>, blobs: &[(&Digest, u64, Option<&str>)]) -> Snapshot {
-        let mut facts = PoolFacts { generation: 3, ..PoolFacts::default() };
+        let mut facts = PoolFactsBuilder::new(3);
         for (d, first_seen, arch) in blobs {
             let set = arch.unwrap_or(crate::store::EVERY_SET).to_owned();
-            let sets = BTreeMap::from([(set, *first_seen)]);
-            facts.blobs.insert((*d).clone(), BlobFacts { size: 1, first_seen: *first_seen, sets });
-            facts.repos.entry("r".parse().unwrap()).or_default().push((*d).clone());
+            facts.blob(d, 1, *first_seen, &BTreeMap::from([(set, *first_seen)]));
+            facts.reaches(&"r".parse().unwrap(), d);
         }
-        Snapshot::build(facts, mirrors, "http://wharf/tree/".into(), false)
+        Snapshot::build(facts.build(), mirrors, "http://wharf/tree/".into(), false)
     }
 
     #[test]
@@ -662,10 +755,11 @@ mod tests {
     fn a_content_set_that_gained_a_blob_later_needs_that_generation() {
         // Layer first seen in generation 1 for amd64; an arm64 image uses it from 3 on.
         let d = Digest::of(b"shared");
-        let mut facts = PoolFacts { generation: 3, ..PoolFacts::default() };
+        let mut facts = PoolFactsBuilder::new(3);
         let sets = BTreeMap::from([("amd64".to_owned(), 1), ("arm64".to_owned(), 3)]);
-        facts.blobs.insert(d.clone(), BlobFacts { size: 1, first_seen: 1, sets });
-        facts.repos.insert("r".parse().unwrap(), vec![d.clone()]);
+        facts.blob(&d, 1, 1, &sets);
+        facts.reaches(&"r".parse().unwrap(), &d);
+        let facts = facts.build();
         let arm = |g| {
             mirror(
                 "arm",

@@ -156,6 +156,15 @@ impl Digest {
     pub fn hex(&self) -> &str {
         &self.0[SHA256_PREFIX.len()..]
     }
+
+    /// The 32 bytes of the hash: what compact in-memory tables key by. Byte order is the
+    /// order of the `sha256:<hex>` strings.
+    pub fn raw(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // Parsing guaranteed 64 lowercase hex digits.
+        let _ = hex::decode_to_slice(self.hex(), &mut out);
+        out
+    }
 }
 
 impl FromStr for Digest {

@@ -31,6 +31,9 @@ pub enum RegistryError {
     BadQuery(String),
     #[error("internal error")]
     Internal(#[from] StoreError),
+    /// Started, not ready yet (the selection state is loading).
+    #[error("the server is starting; try again in a few seconds")]
+    Starting,
     /// Something that should not happen (logged with its cause).
     #[error("internal error")]
     Bug(String),
@@ -61,7 +64,7 @@ impl RegistryError {
             // support it.
             RegistryError::NotFound => "UNSUPPORTED",
             RegistryError::BadQuery(_) => "INVALID_QUERY",
-            RegistryError::Internal(_) => "UNAVAILABLE",
+            RegistryError::Internal(_) | RegistryError::Starting => "UNAVAILABLE",
             RegistryError::Bug(_) => "UNKNOWN",
         }
     }
@@ -92,7 +95,7 @@ impl ResponseError for RegistryError {
             | RegistryError::PaginationNumberInvalid(_)
             | RegistryError::BadQuery(_) => StatusCode::BAD_REQUEST,
             RegistryError::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
-            RegistryError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RegistryError::Internal(_) | RegistryError::Starting => StatusCode::SERVICE_UNAVAILABLE,
             RegistryError::Bug(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

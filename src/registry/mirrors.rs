@@ -32,7 +32,7 @@ fn ranked(
     prefix: &str,
 ) -> Result<(Digest, BlobFacts, Vec<Candidate>, String), RegistryError> {
     let (name, digest) = blob_route(req, prefix)?;
-    let snapshot = state.selector.snapshot();
+    let snapshot = state.snapshot()?;
     let facts = match snapshot.blob(&name, &digest) {
         BlobLookup::Found(b) => b.clone(),
         BlobLookup::NameUnknown => return Err(RegistryError::NameUnknown),
@@ -123,7 +123,7 @@ pub async fn explain(
             .map_err(|_| RegistryError::BadQuery(format!("ip={s:?} is not an IP address")))?,
         None => client.ip,
     };
-    let snapshot = state.selector.snapshot();
+    let snapshot = state.snapshot()?;
     match snapshot.blob(&name, &digest) {
         BlobLookup::Found(_) => {}
         BlobLookup::NameUnknown => return Err(RegistryError::NameUnknown),

@@ -49,6 +49,20 @@ pub struct RegistryState {
     pub tree_root: std::path::PathBuf,
     /// Set when shutdown begins (`/readyz` answers 503).
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Set once the selection state is loaded at start; until then `/readyz` and blob
+    /// requests answer 503 (the listener answers from the first moment).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RegistryState {
+    /// The selection snapshot, once it is loaded.
+    pub fn snapshot(&self) -> Result<arc_swap::Guard<Arc<crate::geo::Snapshot>>, RegistryError> {
+        if self.ready.load(std::sync::atomic::Ordering::Acquire) {
+            Ok(self.selector.snapshot())
+        } else {
+            Err(RegistryError::Starting)
+        }
+    }
 }
 
 /// Middleware: count every response by route kind, method and status (see [`RequestStats`]).
@@ -117,6 +131,8 @@ async fn metrics(
 async fn readyz(state: web::Data<RegistryState>) -> HttpResponse {
     let problem = if state.stopping.load(std::sync::atomic::Ordering::Relaxed) {
         Some("shutting down".to_owned())
+    } else if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
+        Some("starting: loading the selection state".to_owned())
     } else if let Err(e) = state.store.generation().await {
         Some(format!("store: {e}"))
     } else if !state.tree_root.is_dir() {
@@ -288,7 +304,7 @@ async fn blob(
     digest: Digest,
     head: bool,
 ) -> Result<HttpResponse, RegistryError> {
-    let snapshot = state.selector.snapshot();
+    let snapshot = state.snapshot()?;
     let facts = match snapshot.blob(&name, &digest) {
         BlobLookup::Found(b) => b,
         BlobLookup::NameUnknown => return Err(RegistryError::NameUnknown),

@@ -1,11 +1,22 @@
 //! Applying a sync: tags, manifests, blob records, repository content sets, generation and
 //! garbage collection, all in one write transaction, so readers see either the old tree or
 //! the new one.
+//!
+//! The work is proportional to what changed, never to the catalog: a repository whose tags
+//! did not change is not touched; what a repository reaches is compared with what it
+//! reached (`repo_content`), and only the difference moves the per-digest reference counts
+//! (`refs`); a pool file whose count drops to 0 is released and enters the `released`
+//! index, which garbage collection reads from its oldest end only as far as is due.
+//!
+//! A sync may also *stage* manifests and pool files before its commit ([`stage`]), in
+//! batches, so it never holds the catalog's manifests in memory: staged records are
+//! released (nothing references them yet), so if the run never commits, they are collected
+//! after the grace period like anything else nobody references.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use redb::{Database, ReadableTable};
+use redb::{Database, ReadableTable, Table, WriteTransaction};
 
 use crate::model::{BlobRef, ChildManifest, Digest, Generation, Platform, RepoName, Tag};
 
@@ -32,8 +43,10 @@ pub struct SyncCommit {
     pub repos: BTreeMap<RepoName, BTreeMap<Tag, Digest>>,
     /// Repositories no longer wanted (gone upstream or filtered out).
     pub removed_repos: Vec<RepoName>,
+    /// Manifests not staged yet (see [`stage`]).
     pub manifests: Vec<NewManifest>,
-    /// Pool files written by this run (blobs; manifests are added from `manifests`).
+    /// Pool files written by this run and not staged yet (blobs; manifests are added from
+    /// `manifests`).
     pub blobs: Vec<(Digest, u64)>,
     pub now: DateTime<Utc>,
     /// How long an unreferenced pool file stays before it is collected.
@@ -68,26 +81,64 @@ impl CommitOutcome {
     pub fn changed(&self) -> bool {
         self.generation != self.generation_before
     }
+
+    /// The repositories whose published layout changes.
+    pub fn changed_repos(&self) -> impl Iterator<Item = &RepoName> {
+        self.diffs.iter().filter(|(_, d)| d.changed()).map(|(r, _)| r)
+    }
 }
 
-pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, StoreError> {
-    let txn = db.begin_write()?;
-    let outcome = {
-        let mut meta = txn.open_table(META)?;
-        let mut repos = txn.open_table(REPOS)?;
-        let mut tags = txn.open_table(TAGS)?;
-        let mut manifests = txn.open_table(MANIFESTS)?;
-        let mut manifest_bytes = txn.open_table(MANIFEST_BYTES)?;
-        let mut blobs = txn.open_table(BLOBS)?;
-        let mut content = txn.open_table(REPO_CONTENT)?;
+/// The tables a commit writes, open once.
+struct Tables<'t> {
+    meta: Table<'t, &'static str, u64>,
+    manifests: Table<'t, &'static str, &'static [u8]>,
+    manifest_bytes: Table<'t, &'static str, &'static [u8]>,
+    blobs: Table<'t, &'static str, &'static [u8]>,
+    refs: Table<'t, &'static str, u64>,
+    released: Table<'t, (i64, &'static str), ()>,
+}
 
-        let before = meta.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0);
-        // Content that becomes visible in this commit belongs to the next generation; if
-        // nothing changes it is not visible anywhere new and the number stays.
-        let candidate = before + 1;
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
+        Ok(Tables {
+            meta: txn.open_table(META)?,
+            manifests: txn.open_table(MANIFESTS)?,
+            manifest_bytes: txn.open_table(MANIFEST_BYTES)?,
+            blobs: txn.open_table(BLOBS)?,
+            refs: txn.open_table(REFS)?,
+            released: txn.open_table(RELEASED)?,
+        })
+    }
 
-        let mut new_pool: BTreeMap<Digest, u64> = c.blobs.iter().cloned().collect();
-        for m in &c.manifests {
+    fn generation(&self) -> Result<Generation, StoreError> {
+        Ok(self.meta.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    fn blob(&self, digest: &str) -> Result<Option<StoredBlob>, StoreError> {
+        match self.blobs.get(digest)? {
+            Some(v) => Ok(Some(decode("blobs", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_blob(&mut self, digest: &str, rec: &StoredBlob) -> Result<(), StoreError> {
+        self.blobs.insert(digest, encode(rec).as_slice())?;
+        Ok(())
+    }
+
+    /// Record manifests and pool files; new records start released at `now` (unless a
+    /// repository already reaches them), first seen in the generation after the current one:
+    /// a mirror holding the current generation may have copied the tree before these files
+    /// were in it. Returns how many pool files got a record.
+    fn stage(
+        &mut self,
+        manifests: &[NewManifest],
+        blobs: &[(Digest, u64)],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let next = self.generation()? + 1;
+        let mut pool: Vec<(&Digest, u64)> = blobs.iter().map(|(d, s)| (d, *s)).collect();
+        for m in manifests {
             let rec = StoredManifest::V1 {
                 media_type: m.media_type.clone(),
                 size: m.bytes.len() as u64,
@@ -95,18 +146,97 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                 blobs: m.blobs.clone(),
                 platform: m.platform.clone(),
             };
-            manifests.insert(m.digest.as_str(), encode(&rec).as_slice())?;
-            manifest_bytes.insert(m.digest.as_str(), m.bytes.as_slice())?;
-            new_pool.insert(m.digest.clone(), m.bytes.len() as u64);
+            self.manifests.insert(m.digest.as_str(), encode(&rec).as_slice())?;
+            self.manifest_bytes.insert(m.digest.as_str(), m.bytes.as_slice())?;
+            pool.push((&m.digest, m.bytes.len() as u64));
         }
-        let mut added_to_pool = Vec::new();
-        for (digest, size) in &new_pool {
-            if blobs.get(digest.as_str())?.is_none() {
-                added_to_pool.push((digest.clone(), *size));
+        let mut added = 0;
+        for (digest, size) in pool {
+            if self.blobs.get(digest.as_str())?.is_some() {
+                continue;
             }
+            let released = if self.refs.get(digest.as_str())?.is_some() {
+                None
+            } else {
+                self.released.insert((now.timestamp_millis(), digest.as_str()), ())?;
+                Some(Released { generation: next - 1, at: now })
+            };
+            let rec = StoredBlob::V1 { size, first_seen: next, released, sets: BTreeMap::new() };
+            self.put_blob(digest.as_str(), &rec)?;
+            added += 1;
         }
+        Ok(added)
+    }
+
+    /// Nothing references `digest` any more.
+    fn release(&mut self, digest: &str, generation: Generation, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(StoredBlob::V1 { size, first_seen, released: None, sets }) = self.blob(digest)? {
+            self.released.insert((now.timestamp_millis(), digest), ())?;
+            let released = Some(Released { generation, at: now });
+            self.put_blob(digest, &StoredBlob::V1 { size, first_seen, released, sets })?;
+        }
+        Ok(())
+    }
+
+    /// Something references `digest` again. Returns false if the store has no record of it.
+    fn unrelease(&mut self, digest: &str) -> Result<bool, StoreError> {
+        match self.blob(digest)? {
+            None => Ok(false),
+            Some(StoredBlob::V1 { size, first_seen, released: Some(r), sets }) => {
+                self.released.remove((r.at.timestamp_millis(), digest))?;
+                self.put_blob(digest, &StoredBlob::V1 { size, first_seen, released: None, sets })?;
+                Ok(true)
+            }
+            Some(_) => Ok(true),
+        }
+    }
+
+    /// Content set `set` carries `digest` from `generation` on (or from when it was first
+    /// seen, if later). Membership only grows.
+    fn grow_set(&mut self, digest: &str, set: &str, generation: Generation) -> Result<(), StoreError> {
+        if let Some(StoredBlob::V1 { size, first_seen, released, mut sets }) = self.blob(digest)?
+            && !sets.contains_key(set)
+        {
+            sets.insert(set.to_owned(), generation.max(first_seen));
+            self.put_blob(digest, &StoredBlob::V1 { size, first_seen, released, sets })?;
+        }
+        Ok(())
+    }
+}
+
+/// Record manifests and pool files ahead of the commit that publishes them (or pool files
+/// found without a record: an interrupted run's downloads). Returns how many pool files got
+/// a record.
+pub(super) fn stage(
+    db: &Database,
+    manifests: &[NewManifest],
+    blobs: &[(Digest, u64)],
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let txn = db.begin_write()?;
+    let added = Tables::open(&txn)?.stage(manifests, blobs, now)?;
+    txn.commit()?;
+    Ok(added)
+}
+
+pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, StoreError> {
+    let txn = db.begin_write()?;
+    let outcome = {
+        let mut t = Tables::open(&txn)?;
+        let mut repos = txn.open_table(REPOS)?;
+        let mut tags = txn.open_table(TAGS)?;
+        let mut content = txn.open_table(REPO_CONTENT)?;
+        t.stage(&c.manifests, &c.blobs, c.now)?;
+
+        let before = t.generation()?;
+        // Content that becomes visible in this commit belongs to the next generation; if
+        // nothing changes it is not visible anywhere new and the number stays.
+        let candidate = before + 1;
 
         let mut diffs = BTreeMap::new();
+        // Digests a repository reaches from now on that it did not before.
+        let mut newly_reached: BTreeSet<String> = BTreeSet::new();
+        let mut unknown: Vec<(String, u64)> = Vec::new();
         let mut wanted = c.repos;
         for r in c.removed_repos {
             wanted.insert(r, BTreeMap::new());
@@ -135,21 +265,45 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                 tags.remove((repo.as_str(), tag.as_str()))?;
                 diff.removed += 1;
             }
+            if !diff.changed() {
+                // Same tags, same digests: the same content (manifests are immutable).
+                diffs.insert(repo.clone(), diff);
+                continue;
+            }
 
-            // Recompute what the repository reaches.
-            let mut stale = Vec::new();
-            for row in content.range((repo.as_str(), "")..(repo.as_str(), KEY_END))? {
-                stale.push(row?.0.value().1.to_owned());
-            }
-            for d in stale {
-                content.remove((repo.as_str(), d.as_str()))?;
-            }
+            // What the repository reaches now against what it reached.
             let mut reach = BTreeMap::new();
             for digest in new_tags.values() {
-                reach_from(&manifests, digest, &mut reach)?;
+                reach_from(&t.manifests, digest, &mut reach)?;
             }
-            for (d, size) in &reach {
-                content.insert((repo.as_str(), d.as_str()), *size)?;
+            let mut gone = Vec::new();
+            for row in content.range((repo.as_str(), "")..(repo.as_str(), KEY_END))? {
+                let d = row?.0.value().1.to_owned();
+                if reach.remove(&d).is_none() {
+                    gone.push(d);
+                }
+            }
+            for d in gone {
+                content.remove((repo.as_str(), d.as_str()))?;
+                let n = t.refs.get(d.as_str())?.map(|v| v.value()).unwrap_or(0);
+                if n > 1 {
+                    t.refs.insert(d.as_str(), n - 1)?;
+                } else {
+                    t.refs.remove(d.as_str())?;
+                    t.release(&d, before, c.now)?;
+                }
+            }
+            // `reach` now holds only what is new to this repository.
+            for (d, size) in reach {
+                content.insert((repo.as_str(), d.as_str()), size)?;
+                let n = t.refs.get(d.as_str())?.map(|v| v.value()).unwrap_or(0);
+                t.refs.insert(d.as_str(), n + 1)?;
+                if n == 0 {
+                    if !t.unrelease(&d)? {
+                        unknown.push((d.clone(), size));
+                    }
+                }
+                newly_reached.insert(d);
             }
 
             let existed = match repos.get(repo.as_str())? {
@@ -158,7 +312,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
             };
             if new_tags.is_empty() {
                 repos.remove(repo.as_str())?;
-            } else if diff.changed() || existed.is_none() {
+            } else {
                 let created_at = match existed {
                     Some(StoredRepo::V1 { created_at, .. }) => created_at,
                     None => c.now,
@@ -170,111 +324,86 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         }
         let tags_changed = diffs.values().any(TagDiff::changed);
 
-        // Which pool files any repository still reaches (digest -> size).
-        let mut referenced: HashMap<String, u64> = HashMap::new();
-        for row in content.iter()? {
-            let (k, v) = row?;
-            referenced.insert(k.value().1.to_owned(), v.value());
-        }
+        // Garbage collection: released pool files whose grace is over, oldest first, read
+        // from the index only as far as is due. What this run released (at `now`) waits for
+        // a later one, whatever the grace.
         let mut collected: Vec<Digest> = Vec::new();
-        let mut updates: Vec<(String, StoredBlob)> = Vec::new();
-        for row in blobs.iter()? {
-            let (k, v) = row?;
-            let key = k.value().to_owned();
-            let StoredBlob::V1 { size, first_seen, released, sets } = decode("blobs", v.value())?;
-            let live = referenced.contains_key(&key);
-            match (live, released) {
-                (true, Some(_)) => {
-                    updates.push((key, StoredBlob::V1 { size, first_seen, released: None, sets }))
+        if let Some(cutoff) = c.now.checked_sub_signed(c.grace) {
+            let mut due = Vec::new();
+            for row in t.released.range(..(cutoff.timestamp_millis(), ""))? {
+                let (k, _) = row?;
+                let (at, d) = k.value();
+                due.push((at, d.to_owned()));
+            }
+            for (at, d) in due {
+                t.released.remove((at, d.as_str()))?;
+                if t.refs.get(d.as_str())?.is_some() {
+                    continue; // referenced after all: never collected
                 }
-                (false, None) => updates.push((
-                    key,
-                    StoredBlob::V1 {
-                        size,
-                        first_seen,
-                        released: Some(Released { generation: before, at: c.now }),
-                        sets,
-                    },
-                )),
-                (false, Some(r)) if expired(r.at, c.grace, c.now) => collected.push(
-                    key.parse()
-                        .map_err(|_| StoreError::Corrupt(format!("blobs: bad key {key:?}")))?,
-                ),
-                _ => {}
+                t.blobs.remove(d.as_str())?;
+                t.manifests.remove(d.as_str())?;
+                t.manifest_bytes.remove(d.as_str())?;
+                collected.push(
+                    d.parse().map_err(|_| StoreError::Corrupt(format!("released: bad key {d:?}")))?,
+                );
             }
         }
-        for (key, rec) in updates {
-            blobs.insert(key.as_str(), encode(&rec).as_slice())?;
-        }
-        let current = selection::current_sets(&manifests)?;
-        for d in &collected {
-            blobs.remove(d.as_str())?;
-            manifests.remove(d.as_str())?;
-            manifest_bytes.remove(d.as_str())?;
-        }
-
-        // Pool files referenced now that have no record (left by an interrupted run, say)
-        // get one, so they are tracked and eventually collected like any other.
-        let known: HashSet<&Digest> = added_to_pool.iter().map(|(d, _)| d).collect();
-        let mut adopt = Vec::new();
-        for (d, size) in &referenced {
-            let digest: Digest = d
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("repo_content: bad key {d:?}")))?;
-            if !known.contains(&digest) && blobs.get(d.as_str())?.is_none() {
-                adopt.push((digest, *size));
-            }
-        }
-        added_to_pool.extend(adopt);
 
         let changed = tags_changed || !collected.is_empty();
         let generation = if changed { candidate } else { before };
-        for (digest, size) in added_to_pool {
-            let released = (!referenced.contains_key(digest.as_str()))
-                .then_some(Released { generation, at: c.now });
-            let sets = BTreeMap::new();
-            let rec = StoredBlob::V1 { size, first_seen: generation, released, sets };
-            blobs.insert(digest.as_str(), encode(&rec).as_slice())?;
+        // Pool files referenced now that have no record (left by an interrupted run, say)
+        // get one, so they are tracked and eventually collected like any other.
+        for (d, size) in unknown {
+            let rec = StoredBlob::V1 {
+                size,
+                first_seen: generation,
+                released: None,
+                sets: BTreeMap::new(),
+            };
+            t.put_blob(&d, &rec)?;
         }
-        // Content sets that carry a blob from now on, from this generation on.
-        let mut grown = Vec::new();
-        for row in blobs.iter()? {
-            let (k, v) = row?;
-            let StoredBlob::V1 { size, first_seen, released, mut sets } =
-                decode("blobs", v.value())?;
-            let mut changed = false;
-            for set in current.get(k.value()).into_iter().flatten() {
-                if !sets.contains_key(set) {
-                    sets.insert(set.clone(), generation.max(first_seen));
-                    changed = true;
-                }
-            }
-            if changed {
-                grown.push((
-                    k.value().to_owned(),
-                    StoredBlob::V1 { size, first_seen, released, sets },
-                ));
+        // Content sets that carry a blob from now on: those of every manifest a repository
+        // reaches for the first time, for it and its blobs.
+        for d in &newly_reached {
+            let rec: StoredManifest = match t.manifests.get(d.as_str())? {
+                Some(v) => decode("manifests", v.value())?,
+                None => continue,
+            };
+            let (set, blobs) = selection::sets_of_manifest(&rec);
+            for digest in std::iter::once(d.as_str()).chain(blobs.iter().map(|b| b.as_str())) {
+                t.grow_set(digest, set, generation)?;
             }
         }
-        for (key, rec) in grown {
-            blobs.insert(key.as_str(), encode(&rec).as_slice())?;
-        }
-        meta.insert(KEY_GENERATION, generation)?;
+        t.meta.insert(KEY_GENERATION, generation)?;
         CommitOutcome { generation_before: before, generation, diffs, collected }
     };
     txn.commit()?;
     Ok(outcome)
 }
 
-/// Whether something released at `at` has outlived `grace` at `now`. A grace too long to
-/// represent never expires.
-pub(super) fn expired(at: DateTime<Utc>, grace: chrono::Duration, now: DateTime<Utc>) -> bool {
-    at.checked_add_signed(grace).is_some_and(|t| t <= now)
+/// Build `refs` and `released` from `repo_content` and `blobs` (the schema 3 migration).
+pub(super) fn index_references(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut refs = txn.open_table(REFS)?;
+    let mut released = txn.open_table(RELEASED)?;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for row in txn.open_table(REPO_CONTENT)?.iter()? {
+        *counts.entry(row?.0.value().1.to_owned()).or_default() += 1;
+    }
+    for (d, n) in counts {
+        refs.insert(d.as_str(), n)?;
+    }
+    for row in txn.open_table(BLOBS)?.iter()? {
+        let (k, v) = row?;
+        if let StoredBlob::V1 { released: Some(r), .. } = decode("blobs", v.value())? {
+            released.insert((r.at.timestamp_millis(), k.value()), ())?;
+        }
+    }
+    Ok(())
 }
 
 /// Add `digest` and everything it references to `reach` (digest -> size).
 fn reach_from(
-    manifests: &redb::Table<&str, &[u8]>,
+    manifests: &Table<&str, &[u8]>,
     digest: &Digest,
     reach: &mut BTreeMap<String, u64>,
 ) -> Result<(), StoreError> {
@@ -295,4 +424,173 @@ fn reach_from(
         todo.extend(children.into_iter().map(|c| c.digest));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// An image manifest over `layers` (and its own bytes), for `arch`.
+    fn image(layers: &[&str], arch: &str) -> NewManifest {
+        let bytes = format!("manifest {layers:?} {arch}").into_bytes();
+        NewManifest {
+            digest: Digest::of(&bytes),
+            media_type: crate::model::media_type::OCI_MANIFEST.into(),
+            children: Vec::new(),
+            blobs: layers
+                .iter()
+                .map(|l| BlobRef { digest: Digest::of(l.as_bytes()), size: l.len() as u64 })
+                .collect(),
+            platform: Some(Platform {
+                os: "linux".into(),
+                architecture: arch.into(),
+                variant: None,
+            }),
+            bytes,
+        }
+    }
+
+    fn layer(l: &str) -> (Digest, u64) {
+        (Digest::of(l.as_bytes()), l.len() as u64)
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        now: DateTime<Utc>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("w.redb")).unwrap();
+            let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+            Fixture { _dir: dir, store, now }
+        }
+
+        /// Commit `repos` (tag -> manifest) with `manifests` and their layers staged.
+        async fn commit(
+            &self,
+            repos: &[(&str, &[(&str, &NewManifest)])],
+            staged: &[&NewManifest],
+            hours_later: i64,
+        ) -> CommitOutcome {
+            let blobs = staged
+                .iter()
+                .flat_map(|m| m.blobs.iter().map(|b| (b.digest.clone(), b.size)))
+                .collect();
+            let c = SyncCommit {
+                repos: repos
+                    .iter()
+                    .map(|(r, tags)| {
+                        let tags =
+                            tags.iter().map(|(t, m)| (t.parse().unwrap(), m.digest.clone()));
+                        (r.parse().unwrap(), tags.collect())
+                    })
+                    .collect(),
+                removed_repos: Vec::new(),
+                manifests: staged.iter().map(|m| (*m).clone()).collect(),
+                blobs,
+                now: self.now + chrono::Duration::hours(hours_later),
+                grace: chrono::Duration::hours(24),
+            };
+            self.store.commit_sync(c).await.unwrap()
+        }
+
+        async fn released(&self) -> BTreeSet<Digest> {
+            let records = self.store.pool_records().await.unwrap();
+            records.into_iter().filter(|r| r.released).map(|r| r.digest).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_generation_moves_exactly_when_the_tree_changes() {
+        let f = Fixture::new();
+        let a = image(&["base", "a"], "amd64");
+        let out = f.commit(&[("r", &[("v1", &a)])], &[&a], 0).await;
+        assert_eq!((out.generation_before, out.generation), (0, 1));
+        assert_eq!(out.changed_repos().count(), 1);
+        // The same tags again: nothing changes, not even the number.
+        let out = f.commit(&[("r", &[("v1", &a)])], &[], 1).await;
+        assert_eq!((out.generation, out.changed_repos().count()), (1, 0));
+        assert!(f.released().await.is_empty());
+        // A moved tag is a new generation; its first-seen content belongs to it.
+        let b = image(&["base", "b"], "amd64");
+        let out = f.commit(&[("r", &[("v1", &b)])], &[&b], 2).await;
+        assert_eq!(out.generation, 2);
+        let facts = f.store.pool_facts().await.unwrap();
+        let (shared, new) = (layer("base").0, layer("b").0);
+        assert_eq!(facts.get(&shared).unwrap().first_seen, 1);
+        assert_eq!(facts.get(&new).unwrap().first_seen, 2);
+        // `a`'s own layer and manifest are released, the shared base is not.
+        let released = f.released().await;
+        assert_eq!(released, BTreeSet::from([a.digest.clone(), layer("a").0]));
+    }
+
+    #[tokio::test]
+    async fn a_blob_is_collected_only_when_no_repository_reaches_it_for_the_whole_grace() {
+        let f = Fixture::new();
+        let a = image(&["base", "a"], "amd64");
+        let b = image(&["base", "b"], "amd64");
+        f.commit(&[("r", &[("v1", &a)]), ("s", &[("v1", &b)])], &[&a, &b], 0).await;
+        // `r` goes: `a`'s content is released; `base` is still reached by `s`.
+        let out = f.commit(&[("r", &[])], &[], 1).await;
+        assert_eq!((out.generation, out.collected.len()), (2, 0));
+        assert!(!f.released().await.contains(&layer("base").0));
+        // Within the grace nothing is collected.
+        let out = f.commit(&[("s", &[("v1", &b)])], &[], 24).await;
+        assert_eq!((out.generation, out.collected.len()), (2, 0));
+        // After it, what was released is, and the generation moves.
+        let out = f.commit(&[("s", &[("v1", &b)])], &[], 26).await;
+        let collected: BTreeSet<Digest> = out.collected.into_iter().collect();
+        assert_eq!(collected, BTreeSet::from([a.digest.clone(), layer("a").0]));
+        assert_eq!(out.generation, 3);
+        assert!(f.store.pool_facts().await.unwrap().get(&layer("a").0).is_none());
+        assert!(f.store.known_manifests(vec![a.digest.clone()]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_released_blob_referenced_again_is_never_collected() {
+        let f = Fixture::new();
+        let a = image(&["a"], "amd64");
+        f.commit(&[("r", &[("v1", &a)])], &[&a], 0).await;
+        f.commit(&[("r", &[])], &[], 1).await;
+        assert!(f.released().await.contains(&layer("a").0));
+        // Another repository reaches it before the grace is over.
+        let out = f.commit(&[("s", &[("v1", &a)])], &[], 2).await;
+        assert_eq!(out.generation, 3);
+        assert!(f.released().await.is_empty());
+        let out = f.commit(&[("s", &[("v1", &a)])], &[], 100).await;
+        assert!(out.collected.is_empty(), "{:?}", out.collected);
+    }
+
+    #[tokio::test]
+    async fn staged_content_no_tag_references_is_collected_after_the_grace() {
+        let f = Fixture::new();
+        let a = image(&["a"], "amd64");
+        // A run that staged `a` (its tag then failed, or the run was cut off).
+        f.store.stage(vec![a.clone()], vec![layer("a")], f.now).await.unwrap();
+        let out = f.commit(&[], &[], 1).await;
+        assert_eq!((out.generation, out.collected.len()), (0, 0));
+        assert_eq!(f.released().await.len(), 2);
+        let out = f.commit(&[], &[], 25).await;
+        assert_eq!(out.collected.len(), 2);
+        assert_eq!(out.generation, 1, "collecting changes the tree");
+    }
+
+    #[tokio::test]
+    async fn a_content_set_carries_a_shared_blob_from_the_generation_it_gained_it() {
+        let f = Fixture::new();
+        let amd = image(&["base", "x"], "amd64");
+        f.commit(&[("r", &[("amd", &amd)])], &[&amd], 0).await;
+        let arm = image(&["base", "y"], "arm64");
+        f.commit(&[("r", &[("amd", &amd), ("arm", &arm)])], &[&arm], 1).await;
+        let facts = f.store.pool_facts().await.unwrap();
+        let base = facts.get(&layer("base").0).unwrap();
+        assert_eq!(
+            facts.sets_of(base),
+            BTreeMap::from([("amd64".to_owned(), 1), ("arm64".to_owned(), 2)])
+        );
+    }
 }

@@ -62,6 +62,8 @@ impl Store {
             n += copy(&src, &dst, MANIFEST_BYTES)?;
             n += copy(&src, &dst, BLOBS)?;
             n += copy(&src, &dst, REPO_CONTENT)?;
+            n += copy(&src, &dst, REFS)?;
+            n += copy(&src, &dst, RELEASED)?;
             n += copy(&src, &dst, RUNS)?;
             n += copy(&src, &dst, MIRRORS)?;
             n += copy(&src, &dst, CRAWLS)?;

@@ -28,7 +28,7 @@ pub use commit::{CommitOutcome, NewManifest, SyncCommit, TagDiff};
 pub use maintenance::{PoolRecord, restore};
 pub use mirrors::{CRAWL_HISTORY, MirrorEditError};
 use records::{StoredManifest, StoredRun, StoredTag, decode, encode};
-pub use selection::{BlobFacts, EVERY_SET, PoolFacts};
+pub use selection::{BlobFacts, BlobLookup, EVERY_SET, PoolFacts, PoolFactsBuilder};
 pub use sessions::Session;
 use tables::*;
 pub use users::{UserChange, UserEditError};
@@ -38,8 +38,13 @@ pub use users::{UserChange, UserEditError};
 /// 1. the first release: repositories, tags, manifests, blobs, runs, mirrors, crawls, users,
 ///    sessions;
 /// 2. the audit log and the hourly redirect counters; mirrors may be `pending` (a record
-///    field with a default, so schema-1 mirror records read unchanged).
-pub const SCHEMA_VERSION: u64 = 2;
+///    field with a default, so schema-1 mirror records read unchanged);
+/// 3. per-digest reference counts (`refs`) and the index of released pool files
+///    (`released`), so a commit costs what changed, not a scan of the catalog.
+pub const SCHEMA_VERSION: u64 = 3;
+
+/// redb's page cache unless configured (`storage.store_cache`).
+pub const DEFAULT_CACHE: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -102,7 +107,13 @@ pub struct Store {
 impl Store {
     /// Open (or create) the store file, creating tables and migrating old schemas.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path).map_err(|e| match e {
+        Store::open_with_cache(path, DEFAULT_CACHE)
+    }
+
+    /// [`Store::open`] with redb's page cache limited to `cache_bytes` (it lives inside the
+    /// process: its size is most of Wharf's memory at a large catalog).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        let db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::Locked(path.display().to_string())
             }
@@ -130,6 +141,8 @@ impl Store {
             txn.open_table(MANIFEST_BYTES)?;
             txn.open_table(BLOBS)?;
             txn.open_table(REPO_CONTENT)?;
+            txn.open_table(REFS)?;
+            txn.open_table(RELEASED)?;
             txn.open_table(RUNS)?;
             txn.open_table(MIRRORS)?;
             txn.open_table(CRAWLS)?;
@@ -281,29 +294,43 @@ impl Store {
         .await
     }
 
-    /// Every repository as the tree should publish it.
-    pub async fn layouts(&self) -> Result<Vec<RepoLayout>, StoreError> {
-        self.blocking("layouts", |db| {
+    /// Repositories as the tree should publish them: these (those that still have tags),
+    /// or every one.
+    pub async fn layouts(
+        &self,
+        repos: Option<Vec<RepoName>>,
+    ) -> Result<Vec<RepoLayout>, StoreError> {
+        self.blocking("layouts", move |db| {
             let txn = db.begin_read()?;
             let manifests = txn.open_table(MANIFESTS)?;
             let content = txn.open_table(REPO_CONTENT)?;
+            let tags = txn.open_table(TAGS)?;
+            let ranges = match &repos {
+                None => vec![tags.iter()?],
+                Some(rs) => rs
+                    .iter()
+                    .map(|r| tags.range((r.as_str(), "")..(r.as_str(), KEY_END)))
+                    .collect::<Result<_, _>>()?,
+            };
             let mut by_repo: BTreeMap<String, Vec<TagEntry>> = BTreeMap::new();
-            for row in txn.open_table(TAGS)?.iter()? {
-                let (k, v) = row?;
-                let (repo, tag) = k.value();
-                let StoredTag::V1 { digest, .. } = decode("tags", v.value())?;
-                let m = manifests
-                    .get(digest.as_str())?
-                    .ok_or_else(|| StoreError::Corrupt(format!("tag {repo}:{tag} -> {digest}")))?;
-                let StoredManifest::V1 { media_type, size, platform, .. } =
-                    decode("manifests", m.value())?;
-                by_repo.entry(repo.to_owned()).or_default().push(TagEntry {
-                    tag: parse_key("tags", tag)?,
-                    digest,
-                    media_type,
-                    size,
-                    platform,
-                });
+            for range in ranges {
+                for row in range {
+                    let (k, v) = row?;
+                    let (repo, tag) = k.value();
+                    let StoredTag::V1 { digest, .. } = decode("tags", v.value())?;
+                    let m = manifests.get(digest.as_str())?.ok_or_else(|| {
+                        StoreError::Corrupt(format!("tag {repo}:{tag} -> {digest}"))
+                    })?;
+                    let StoredManifest::V1 { media_type, size, platform, .. } =
+                        decode("manifests", m.value())?;
+                    by_repo.entry(repo.to_owned()).or_default().push(TagEntry {
+                        tag: parse_key("tags", tag)?,
+                        digest,
+                        media_type,
+                        size,
+                        platform,
+                    });
+                }
             }
             let mut out = Vec::new();
             for (repo, tags) in by_repo {
@@ -369,29 +396,19 @@ impl Store {
         files: Vec<(Digest, u64)>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<usize, StoreError> {
-        self.blocking("adopt_pool_files", move |db| {
-            let txn = db.begin_write()?;
-            let mut adopted = 0;
-            {
-                let generation =
-                    txn.open_table(META)?.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0);
-                let mut blobs = txn.open_table(BLOBS)?;
-                for (digest, size) in files {
-                    if blobs.get(digest.as_str())?.is_some() {
-                        continue;
-                    }
-                    let released = Some(records::Released { generation, at: now });
-                    let sets = Default::default();
-                    let rec =
-                        records::StoredBlob::V1 { size, first_seen: generation, released, sets };
-                    blobs.insert(digest.as_str(), encode(&rec).as_slice())?;
-                    adopted += 1;
-                }
-            }
-            txn.commit()?;
-            Ok(adopted)
-        })
-        .await
+        self.blocking("adopt_pool_files", move |db| commit::stage(db, &[], &files, now)).await
+    }
+
+    /// Record manifests and pool files a sync verified, ahead of its commit (see
+    /// `commit::stage`), so the run need not keep them in memory.
+    pub async fn stage(
+        &self,
+        manifests: Vec<NewManifest>,
+        blobs: Vec<(Digest, u64)>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.blocking("stage", move |db| commit::stage(db, &manifests, &blobs, now).map(drop))
+            .await
     }
 
     /// Apply a sync's results in one write transaction; see [`commit`].
@@ -411,6 +428,10 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
         txn.open_table(AUDIT)?;
         txn.open_table(REDIRECTS)?;
         tracing::info!("store migrated from schema 1 to 2 (audit log, redirect counters)");
+    }
+    if from < 3 {
+        commit::index_references(txn)?;
+        tracing::info!("store migrated to schema 3 (reference counts, released index)");
     }
     Ok(())
 }

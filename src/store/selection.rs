@@ -1,6 +1,11 @@
 //! What blob selection and the crawler need to know about the pool, read in one snapshot:
 //! each pool file's size, the generation it appeared in, since which generation each content
 //! set carries it, and which repositories reach it.
+//!
+//! [`PoolFacts`] is compact on purpose (a million pool files fit in well under 100 MB): pool
+//! files are a sorted array of 32-byte hashes with a parallel array of facts, content sets
+//! are small interned ids, and a repository's content is a sorted array of indexes into the
+//! pool. Lookups are binary searches; nothing per request allocates.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,74 +21,278 @@ use super::{Store, StoreError};
 /// blobs such images share).
 pub const EVERY_SET: &str = "*";
 
+/// A content set's index in [`PoolFacts`]'s name table.
+type SetId = u16;
+
+/// The content sets carrying a blob, each with the generation from which it does. Almost
+/// every blob is in exactly one set: that case needs no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SetList {
+    One([(SetId, Generation); 1]),
+    Many(Box<[(SetId, Generation)]>),
+}
+
+impl SetList {
+    fn entries(&self) -> &[(SetId, Generation)] {
+        match self {
+            SetList::One(one) => one,
+            SetList::Many(v) => v,
+        }
+    }
+}
+
 /// A pool file as selection sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobFacts {
     pub size: u64,
     pub first_seen: Generation,
-    /// Content set (an architecture, or [`EVERY_SET`]) -> the generation from which that set
-    /// carries the blob. Membership only grows: a set that once carried a blob keeps it.
-    pub sets: BTreeMap<String, Generation>,
+    sets: SetList,
 }
 
-impl BlobFacts {
+/// The pool and the repositories' content at one generation.
+#[derive(Debug, Clone, Default)]
+pub struct PoolFacts {
+    pub generation: Generation,
+    /// Every pool file's size summed: what a full mirror holds.
+    pub pool_bytes: u64,
+    /// Sorted; `blobs[i]` are the facts of `digests[i]`.
+    digests: Vec<[u8; 32]>,
+    blobs: Vec<BlobFacts>,
+    /// Content-set names; a [`SetId`] indexes this.
+    set_names: Vec<String>,
+    /// repository -> sorted indexes into `digests` of what its tags reach.
+    repos: HashMap<RepoName, Box<[u32]>>,
+    /// generation -> indexes of the blobs some content set carries from that generation on
+    /// (what a crawl of a mirror claiming it samples first), ascending.
+    new_in: BTreeMap<Generation, Vec<u32>>,
+}
+
+/// Builds a [`PoolFacts`] from pool files and repository contents in any order.
+#[derive(Default)]
+pub struct PoolFactsBuilder {
+    generation: Generation,
+    rows: Vec<([u8; 32], u64, Generation, Vec<(SetId, Generation)>)>,
+    set_names: Vec<String>,
+    repos: HashMap<RepoName, Vec<[u8; 32]>>,
+}
+
+impl PoolFactsBuilder {
+    pub fn new(generation: Generation) -> PoolFactsBuilder {
+        PoolFactsBuilder { generation, ..PoolFactsBuilder::default() }
+    }
+
+    fn set_id(&mut self, name: &str) -> SetId {
+        match self.set_names.iter().position(|n| n == name) {
+            Some(i) => i as SetId,
+            None => {
+                // Architectures are a handful; should an upstream invent thousands, the
+                // rest count as carried by every set (never as carried by none).
+                if self.set_names.len() >= usize::from(SetId::MAX) {
+                    return self.set_id(EVERY_SET);
+                }
+                self.set_names.push(name.to_owned());
+                (self.set_names.len() - 1) as SetId
+            }
+        }
+    }
+
+    /// A pool file with its content sets (set name -> since which generation).
+    pub fn blob(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        first_seen: Generation,
+        sets: &BTreeMap<String, Generation>,
+    ) {
+        let sets = sets.iter().map(|(k, g)| (self.set_id(k), *g)).collect();
+        self.rows.push((digest.raw(), size, first_seen, sets));
+    }
+
+    /// `digest` is reached by `repo`'s tags.
+    pub fn reaches(&mut self, repo: &RepoName, digest: &Digest) {
+        match self.repos.get_mut(repo) {
+            Some(v) => v.push(digest.raw()),
+            None => {
+                self.repos.insert(repo.clone(), vec![digest.raw()]);
+            }
+        }
+    }
+
+    pub fn build(self) -> PoolFacts {
+        let mut rows = self.rows;
+        if !rows.is_sorted_by(|a, b| a.0 <= b.0) {
+            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        rows.dedup_by(|a, b| a.0 == b.0);
+        let mut digests = Vec::with_capacity(rows.len());
+        let mut blobs = Vec::with_capacity(rows.len());
+        let mut new_in: BTreeMap<Generation, Vec<u32>> = BTreeMap::new();
+        let mut pool_bytes = 0u64;
+        for (i, (raw, size, first_seen, mut sets)) in rows.into_iter().enumerate() {
+            pool_bytes = pool_bytes.saturating_add(size);
+            sets.sort_unstable();
+            let mut gens: Vec<Generation> = sets.iter().map(|(_, g)| *g).collect();
+            gens.dedup();
+            for g in gens {
+                new_in.entry(g).or_default().push(i as u32);
+            }
+            let sets = match sets.as_slice() {
+                [one] => SetList::One([*one]),
+                _ => SetList::Many(sets.into_boxed_slice()),
+            };
+            digests.push(raw);
+            blobs.push(BlobFacts { size, first_seen, sets });
+        }
+        let repos = self
+            .repos
+            .into_iter()
+            .map(|(repo, raws)| {
+                let mut idx: Vec<u32> = raws
+                    .iter()
+                    .filter_map(|r| digests.binary_search(r).ok().map(|i| i as u32))
+                    .collect();
+                idx.sort_unstable();
+                idx.dedup();
+                (repo, idx.into_boxed_slice())
+            })
+            .collect();
+        PoolFacts {
+            generation: self.generation,
+            pool_bytes,
+            digests,
+            blobs,
+            set_names: self.set_names,
+            repos,
+            new_in,
+        }
+    }
+}
+
+/// How a repository-scoped lookup of a blob came out.
+pub enum BlobLookup<'a> {
+    Found(&'a BlobFacts),
+    NameUnknown,
+    BlobUnknown,
+}
+
+impl PoolFacts {
+    fn index_of(&self, digest: &Digest) -> Option<usize> {
+        self.digests.binary_search(&digest.raw()).ok()
+    }
+
+    /// The number of pool files.
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// A pool file's facts.
+    pub fn get(&self, digest: &Digest) -> Option<&BlobFacts> {
+        self.index_of(digest).map(|i| &self.blobs[i])
+    }
+
+    /// The blob, if the repository's tags reach it.
+    pub fn lookup(&self, repo: &RepoName, digest: &Digest) -> BlobLookup<'_> {
+        let Some(content) = self.repos.get(repo) else { return BlobLookup::NameUnknown };
+        match self.index_of(digest) {
+            Some(i) if content.binary_search(&(i as u32)).is_ok() => {
+                BlobLookup::Found(&self.blobs[i])
+            }
+            _ => BlobLookup::BlobUnknown,
+        }
+    }
+
+    pub fn repo_names(&self) -> impl Iterator<Item = &RepoName> {
+        self.repos.keys()
+    }
+
+    /// What a repository's tags reach.
+    pub fn repo_content(&self, repo: &RepoName) -> impl Iterator<Item = (Digest, &BlobFacts)> {
+        self.repos.get(repo).into_iter().flatten().map(|&i| self.entry(i as usize))
+    }
+
+    /// Every pool file, in digest order.
+    pub fn iter(&self) -> impl Iterator<Item = (Digest, &BlobFacts)> {
+        (0..self.digests.len()).map(|i| self.entry(i))
+    }
+
+    fn entry(&self, i: usize) -> (Digest, &BlobFacts) {
+        (Digest::from_sha256(&self.digests[i]), &self.blobs[i])
+    }
+
+    /// The content-set names any pool file is in, [`EVERY_SET`] included.
+    pub fn set_names(&self) -> &[String] {
+        &self.set_names
+    }
+
+    fn name(&self, id: SetId) -> &str {
+        self.set_names.get(usize::from(id)).map_or(EVERY_SET, String::as_str)
+    }
+
     /// Since which generation a mirror carrying `content` has this blob.
-    pub fn carried_since(&self, content: &ContentSet) -> Option<Generation> {
+    pub fn carried_since(&self, blob: &BlobFacts, content: &ContentSet) -> Option<Generation> {
         match content {
-            ContentSet::All => Some(self.first_seen),
-            ContentSet::Arches(_) => self
+            ContentSet::All => Some(blob.first_seen),
+            ContentSet::Arches(_) => blob
                 .sets
+                .entries()
                 .iter()
-                .filter(|(k, _)| k.as_str() == EVERY_SET || content.contains_arch(k))
+                .filter(|(id, _)| {
+                    let k = self.name(*id);
+                    k == EVERY_SET || content.contains_arch(k)
+                })
                 .map(|(_, g)| *g)
                 .min(),
         }
     }
-}
 
-#[derive(Debug, Clone, Default)]
-pub struct PoolFacts {
-    pub generation: Generation,
-    pub blobs: HashMap<Digest, BlobFacts>,
-    /// repository -> the digests its tags reach.
-    pub repos: HashMap<RepoName, Vec<Digest>>,
+    /// Whether the content set named `set` (or every set) carries the blob.
+    pub fn in_set(&self, blob: &BlobFacts, set: &str) -> bool {
+        blob.sets.entries().iter().any(|(id, _)| {
+            let k = self.name(*id);
+            k == set || k == EVERY_SET
+        })
+    }
+
+    /// Content set -> since which generation it carries the blob.
+    pub fn sets_of(&self, blob: &BlobFacts) -> BTreeMap<String, Generation> {
+        blob.sets.entries().iter().map(|(id, g)| (self.name(*id).to_owned(), *g)).collect()
+    }
+
+    /// Blobs that some content set carries from `generation` on (a superset of what a mirror
+    /// claiming it got new), without looking at any other blob.
+    pub fn new_in(&self, generation: Generation) -> impl Iterator<Item = (Digest, &BlobFacts)> {
+        self.new_in.get(&generation).into_iter().flatten().map(|&i| self.entry(i as usize))
+    }
+
+    /// The `i`-th pool file in digest order (uniform random sampling without a scan).
+    pub fn nth(&self, i: usize) -> Option<(Digest, &BlobFacts)> {
+        (i < self.digests.len()).then(|| self.entry(i))
+    }
 }
 
 /// The content sets each digest belongs to now, from the manifests that reference it: an
 /// image manifest's architecture, or [`EVERY_SET`] for indexes and platform-less images.
-pub(super) fn current_sets(
-    manifests: &impl ReadableTable<&'static str, &'static [u8]>,
-) -> Result<HashMap<String, Vec<String>>, StoreError> {
-    let mut sets: HashMap<String, Vec<String>> = HashMap::new();
-    let mut add = |d: &str, set: &str| {
-        let entry = sets.entry(d.to_owned()).or_default();
-        if !entry.iter().any(|s| s == set) {
-            entry.push(set.to_owned());
-        }
+pub(super) fn sets_of_manifest(rec: &StoredManifest) -> (&str, Vec<&Digest>) {
+    let StoredManifest::V1 { media_type: mt, blobs, platform, .. } = rec;
+    let set = match platform {
+        Some(p) if !media_type::is_index(mt) => p.architecture.as_str(),
+        _ => EVERY_SET,
     };
-    for row in manifests.iter()? {
-        let (k, v) = row?;
-        let StoredManifest::V1 { media_type: mt, blobs, platform, .. } =
-            decode("manifests", v.value())?;
-        let set = match &platform {
-            Some(p) if !media_type::is_index(&mt) => p.architecture.as_str(),
-            _ => EVERY_SET,
-        };
-        add(k.value(), set);
-        for b in &blobs {
-            add(b.digest.as_str(), set);
-        }
-    }
-    Ok(sets)
+    (set, blobs.iter().map(|b| &b.digest).collect())
 }
 
 impl Store {
+    /// Read the pool facts from the store: one pass over `blobs` and `repo_content`.
     pub async fn pool_facts(&self) -> Result<PoolFacts, StoreError> {
         self.blocking("pool_facts", |db| {
             let txn = db.begin_read()?;
             let generation =
                 txn.open_table(META)?.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0);
-            let mut blobs = HashMap::new();
+            let mut b = PoolFactsBuilder::new(generation);
             for row in txn.open_table(BLOBS)?.iter()? {
                 let (k, v) = row?;
                 let StoredBlob::V1 { size, first_seen, sets, .. } = decode("blobs", v.value())?;
@@ -91,19 +300,22 @@ impl Store {
                     .value()
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("blobs: bad key {}", k.value())))?;
-                blobs.insert(digest, BlobFacts { size, first_seen, sets });
+                b.blob(&digest, size, first_seen, &sets);
             }
-            let mut repos: HashMap<RepoName, Vec<Digest>> = HashMap::new();
+            let mut last: Option<RepoName> = None;
             for row in txn.open_table(REPO_CONTENT)?.iter()? {
                 let (k, _) = row?;
                 let (repo, digest) = k.value();
                 let bad = || StoreError::Corrupt(format!("repo_content: bad key {repo} {digest}"));
-                repos
-                    .entry(repo.parse().map_err(|_| bad())?)
-                    .or_default()
-                    .push(digest.parse().map_err(|_| bad())?);
+                if last.as_ref().is_none_or(|l| l.as_str() != repo) {
+                    last = Some(repo.parse().map_err(|_| bad())?);
+                }
+                let digest: Digest = digest.parse().map_err(|_| bad())?;
+                if let Some(r) = &last {
+                    b.reaches(r, &digest);
+                }
             }
-            Ok(PoolFacts { generation, blobs, repos })
+            Ok(b.build())
         })
         .await
     }

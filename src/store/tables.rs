@@ -20,6 +20,12 @@ pub(super) const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blo
 /// repository serve this digest" with one lookup.
 pub(super) const REPO_CONTENT: TableDefinition<(&str, &str), u64> =
     TableDefinition::new("repo_content");
+/// digest -> how many repositories reach it (rows of `repo_content` naming it). A pool file
+/// whose count drops to 0 is released; the commit never scans the catalog to find out.
+pub(super) const REFS: TableDefinition<&str, u64> = TableDefinition::new("refs");
+/// (released at, in ms since the epoch; digest): the released pool files in the order they
+/// expire, so garbage collection reads only what is due.
+pub(super) const RELEASED: TableDefinition<(i64, &str), ()> = TableDefinition::new("released");
 /// run id -> `StoredRun`.
 pub(super) const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("sync_runs");
 

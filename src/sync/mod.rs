@@ -205,9 +205,17 @@ async fn sync_and_publish(
         ctx.progress.set_current(repo.as_str());
         let empty = BTreeMap::new();
         let out = sync_repo(ctx, repo, current.get(repo).unwrap_or(&empty)).await;
+        // What the repository fetched is recorded now, so a run holds one repository's
+        // manifests at a time. The pool directory is synced once for the batch first: a
+        // record never names a file a crash could lose.
+        if !out.manifests.is_empty() || !out.blobs.is_empty() {
+            let tree = ctx.tree.clone();
+            tokio::task::spawn_blocking(move || tree.sync_pool())
+                .await
+                .map_err(|e| SyncError::Task(e.to_string()))??;
+            ctx.store.stage(out.manifests, out.blobs, commit.now).await?;
+        }
         commit.repos.insert(repo.clone(), out.tags);
-        commit.manifests.extend(out.manifests);
-        commit.blobs.extend(out.blobs);
         run.repos.push(out.report);
         ctx.progress.repo_done();
     }
@@ -224,7 +232,8 @@ async fn sync_and_publish(
 
     ctx.progress.set_current("publishing");
     let outcome = ctx.store.commit_sync(commit).await?;
-    if let Some(hook) = &ctx.after_commit {
+    // Same generation, same content: nothing for selection to learn.
+    if let Some(hook) = ctx.after_commit.as_ref().filter(|_| outcome.changed()) {
         hook().await;
     }
     for report in &mut run.repos {
@@ -237,33 +246,70 @@ async fn sync_and_publish(
     }
     run.generation_after = outcome.generation;
     run.blobs_collected = outcome.collected.len() as u32;
-    publish(ctx, outcome.generation, outcome.collected).await
+    let changed = Changes {
+        repos: outcome.changed_repos().cloned().collect(),
+        content: outcome.changed(),
+    };
+    publish(ctx, outcome.generation, outcome.collected, Some(changed)).await
+}
+
+/// What a commit changed, for [`publish`] to touch only that.
+pub struct Changes {
+    /// Repositories whose tags changed (or that were removed).
+    pub repos: Vec<RepoName>,
+    /// Whether the generation changed (the content-set lists are rewritten).
+    pub content: bool,
 }
 
 /// Bring the tree in line with the store: layouts, collected pool files, marker (last).
+/// `changes`: only what a commit changed; `None`: everything (at start, after a crash), and
+/// pool files the store does not know are adopted.
 /// A layout that cannot be written does not stop the others or the marker (the pool, which
 /// is what mirrors are checked against, is complete); the errors are returned afterwards.
 pub async fn publish(
     ctx: &SyncCtx,
     generation: u64,
     collected: Vec<Digest>,
+    changes: Option<Changes>,
 ) -> Result<(), SyncError> {
-    let layouts = ctx.store.layouts().await?;
-    let facts = ctx.store.pool_facts().await?;
+    let everything = changes.is_none();
+    let (layouts, removed, rewrite_sets) = match &changes {
+        None => (ctx.store.layouts(None).await?, Vec::new(), true),
+        Some(c) => {
+            let layouts = ctx.store.layouts(Some(c.repos.clone())).await?;
+            let kept: HashSet<&RepoName> = layouts.iter().map(|l| &l.repo).collect();
+            let removed = c.repos.iter().filter(|r| !kept.contains(r)).cloned().collect();
+            (layouts, removed, c.content)
+        }
+    };
+    // The content-set lists name every layout: rebuilt from the store when content changed.
+    let sets = if rewrite_sets {
+        let facts = ctx.store.pool_facts().await?;
+        let all = if everything { None } else { Some(ctx.store.layouts(None).await?) };
+        Some(content_sets(&facts, all.as_deref().unwrap_or(&layouts)))
+    } else {
+        None
+    };
     let tree = ctx.tree.clone();
     let now = ctx.clock.now();
     let (errors, files) = tokio::task::spawn_blocking(move || {
         let mut errors = Vec::new();
-        if let Err(e) = tree.write_content_sets(&content_sets(&facts, &layouts)) {
+        if let Some(sets) = sets
+            && let Err(e) = tree.write_content_sets(&sets)
+        {
             errors.push(format!("content sets: {e}"));
         }
-        let keep = layouts.iter().map(|l| l.repo.clone()).collect();
         for layout in &layouts {
             if let Err(e) = tree.publish_layout(layout) {
                 errors.push(format!("layout of {}: {e}", layout.repo));
             }
         }
-        if let Err(e) = tree.remove_other_layouts(&keep) {
+        let gone = if everything {
+            tree.remove_other_layouts(&layouts.iter().map(|l| l.repo.clone()).collect())
+        } else {
+            tree.remove_layouts(&removed)
+        };
+        if let Err(e) = gone {
             errors.push(e.to_string());
         }
         for d in &collected {
@@ -276,15 +322,17 @@ pub async fn publish(
         {
             errors.push(e.to_string());
         }
-        (errors, tree.pool_files())
+        (errors, everything.then(|| tree.pool_files()))
     })
     .await
     .map_err(|e| SyncError::Task(e.to_string()))?;
     // Pool files the store does not know: an interrupted run's downloads, or collected files
     // whose deletion failed. They are tracked from now on and collected after the grace.
-    let adopted = ctx.store.adopt_pool_files(files?, now).await?;
-    if adopted > 0 {
-        tracing::warn!(adopted, "pool files without a store record adopted");
+    if let Some(files) = files {
+        let adopted = ctx.store.adopt_pool_files(files?, now).await?;
+        if adopted > 0 {
+            tracing::warn!(adopted, "pool files without a store record adopted");
+        }
     }
     if errors.is_empty() { Ok(()) } else { Err(SyncError::Publish(errors.join("; "))) }
 }
@@ -297,20 +345,17 @@ fn content_sets(
     layouts: &[crate::model::RepoLayout],
 ) -> BTreeMap<String, Vec<String>> {
     let every = crate::store::EVERY_SET;
-    let arches: std::collections::BTreeSet<&String> =
-        facts.blobs.values().flat_map(|b| b.sets.keys()).filter(|k| k.as_str() != every).collect();
-    let carried = |d: &Digest, arch: &str| {
-        facts.blobs.get(d).is_some_and(|b| b.sets.contains_key(arch) || b.sets.contains_key(every))
-    };
-    let mut sorted: Vec<&Digest> = facts.blobs.keys().collect();
-    sorted.sort();
-    arches
-        .into_iter()
+    let carried = |d: &Digest, arch: &str| facts.get(d).is_some_and(|b| facts.in_set(b, arch));
+    facts
+        .set_names()
+        .iter()
+        .filter(|k| k.as_str() != every)
         .map(|arch| {
-            let mut paths: Vec<String> = sorted
+            // `iter` is in digest order.
+            let mut paths: Vec<String> = facts
                 .iter()
-                .filter(|d| carried(d, arch))
-                .map(|d| format!("blobs/sha256/{}", d.hex()))
+                .filter(|(_, b)| facts.in_set(b, arch))
+                .map(|(d, _)| format!("blobs/sha256/{}", d.hex()))
                 .collect();
             for l in layouts {
                 let dir = format!("repositories/{}", l.repo);
@@ -333,7 +378,7 @@ fn content_sets(
 /// between its commit and the end of its publication.
 pub async fn republish(ctx: &SyncCtx) -> Result<(), SyncError> {
     let generation = ctx.store.generation().await?;
-    publish(ctx, generation, Vec::new()).await
+    publish(ctx, generation, Vec::new(), None).await
 }
 
 fn is_literal(glob: &str) -> bool {

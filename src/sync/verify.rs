@@ -88,6 +88,7 @@ pub async fn verify(ctx: &SyncCtx, repair: bool) -> Result<VerifyReport, SyncErr
             Err(why) => report.unrepaired.push(format!("{d}: {why}")),
         }
     }
+    ctx.tree.sync_pool()?;
     // Layout links of a replaced file still point at the damaged copy: relink everything.
     republish(ctx).await?;
     Ok(report)

@@ -139,18 +139,37 @@ impl MirrorTree {
         if self.has(digest) {
             return Ok(());
         }
-        self.write_atomically(&self.pool_path(digest), bytes)
+        // The pool directory is synced once per batch (`sync_pool`), not per file.
+        self.write_file(&self.pool_path(digest), bytes)
     }
 
-    /// Write `bytes` to `dest` via a temp file + fsync + rename.
+    /// Make the pool's new entries durable: one directory fsync for a batch of pool files,
+    /// before the store records them. Each file's data was fsynced before its rename, so
+    /// after a crash a pool file is either whole or absent (and then fetched again: the
+    /// store never named it).
+    pub fn sync_pool(&self) -> Result<(), TreeError> {
+        let dir = self.root.join("blobs/sha256");
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(format!("fsync {}", dir.display())))
+    }
+
+    /// Write `bytes` to `dest` via a temp file + fsync + rename, and fsync the directory.
     fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> Result<(), TreeError> {
+        self.write_file(dest, bytes)?;
+        sync_parent(dest);
+        Ok(())
+    }
+
+    /// Write `bytes` to `dest` via a temp file + fsync + rename (the caller syncs the
+    /// directory).
+    fn write_file(&self, dest: &Path, bytes: &[u8]) -> Result<(), TreeError> {
         let ctx = || format!("writing {}", dest.display());
         let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(io_err(ctx()))?;
         tmp.as_file().set_permissions(public_file()).map_err(io_err(ctx()))?;
         tmp.write_all(bytes).map_err(io_err(ctx()))?;
         tmp.as_file().sync_all().map_err(io_err(ctx()))?;
         tmp.persist(dest).map_err(|e| io_err(ctx())(e.error))?;
-        sync_parent(dest);
         Ok(())
     }
 
@@ -223,26 +242,46 @@ impl MirrorTree {
             if name.parse::<RepoName>().is_ok_and(|r| keep.contains(&r)) {
                 continue;
             }
-            let blobs = dir.join("blobs/sha256");
-            if blobs.is_dir() {
-                for e in std::fs::read_dir(&blobs).map_err(io_err(blobs.display()))? {
-                    let p = e.map_err(io_err(blobs.display()))?.path();
-                    std::fs::remove_file(&p).map_err(io_err(p.display()))?;
-                }
-            }
-            for f in ["index.json", "oci-layout"] {
-                let _ = std::fs::remove_file(dir.join(f));
-            }
-            // Remove now-empty directories up to (not including) `repositories/`.
-            let _ = std::fs::remove_dir(&blobs);
-            let _ = std::fs::remove_dir(dir.join("blobs"));
-            let mut d = dir.as_path();
-            while d != base && std::fs::remove_dir(d).is_ok() {
-                d = d.parent().unwrap_or(&base);
-            }
+            self.remove_layout_dir(&dir)?;
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// Remove these repositories' layouts (those that exist). Returns how many were removed.
+    pub fn remove_layouts(&self, repos: &[RepoName]) -> Result<usize, TreeError> {
+        let mut removed = 0;
+        for repo in repos {
+            let dir = self.layout_dir(repo);
+            if dir.join("oci-layout").is_file() {
+                self.remove_layout_dir(&dir)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn remove_layout_dir(&self, dir: &Path) -> Result<(), TreeError> {
+        let base = self.root.join("repositories");
+        let blobs = dir.join("blobs/sha256");
+        if blobs.is_dir() {
+            for e in std::fs::read_dir(&blobs).map_err(io_err(blobs.display()))? {
+                let p = e.map_err(io_err(blobs.display()))?.path();
+                std::fs::remove_file(&p).map_err(io_err(p.display()))?;
+            }
+        }
+        for f in ["index.json", "oci-layout"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        // Remove now-empty directories up to (not including) `repositories/`; a layout of
+        // a nested repository (`a/b` under `a`) keeps its parent.
+        let _ = std::fs::remove_dir(&blobs);
+        let _ = std::fs::remove_dir(dir.join("blobs"));
+        let mut d = dir;
+        while d != base && std::fs::remove_dir(d).is_ok() {
+            d = d.parent().unwrap_or(&base);
+        }
+        Ok(())
     }
 
     /// Write `content-sets/<arch>.txt` for each entry of `sets` (paths relative to the tree

@@ -67,9 +67,9 @@ impl BlobWriter {
         self.file.get_mut().sync_all().await.map_err(io_err("fsync temp file"))?;
         let (temp, dest) = (self.temp, self.dest);
         tokio::task::spawn_blocking(move || {
+            // The directory is synced once per batch (`MirrorTree::sync_pool`).
             temp.persist(&dest)
                 .map_err(|e| io_err(format!("renaming to {}", dest.display()))(e.error))?;
-            super::sync_parent(&dest);
             Ok::<_, TreeError>(())
         })
         .await

@@ -25,7 +25,7 @@ async fn serve(config: &Path, port: u16) -> tokio::process::Child {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    wait_http(&format!("http://127.0.0.1:{port}/healthz"), &[200]).await;
+    wait_http(&format!("http://127.0.0.1:{port}/readyz"), &[200]).await;
     server
 }
 

@@ -161,7 +161,7 @@ async fn killed_ten_times_during_syncs_nothing_is_lost_or_corrupt() {
             }
         }
         let mut server = wharf_cmd(&config).arg("serve").spawn().unwrap();
-        wait_http(&format!("http://127.0.0.1:{port}/healthz"), &[200]).await;
+        wait_http(&format!("http://127.0.0.1:{port}/readyz"), &[200]).await;
         check_tree(&tree);
         let pool_before = pool_files(&tree);
         let mut sync = wharf_cmd(&config).arg("sync").spawn().unwrap();

@@ -284,7 +284,16 @@ impl Wharf {
     }
 
     pub async fn launch(setup: Setup) -> Wharf {
-        let dir = tempfile::tempdir().unwrap();
+        Wharf::launch_in(tempfile::tempdir().unwrap(), setup).await
+    }
+
+    /// Stop, and start again on the same data dir (what a restart of the service does).
+    pub async fn restart(self, setup: Setup) -> Wharf {
+        let dir = self.stop().await;
+        Wharf::launch_in(dir, setup).await
+    }
+
+    async fn launch_in(dir: TempDir, setup: Setup) -> Wharf {
         let listener = TcpListener::bind(("127.0.0.1", setup.port.unwrap_or(0))).unwrap();
         let addr = listener.local_addr().unwrap();
         let config = config_for(dir.path(), addr, &setup);
@@ -300,7 +309,7 @@ impl Wharf {
             .start(listener)
             .await
             .unwrap();
-        wait_http(&format!("http://{addr}/healthz"), &[200]).await;
+        wait_http(&format!("http://{addr}/readyz"), &[200]).await;
         Wharf { running: Some(running), _dir: dir, addr }
     }
 

@@ -422,12 +422,17 @@ async fn transient_upstream_failures_are_retried() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pool_files_the_store_does_not_know_are_adopted_and_collected() {
-    let (_dir, clock, wharf) = demo_upstream_with_clock("1day").await;
+    let (dir, clock, wharf) = demo_upstream_with_clock("1day").await;
     wharf.sync().await;
-    // What an interrupted run leaves: a verified pool file no record mentions.
+    // What an interrupted run leaves: a verified pool file no record mentions. The next
+    // start finds it (a sync does not walk the pool).
     let bytes = b"left by an interrupted run";
     let orphan = wharf.tree().join("blobs/sha256").join(crate::pull::sha256_hex(bytes));
     std::fs::write(&orphan, bytes).unwrap();
+    let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
+    setup.storage = "gc_grace = \"1day\"\n".into();
+    setup.clock = clock.clone();
+    let wharf = wharf.restart(setup).await;
     let run = wharf.sync().await;
     assert_eq!((run.generation_after, run.blobs_collected), (1, 0));
     assert!(orphan.exists(), "adopted, not deleted at once");
