@@ -75,7 +75,7 @@ impl App {
                 })
                 .map_err(io(format!("creating data dir {}", config.data_dir.display())))?;
         }
-        let store = Store::open(&config.store_path())?;
+        let store = Store::open_with_cache(&config.store_path(), config.store_cache)?;
         std::fs::set_permissions(config.store_path(), std::fs::Permissions::from_mode(0o600))
             .map_err(io(format!("restricting {}", config.store_path().display())))?;
         let tree = MirrorTree::open(&config.tree_dir, &config.tmp_dir())?;
@@ -173,6 +173,7 @@ impl App {
             tree_root: self.tree.root().to_owned(),
             stopping: stopping.clone(),
             ready: ready.clone(),
+            manifests: Default::default(),
         });
         let hooks = web::Data::new(crate::hooks::HookState {
             secret: self.config.hook_secret.clone(),

@@ -119,11 +119,18 @@ pub struct RawStorage {
     pub data_dir: PathBuf,
     pub tree_dir: Option<PathBuf>,
     pub gc_grace: String,
+    /// The store's page cache in MiB (inside the process).
+    pub cache_mib: u64,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
-        RawStorage { data_dir: "/var/lib/wharf".into(), tree_dir: None, gc_grace: "7days".into() }
+        RawStorage {
+            data_dir: "/var/lib/wharf".into(),
+            tree_dir: None,
+            gc_grace: "7days".into(),
+            cache_mib: 64,
+        }
     }
 }
 
@@ -255,6 +262,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub tree_dir: PathBuf,
     pub gc_grace: Duration,
+    /// The store's page cache, in bytes.
+    pub store_cache: usize,
     pub upstream: UpstreamConfig,
     pub sync_schedule: String,
     pub sync: SyncSettings,
@@ -560,6 +569,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if gc_grace > Duration::from_secs(10 * 365 * 86400) {
         return Err(key_err("storage.gc_grace", "at most 10 years"));
     }
+    if !(4..=65536).contains(&raw.storage.cache_mib) {
+        return Err(key_err("storage.cache_mib", "must be between 4 and 65536"));
+    }
+    let store_cache = (raw.storage.cache_mib as usize) << 20;
 
     let upstream = validate_upstream(raw.upstream)?;
     parse_cron(&raw.schedule.sync).map_err(|e| key_err("schedule.sync", e))?;
@@ -720,6 +733,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         data_dir,
         tree_dir,
         gc_grace,
+        store_cache,
         upstream,
         sync_schedule: raw.schedule.sync,
         sync,

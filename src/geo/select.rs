@@ -782,6 +782,63 @@ mod tests {
         }
     }
 
+    /// The indexed pick agrees with the full scan `explain` does: same nearest tier (and
+    /// netblock prefix), a mirror of that rank, or the fallback when no mirror qualifies.
+    #[test]
+    fn the_tier_index_picks_what_a_scan_of_every_mirror_would() {
+        use rand::Rng;
+        let d = Digest::of(b"blob");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let countries = ["DE", "FR", "US", "JP", "BR"];
+        let nets = ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "2001:db8::/32"];
+        for round in 0..300 {
+            let mirrors: Vec<MirrorStatus> = (0..rng.random_range(0..12))
+                .map(|i| {
+                    let patch = MirrorPatch {
+                        country: Some(countries[rng.random_range(0..5)].into()),
+                        netblocks: Some(if rng.random_bool(0.3) {
+                            vec![nets[rng.random_range(0..4)].into()]
+                        } else {
+                            vec![]
+                        }),
+                        asns: Some(if rng.random_bool(0.2) { vec![64500] } else { vec![] }),
+                        private: Some(rng.random_bool(0.2)),
+                        enabled: Some(rng.random_bool(0.9)),
+                        bandwidth: Some(rng.random_range(1..1000)),
+                        ..MirrorPatch::default()
+                    };
+                    let holds = [None, Some(1), Some(3)][rng.random_range(0..3)];
+                    mirror(&format!("m{round}x{i}"), patch, holds)
+                })
+                .collect();
+            let snap = snapshot(mirrors, &[(&d, 2, None)]);
+            let BlobLookup::Found(b) = snap.blob(&"r".parse().unwrap(), &d) else { panic!() };
+            let ip: IpAddr = ["10.1.2.3", "10.9.9.9", "192.0.2.1", "2001:db8::5"]
+                [rng.random_range(0..4)]
+            .parse()
+            .unwrap();
+            let geo = ClientGeo {
+                country: [None, Some("DE"), Some("US")][rng.random_range(0..3)],
+                continent: [None, Some("EU"), Some("NA")][rng.random_range(0..3)],
+                asn: [None, Some(64500)][rng.random_range(0..2)],
+            };
+            let (candidates, _) = snap.classify(&d, b, ip, &geo, false, false);
+            let pick = snap.pick(&d, b, ip, &geo, false, &mut rng);
+            match candidates.first() {
+                None => assert_eq!(pick.mirror, None, "round {round}"),
+                Some(best) => {
+                    assert_eq!(pick.tier, Some(best.tier), "round {round}");
+                    let rank = |c: &Candidate| (c.tier, c.prefix);
+                    let chosen = candidates
+                        .iter()
+                        .find(|c| Some(&c.mirror) == pick.mirror.as_ref())
+                        .expect("the pick is a candidate");
+                    assert_eq!(rank(chosen), rank(best), "round {round}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn https_clients_get_https_urls() {
         let d = Digest::of(b"x");

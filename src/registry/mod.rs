@@ -3,6 +3,7 @@
 //! Architecture invariant: no request here opens a write transaction.
 //! Imports `model`, `store`; never `admin`.
 
+mod cache;
 mod errors;
 mod mirrors;
 mod negotiate;
@@ -49,6 +50,8 @@ pub struct RegistryState {
     pub tree_root: std::path::PathBuf,
     /// Set when shutdown begins (`/readyz` answers 503).
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Manifests as served, by generation.
+    pub manifests: cache::ManifestCache,
     /// Set once the selection state is loaded at start; until then `/readyz` and blob
     /// requests answer 503 (the listener answers from the first moment).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
@@ -251,26 +254,27 @@ async fn manifest(
     reference: Reference,
 ) -> Result<HttpResponse, RegistryError> {
     let accepted = Accepted::from_headers(req.headers());
-    let hit = resolve_manifest(&state.store, &name, &reference, &accepted).await?;
-    Ok(manifest_response(req, hit))
+    let hit = resolve_manifest(state, &name, &reference, &accepted).await?;
+    Ok(manifest_response(req, &hit))
 }
 
 /// The manifest a request names, after Accept negotiation (see `negotiate`).
 async fn resolve_manifest(
-    store: &Store,
+    state: &RegistryState,
     name: &RepoName,
     reference: &Reference,
     accepted: &Accepted,
-) -> Result<ManifestHit, RegistryError> {
+) -> Result<Arc<ManifestHit>, RegistryError> {
     let unknown = || RegistryError::ManifestUnknown(format!("{name}:{reference}"));
-    let (hit, by_tag) = match reference {
-        Reference::Tag(t) => (store.manifest_by_tag(name, t).await?, true),
-        Reference::Digest(d) => (store.manifest_by_digest(name, d).await?, false),
+    let generation = state.selector.snapshot().generation;
+    let lookup = |r: Reference| async move {
+        state.manifests.get(&state.store, generation, name, &r).await
     };
-    let hit = found(hit, unknown())?;
+    let by_tag = matches!(reference, Reference::Tag(_));
+    let hit = found(lookup(reference.clone()).await?, unknown())?;
     let hit = match negotiate::choose(accepted, &hit.media_type, by_tag, &hit.children) {
         Choice::Serve => return Ok(hit),
-        Choice::Child(d) => found(store.manifest_by_digest(name, &d).await?, unknown())?,
+        Choice::Child(d) => found(lookup(Reference::Digest(d)).await?, unknown())?,
         Choice::Refuse(why) => return Err(RegistryError::ManifestUnknown(why)),
     };
     negotiate::refuse_unaccepted(accepted, &hit.media_type)
@@ -278,21 +282,21 @@ async fn resolve_manifest(
     Ok(hit)
 }
 
-fn manifest_response(req: &HttpRequest, hit: ManifestHit) -> HttpResponse {
+fn manifest_response(req: &HttpRequest, hit: &ManifestHit) -> HttpResponse {
     let etag = format!("\"{}\"", hit.digest);
     let not_modified =
         req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
             v.split(',').map(str::trim).any(|t| t == etag || t == "*" || t == hit.digest.as_str())
         });
     let mut res = if not_modified { HttpResponse::NotModified() } else { HttpResponse::Ok() };
-    res.insert_header((header::CONTENT_TYPE, hit.media_type))
+    res.insert_header((header::CONTENT_TYPE, hit.media_type.as_str()))
         .insert_header((CONTENT_DIGEST, hit.digest.as_str()))
         .insert_header((header::ETAG, etag));
     if not_modified {
         res.finish()
     } else {
         // HEAD: actix sends Content-Length of this body and omits the body itself.
-        res.body(hit.bytes)
+        res.body(web::Bytes::copy_from_slice(&hit.bytes))
     }
 }
 

@@ -43,7 +43,7 @@ pub use users::{UserChange, UserEditError};
 ///    (`released`), so a commit costs what changed, not a scan of the catalog.
 pub const SCHEMA_VERSION: u64 = 3;
 
-/// redb's page cache unless configured (`storage.store_cache`).
+/// redb's page cache unless configured (`storage.cache_mib`).
 pub const DEFAULT_CACHE: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]

@@ -15,9 +15,21 @@ const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 pub struct OciDir {
     root: PathBuf,
+    /// The last `index.json` parsed, by repository and file identity: a sync asks for every
+    /// tag of a repository in turn, and parsing the index once per tag would be quadratic.
+    last_index: std::sync::Mutex<Option<(IndexKey, std::sync::Arc<Index>)>>,
 }
 
-#[derive(serde::Deserialize)]
+/// Which `index.json` (a rewrite is a new inode or a new mtime or length).
+#[derive(PartialEq, Eq)]
+struct IndexKey {
+    repo: String,
+    ino: u64,
+    mtime: Option<std::time::SystemTime>,
+    len: u64,
+}
+
+#[derive(Clone, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct IndexEntry {
     #[serde(default)]
@@ -34,7 +46,7 @@ struct Index {
 
 impl OciDir {
     pub fn new(root: PathBuf) -> Self {
-        OciDir { root }
+        OciDir { root, last_index: std::sync::Mutex::default() }
     }
 
     pub fn root(&self) -> &Path {
@@ -78,14 +90,33 @@ impl OciDir {
         .map_err(|e| UpstreamError::Setup(e.to_string()))?
     }
 
-    async fn index(&self, repo: &str) -> Result<Index, UpstreamError> {
+    async fn index(&self, repo: &str) -> Result<std::sync::Arc<Index>, UpstreamError> {
+        use std::os::unix::fs::MetadataExt;
         let path = self.layout(repo)?.join("index.json");
-        let bytes = tokio::fs::read(&path).await.map_err(|e| match e.kind() {
+        let not_found = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::NotFound => UpstreamError::NotFound(path.display().to_string()),
             _ => io(&path, e),
-        })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| UpstreamError::Invalid(format!("{}: {e}", path.display())))
+        };
+        let meta = tokio::fs::metadata(&path).await.map_err(not_found)?;
+        let key = IndexKey {
+            repo: repo.to_owned(),
+            ino: meta.ino(),
+            mtime: meta.modified().ok(),
+            len: meta.len(),
+        };
+        let cached = {
+            let last = self.last_index.lock().unwrap_or_else(|e| e.into_inner());
+            last.as_ref().filter(|(k, _)| *k == key).map(|(_, index)| index.clone())
+        };
+        if let Some(index) = cached {
+            return Ok(index);
+        }
+        let bytes = tokio::fs::read(&path).await.map_err(not_found)?;
+        let index: std::sync::Arc<Index> = serde_json::from_slice::<Index>(&bytes)
+            .map_err(|e| UpstreamError::Invalid(format!("{}: {e}", path.display())))?
+            .into();
+        *self.last_index.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, index.clone()));
+        Ok(index)
     }
 
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>, UpstreamError> {
@@ -93,7 +124,7 @@ impl OciDir {
             .index(repo)
             .await?
             .manifests
-            .into_iter()
+            .iter()
             .filter_map(|m| m.annotations.get(ANNOTATION_REF_NAME).cloned())
             .collect();
         tags.sort();
@@ -114,8 +145,9 @@ impl OciDir {
             .index(repo)
             .await?
             .manifests
-            .into_iter()
-            .find(|m| m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(tag)))
+            .iter()
+            .find(|m| m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(tag))
+            .cloned())
     }
 
     fn blob_path(&self, repo: &str, digest: &Digest) -> Result<PathBuf, UpstreamError> {
