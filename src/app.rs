@@ -364,19 +364,22 @@ impl Running {
 }
 
 /// What start-up does once the listeners answer: finish the publication of a run that was
-/// interrupted after its commit, load the selection state, then report ready.
+/// interrupted after its commit (only then is the tree rewritten), load the selection
+/// state, report ready; then adopt what a run cut off before its commit left in the pool.
 async fn get_ready(jobs: Arc<scheduler::Jobs>, ready: Arc<AtomicBool>) {
     let started = std::time::Instant::now();
-    if let Err(e) = jobs.republish().await {
+    if let Err(e) = jobs.finish_publication().await {
         tracing::error!(error = %e, "republishing the tree at start");
     }
-    match jobs.load_selection().await {
-        Ok(()) => {
-            ready.store(true, std::sync::atomic::Ordering::Release);
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-            tracing::info!(elapsed = ?started.elapsed(), "ready");
-        }
-        Err(e) => tracing::error!(error = %e, "loading the selection state; not ready"),
+    if let Err(e) = jobs.load_selection().await {
+        tracing::error!(error = %e, "loading the selection state; not ready");
+        return;
+    }
+    ready.store(true, std::sync::atomic::Ordering::Release);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(elapsed = ?started.elapsed(), "ready");
+    if let Err(e) = jobs.adopt_orphans().await {
+        tracing::error!(error = %e, "adopting pool files without a record");
     }
 }
 

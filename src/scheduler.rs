@@ -210,11 +210,18 @@ impl Jobs {
         Ok(())
     }
 
-    /// Finish the publication of a run interrupted after its commit (at start), while no
-    /// sync runs.
-    pub async fn republish(&self) -> Result<(), SyncError> {
+    /// At start, while no sync runs: finish the publication of a run interrupted after
+    /// its commit (see `sync::finish_publication`).
+    pub async fn finish_publication(&self) -> Result<bool, SyncError> {
         let _running = self.sync_lock.lock().await;
-        sync::republish(&self.sync).await
+        sync::finish_publication(&self.sync).await
+    }
+
+    /// At start, once serving, while no sync runs: adopt pool files a run cut off before
+    /// its commit left behind.
+    pub async fn adopt_orphans(&self) -> Result<usize, SyncError> {
+        let _running = self.sync_lock.lock().await;
+        sync::adopt_orphans(&self.sync).await
     }
 
     /// Rebuild both parts of the selection from the store (at start).

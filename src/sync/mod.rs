@@ -292,7 +292,7 @@ pub async fn publish(
     };
     let tree = ctx.tree.clone();
     let now = ctx.clock.now();
-    let (errors, files) = tokio::task::spawn_blocking(move || {
+    let errors = tokio::task::spawn_blocking(move || {
         let mut errors = Vec::new();
         if let Some(sets) = sets
             && let Err(e) = tree.write_content_sets(&sets)
@@ -322,17 +322,14 @@ pub async fn publish(
         {
             errors.push(e.to_string());
         }
-        (errors, everything.then(|| tree.pool_files()))
+        errors
     })
     .await
     .map_err(|e| SyncError::Task(e.to_string()))?;
     // Pool files the store does not know: an interrupted run's downloads, or collected files
     // whose deletion failed. They are tracked from now on and collected after the grace.
-    if let Some(files) = files {
-        let adopted = ctx.store.adopt_pool_files(files?, now).await?;
-        if adopted > 0 {
-            tracing::warn!(adopted, "pool files without a store record adopted");
-        }
+    if everything {
+        adopt_orphans(ctx).await?;
     }
     if errors.is_empty() { Ok(()) } else { Err(SyncError::Publish(errors.join("; "))) }
 }
@@ -374,11 +371,43 @@ fn content_sets(
         .collect()
 }
 
-/// Rewrite layouts and marker from the store: at start, in case a run was interrupted
-/// between its commit and the end of its publication.
+/// Rewrite layouts and marker from the store, and adopt pool files it does not know.
 pub async fn republish(ctx: &SyncCtx) -> Result<(), SyncError> {
     let generation = ctx.store.generation().await?;
     publish(ctx, generation, Vec::new(), None).await
+}
+
+/// At start: finish the publication of a run interrupted between its commit and its
+/// marker. The marker is written last, so a marker at the store's generation means the
+/// last publication completed and nothing needs rewriting; anything else is a full
+/// [`republish`]. Returns whether one was needed.
+pub async fn finish_publication(ctx: &SyncCtx) -> Result<bool, SyncError> {
+    let generation = ctx.store.generation().await?;
+    let tree = ctx.tree.clone();
+    let marker = tokio::task::spawn_blocking(move || tree.read_marker())
+        .await
+        .map_err(|e| SyncError::Task(e.to_string()))?;
+    if marker.is_some_and(|m| m.generation == generation) {
+        return Ok(false);
+    }
+    if generation > 0 {
+        tracing::warn!(generation, "the last publication was cut off: republishing the tree");
+    }
+    republish(ctx).await.map(|()| true)
+}
+
+/// Give pool files the store has no record of (a run cut off before its commit) a record,
+/// so they are collected after the grace unless a tag references them. Walks the pool.
+pub async fn adopt_orphans(ctx: &SyncCtx) -> Result<usize, SyncError> {
+    let tree = ctx.tree.clone();
+    let files = tokio::task::spawn_blocking(move || tree.pool_files())
+        .await
+        .map_err(|e| SyncError::Task(e.to_string()))??;
+    let adopted = ctx.store.adopt_pool_files(files, ctx.clock.now()).await?;
+    if adopted > 0 {
+        tracing::warn!(adopted, "pool files without a store record adopted");
+    }
+    Ok(adopted)
 }
 
 fn is_literal(glob: &str) -> bool {
