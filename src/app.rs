@@ -82,7 +82,8 @@ impl App {
         let sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock.clone())?;
         let selector = Arc::new(Selector::new(config.fallback_url.clone(), config.require_https));
         let sel = selector.clone();
-        let content: crate::crawl::ContentSource = Arc::new(move || sel.snapshot().content().clone());
+        let content: crate::crawl::ContentSource =
+            Arc::new(move || sel.snapshot().content().clone());
         let crawl = CrawlCtx::new(store.clone(), content, config.crawl.clone(), clock.clone())?;
         let geo =
             Arc::new(GeoDb::open(config.geoip_database.as_deref(), config.asn_database.as_deref()));

@@ -221,8 +221,8 @@ impl MirrorEntry {
         } else {
             Ok(())
         };
-        let public =
-            !m.private && !matches!(state, Err(Exclusion::Disabled { .. } | Exclusion::BadRecord { .. }));
+        let public = !m.private
+            && !matches!(state, Err(Exclusion::Disabled { .. } | Exclusion::BadRecord { .. }));
         MirrorEntry {
             public,
             http: m.url_for(false).map(str::to_owned),
@@ -263,12 +263,7 @@ impl Snapshot {
         fallback: String,
         require_https: bool,
     ) -> Snapshot {
-        Snapshot::of(
-            Arc::new(facts),
-            Arc::new(MirrorSet::build(mirrors)),
-            fallback,
-            require_https,
-        )
+        Snapshot::of(Arc::new(facts), Arc::new(MirrorSet::build(mirrors)), fallback, require_https)
     }
 
     fn of(
@@ -471,7 +466,11 @@ impl Snapshot {
         let country = geo.country.and_then(|c| ms.countries.get(c)).map(|ids| (Tier::Country, ids));
         let continent =
             geo.continent.and_then(|c| ms.continents.get(c)).map(|ids| (Tier::Continent, ids));
-        let tiers = netblocks.chain(asn).chain(country).chain(continent).chain([(Tier::Global, &ms.global)]);
+        let tiers = netblocks
+            .chain(asn)
+            .chain(country)
+            .chain(continent)
+            .chain([(Tier::Global, &ms.global)]);
         for (tier, ids) in tiers {
             if let Some((m, base)) = self.choose(ids, blob, https, public_only, rng) {
                 return Pick {
@@ -591,7 +590,6 @@ pub fn client_ip(
     walk(x_forwarded_for.iter().flat_map(|h| h.split(',')).map(parse).collect())
 }
 
-
 /// The selection state of a running Wharf: the current snapshot, swapped atomically; its
 /// content facts and its mirrors are replaced independently.
 pub struct Selector {
@@ -614,7 +612,12 @@ impl Selector {
     pub fn install_content(&self, facts: PoolFacts) {
         let facts = Arc::new(facts);
         self.snapshot.rcu(|old| {
-            Snapshot::of(facts.clone(), old.mirrors.clone(), self.fallback.clone(), self.require_https)
+            Snapshot::of(
+                facts.clone(),
+                old.mirrors.clone(),
+                self.fallback.clone(),
+                self.require_https,
+            )
         });
     }
 
@@ -622,7 +625,12 @@ impl Selector {
     pub fn install_mirrors(&self, mirrors: Vec<MirrorStatus>) {
         let mirrors = Arc::new(MirrorSet::build(mirrors));
         self.snapshot.rcu(|old| {
-            Snapshot::of(old.content.clone(), mirrors.clone(), self.fallback.clone(), self.require_https)
+            Snapshot::of(
+                old.content.clone(),
+                mirrors.clone(),
+                self.fallback.clone(),
+                self.require_https,
+            )
         });
     }
 }

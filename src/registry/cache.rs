@@ -35,9 +35,7 @@ pub struct ManifestCache {
 
 impl Default for ManifestCache {
     fn default() -> Self {
-        ManifestCache {
-            cache: Cache::with_weighter((CAPACITY / 4096) as usize, CAPACITY, ByBytes),
-        }
+        ManifestCache { cache: Cache::with_weighter((CAPACITY / 4096) as usize, CAPACITY, ByBytes) }
     }
 }
 

@@ -267,9 +267,8 @@ async fn resolve_manifest(
 ) -> Result<Arc<ManifestHit>, RegistryError> {
     let unknown = || RegistryError::ManifestUnknown(format!("{name}:{reference}"));
     let generation = state.selector.snapshot().generation;
-    let lookup = |r: Reference| async move {
-        state.manifests.get(&state.store, generation, name, &r).await
-    };
+    let lookup =
+        |r: Reference| async move { state.manifests.get(&state.store, generation, name, &r).await };
     let by_tag = matches!(reference, Reference::Tag(_));
     let hit = found(lookup(reference.clone()).await?, unknown())?;
     let hit = match negotiate::choose(accepted, &hit.media_type, by_tag, &hit.children) {

@@ -169,8 +169,15 @@ impl<'t> Tables<'t> {
     }
 
     /// Nothing references `digest` any more.
-    fn release(&mut self, digest: &str, generation: Generation, now: DateTime<Utc>) -> Result<(), StoreError> {
-        if let Some(StoredBlob::V1 { size, first_seen, released: None, sets }) = self.blob(digest)? {
+    fn release(
+        &mut self,
+        digest: &str,
+        generation: Generation,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(StoredBlob::V1 { size, first_seen, released: None, sets }) =
+            self.blob(digest)?
+        {
             self.released.insert((now.timestamp_millis(), digest), ())?;
             let released = Some(Released { generation, at: now });
             self.put_blob(digest, &StoredBlob::V1 { size, first_seen, released, sets })?;
@@ -193,7 +200,12 @@ impl<'t> Tables<'t> {
 
     /// Content set `set` carries `digest` from `generation` on (or from when it was first
     /// seen, if later). Membership only grows.
-    fn grow_set(&mut self, digest: &str, set: &str, generation: Generation) -> Result<(), StoreError> {
+    fn grow_set(
+        &mut self,
+        digest: &str,
+        set: &str,
+        generation: Generation,
+    ) -> Result<(), StoreError> {
         if let Some(StoredBlob::V1 { size, first_seen, released, mut sets }) = self.blob(digest)?
             && !sets.contains_key(set)
         {
@@ -344,7 +356,8 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                 t.manifests.remove(d.as_str())?;
                 t.manifest_bytes.remove(d.as_str())?;
                 collected.push(
-                    d.parse().map_err(|_| StoreError::Corrupt(format!("released: bad key {d:?}")))?,
+                    d.parse()
+                        .map_err(|_| StoreError::Corrupt(format!("released: bad key {d:?}")))?,
                 );
             }
         }
@@ -484,8 +497,7 @@ mod tests {
                 repos: repos
                     .iter()
                     .map(|(r, tags)| {
-                        let tags =
-                            tags.iter().map(|(t, m)| (t.parse().unwrap(), m.digest.clone()));
+                        let tags = tags.iter().map(|(t, m)| (t.parse().unwrap(), m.digest.clone()));
                         (r.parse().unwrap(), tags.collect())
                     })
                     .collect(),

@@ -113,12 +113,13 @@ impl Store {
     /// [`Store::open`] with redb's page cache limited to `cache_bytes` (it lives inside the
     /// process: its size is most of Wharf's memory at a large catalog).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
-        let db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StoreError::Locked(path.display().to_string())
-            }
-            other => other.into(),
-        })?;
+        let db =
+            Database::builder().set_cache_size(cache_bytes).create(path).map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::Locked(path.display().to_string())
+                }
+                other => other.into(),
+            })?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
@@ -407,8 +408,7 @@ impl Store {
         blobs: Vec<(Digest, u64)>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), StoreError> {
-        self.blocking("stage", move |db| commit::stage(db, &manifests, &blobs, now).map(drop))
-            .await
+        self.blocking("stage", move |db| commit::stage(db, &manifests, &blobs, now).map(drop)).await
     }
 
     /// Apply a sync's results in one write transaction; see [`commit`].

@@ -71,7 +71,7 @@ pub struct PoolFacts {
 #[derive(Default)]
 pub struct PoolFactsBuilder {
     generation: Generation,
-    rows: Vec<([u8; 32], u64, Generation, Vec<(SetId, Generation)>)>,
+    rows: Vec<([u8; 32], BlobFacts)>,
     set_names: Vec<String>,
     repos: HashMap<RepoName, Vec<[u8; 32]>>,
 }
@@ -104,8 +104,14 @@ impl PoolFactsBuilder {
         first_seen: Generation,
         sets: &BTreeMap<String, Generation>,
     ) {
-        let sets = sets.iter().map(|(k, g)| (self.set_id(k), *g)).collect();
-        self.rows.push((digest.raw(), size, first_seen, sets));
+        let mut ids: Vec<(SetId, Generation)> =
+            sets.iter().map(|(k, g)| (self.set_id(k), *g)).collect();
+        ids.sort_unstable();
+        let sets = match ids.as_slice() {
+            [one] => SetList::One([*one]),
+            _ => SetList::Many(ids.into_boxed_slice()),
+        };
+        self.rows.push((digest.raw(), BlobFacts { size, first_seen, sets }));
     }
 
     /// `digest` is reached by `repo`'s tags.
@@ -128,20 +134,16 @@ impl PoolFactsBuilder {
         let mut blobs = Vec::with_capacity(rows.len());
         let mut new_in: BTreeMap<Generation, Vec<u32>> = BTreeMap::new();
         let mut pool_bytes = 0u64;
-        for (i, (raw, size, first_seen, mut sets)) in rows.into_iter().enumerate() {
-            pool_bytes = pool_bytes.saturating_add(size);
-            sets.sort_unstable();
-            let mut gens: Vec<Generation> = sets.iter().map(|(_, g)| *g).collect();
+        for (i, (raw, facts)) in rows.into_iter().enumerate() {
+            pool_bytes = pool_bytes.saturating_add(facts.size);
+            let mut gens: Vec<Generation> = facts.sets.entries().iter().map(|(_, g)| *g).collect();
+            gens.sort_unstable();
             gens.dedup();
             for g in gens {
                 new_in.entry(g).or_default().push(i as u32);
             }
-            let sets = match sets.as_slice() {
-                [one] => SetList::One([*one]),
-                _ => SetList::Many(sets.into_boxed_slice()),
-            };
             digests.push(raw);
-            blobs.push(BlobFacts { size, first_seen, sets });
+            blobs.push(facts);
         }
         let repos = self
             .repos

@@ -246,10 +246,8 @@ async fn sync_and_publish(
     }
     run.generation_after = outcome.generation;
     run.blobs_collected = outcome.collected.len() as u32;
-    let changed = Changes {
-        repos: outcome.changed_repos().cloned().collect(),
-        content: outcome.changed(),
-    };
+    let changed =
+        Changes { repos: outcome.changed_repos().cloned().collect(), content: outcome.changed() };
     publish(ctx, outcome.generation, outcome.collected, Some(changed)).await
 }
 
