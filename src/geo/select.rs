@@ -178,7 +178,7 @@ impl MirrorSet {
             set.global.push(i);
         }
         set.netblocks = by_len.into_iter().collect();
-        set.netblocks.sort_by(|a, b| b.0.cmp(&a.0));
+        set.netblocks.sort_by_key(|n| std::cmp::Reverse(n.0));
         set.entries = entries;
         set
     }

@@ -310,10 +310,8 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                 content.insert((repo.as_str(), d.as_str()), size)?;
                 let n = t.refs.get(d.as_str())?.map(|v| v.value()).unwrap_or(0);
                 t.refs.insert(d.as_str(), n + 1)?;
-                if n == 0 {
-                    if !t.unrelease(&d)? {
-                        unknown.push((d.clone(), size));
-                    }
+                if n == 0 && !t.unrelease(&d)? {
+                    unknown.push((d.clone(), size));
                 }
                 newly_reached.insert(d);
             }

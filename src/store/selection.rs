@@ -127,7 +127,7 @@ impl PoolFactsBuilder {
     pub fn build(self) -> PoolFacts {
         let mut rows = self.rows;
         if !rows.is_sorted_by(|a, b| a.0 <= b.0) {
-            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            rows.sort_unstable_by_key(|a| a.0);
         }
         rows.dedup_by(|a, b| a.0 == b.0);
         let mut digests = Vec::with_capacity(rows.len());
