@@ -79,11 +79,12 @@ impl App {
         std::fs::set_permissions(config.store_path(), std::fs::Permissions::from_mode(0o600))
             .map_err(io(format!("restricting {}", config.store_path().display())))?;
         let tree = MirrorTree::open(&config.tree_dir, &config.tmp_dir())?;
-        let sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock.clone())?;
         let selector = Arc::new(Selector::new(config.fallback_url.clone(), config.require_https));
         let sel = selector.clone();
-        let content: crate::crawl::ContentSource =
+        let content: crate::store::ContentSource =
             Arc::new(move || sel.snapshot().content().clone());
+        let mut sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock.clone())?;
+        sync.content = Some(content.clone());
         let crawl = CrawlCtx::new(store.clone(), content, config.crawl.clone(), clock.clone())?;
         let geo =
             Arc::new(GeoDb::open(config.geoip_database.as_deref(), config.asn_database.as_deref()));

@@ -13,7 +13,7 @@ use crate::crawl::{self, CrawlCtx, CrawlError, CrawlReport};
 use crate::geo::Selector;
 use crate::metrics::JobMetrics;
 use crate::model::SyncRun;
-use crate::store::{Store, StoreError};
+use crate::store::{CommitOutcome, Store, StoreError};
 use crate::sync::{self, ProgressSnapshot, Scope, SyncCtx, SyncError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +51,11 @@ impl Jobs {
     ) -> Arc<Jobs> {
         let refresh_lock = Arc::new(tokio::sync::Mutex::new(()));
         let (store, sel, lock) = (sync.store.clone(), selector.clone(), refresh_lock.clone());
-        sync.after_commit = Some(Arc::new(move || {
+        sync.after_commit = Some(Arc::new(move |outcome| {
             let (store, sel, lock) = (store.clone(), sel.clone(), lock.clone());
             Box::pin(async move {
-                if let Err(e) = refresh_content(&store, &sel, &lock).await {
-                    tracing::error!(error = %e, "rebuilding the content facts");
+                if let Err(e) = refresh_content(&store, &sel, &lock, Some(outcome)).await {
+                    tracing::error!(error = %e, "updating the content facts");
                 }
             })
         }));
@@ -107,7 +107,7 @@ impl Jobs {
         let _running = self.sync_lock.lock().await;
         let report = sync::verify(&self.sync, repair).await?;
         if repair {
-            refresh_content(&self.sync.store, &self.selector, &self.refresh_lock).await?;
+            refresh_content(&self.sync.store, &self.selector, &self.refresh_lock, None).await?;
         }
         Ok(report)
     }
@@ -226,7 +226,7 @@ impl Jobs {
 
     /// Rebuild both parts of the selection from the store (at start).
     pub async fn load_selection(&self) -> Result<(), StoreError> {
-        refresh_content(&self.sync.store, &self.selector, &self.refresh_lock).await?;
+        refresh_content(&self.sync.store, &self.selector, &self.refresh_lock, None).await?;
         self.refresh_selection().await
     }
 
@@ -247,14 +247,26 @@ impl Jobs {
     }
 }
 
-/// Rebuild the content facts from the store (after a sync's commit).
+/// Bring the content facts up to date: after a commit, by applying what it changed to the
+/// current facts (when they are those it started from); else by reading them from the store.
 async fn refresh_content(
     store: &Store,
     selector: &Selector,
     lock: &tokio::sync::Mutex<()>,
+    commit: Option<Arc<CommitOutcome>>,
 ) -> Result<(), StoreError> {
     let _one_at_a_time = lock.lock().await;
-    let facts = store.pool_facts().await?;
+    let current = selector.snapshot().content().clone();
+    let patch = commit.filter(|c| c.delta.is_some() && c.generation_before == current.generation);
+    let facts = match patch {
+        Some(c) => tokio::task::spawn_blocking(move || {
+            let delta = c.delta.as_ref().expect("checked");
+            current.patched(c.generation, delta, &c.collected)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?,
+        None => store.pool_facts().await?,
+    };
     selector.install_content(facts);
     Ok(())
 }

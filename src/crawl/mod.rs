@@ -20,7 +20,7 @@ use sha2::Digest as _;
 use crate::clock::Clock;
 use crate::config::CrawlSettings;
 use crate::model::{ContentSet, CrawlResult, Digest, Generation, MirrorHealth, MirrorStatus};
-use crate::store::{BlobFacts, PoolFacts, Store, StoreError};
+use crate::store::{BlobFacts, ContentSource, PoolFacts, Store, StoreError};
 
 mod net;
 
@@ -37,12 +37,9 @@ pub enum CrawlError {
     Setup(String),
 }
 
-/// Where the crawler reads the current content facts (the server's selection snapshot,
-/// rebuilt by every sync): never a store scan per crawl.
-pub type ContentSource = Arc<dyn Fn() -> Arc<PoolFacts> + Send + Sync>;
-
 pub struct CrawlCtx {
     pub store: Store,
+    /// The current content facts: never a store scan per crawl.
     content: ContentSource,
     pub settings: CrawlSettings,
     pub clock: Arc<dyn Clock>,

@@ -75,6 +75,22 @@ pub struct CommitOutcome {
     pub diffs: BTreeMap<RepoName, TagDiff>,
     /// Pool files whose records were removed: the caller deletes the files.
     pub collected: Vec<Digest>,
+    /// What changed for selection: applied to the facts of `generation_before` it gives
+    /// those of `generation` (see `PoolFacts::patched`); `None` when the commit changed
+    /// too much to be worth it (read the facts again).
+    pub delta: Option<FactsDelta>,
+}
+
+/// A commit that writes more pool-file records than this reports no [`FactsDelta`].
+const DELTA_LIMIT: usize = 100_000;
+
+/// The content facts a commit changed.
+#[derive(Debug, Clone, Default)]
+pub struct FactsDelta {
+    /// Pool files whose record this commit wrote: (digest, size, first seen, sets).
+    pub blobs: Vec<(Digest, u64, Generation, BTreeMap<String, Generation>)>,
+    /// The complete content of every repository whose tags changed (empty: removed).
+    pub repos: Vec<(RepoName, Vec<Digest>)>,
 }
 
 impl CommitOutcome {
@@ -90,6 +106,9 @@ impl CommitOutcome {
 
 /// The tables a commit writes, open once.
 struct Tables<'t> {
+    /// Pool files whose record was written in this transaction; `None` once there are more
+    /// than [`DELTA_LIMIT`] (a first sync): then the facts are read again in full.
+    touched: Option<BTreeSet<String>>,
     meta: Table<'t, &'static str, u64>,
     manifests: Table<'t, &'static str, &'static [u8]>,
     manifest_bytes: Table<'t, &'static str, &'static [u8]>,
@@ -101,6 +120,7 @@ struct Tables<'t> {
 impl<'t> Tables<'t> {
     fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
         Ok(Tables {
+            touched: Some(BTreeSet::new()),
             meta: txn.open_table(META)?,
             manifests: txn.open_table(MANIFESTS)?,
             manifest_bytes: txn.open_table(MANIFEST_BYTES)?,
@@ -123,7 +143,32 @@ impl<'t> Tables<'t> {
 
     fn put_blob(&mut self, digest: &str, rec: &StoredBlob) -> Result<(), StoreError> {
         self.blobs.insert(digest, encode(rec).as_slice())?;
+        if let Some(t) = &mut self.touched {
+            t.insert(digest.to_owned());
+            if t.len() > DELTA_LIMIT {
+                self.touched = None;
+            }
+        }
         Ok(())
+    }
+
+    /// The facts of every pool file whose record this transaction wrote and still exists;
+    /// `None` if there were too many to keep.
+    #[allow(clippy::type_complexity)]
+    fn touched_facts(
+        &self,
+    ) -> Result<Option<Vec<(Digest, u64, Generation, BTreeMap<String, Generation>)>>, StoreError>
+    {
+        let Some(touched) = &self.touched else { return Ok(None) };
+        let mut out = Vec::with_capacity(touched.len());
+        for d in touched {
+            if let Some(StoredBlob::V1 { size, first_seen, sets, .. }) = self.blob(d)? {
+                let digest =
+                    d.parse().map_err(|_| StoreError::Corrupt(format!("blobs: bad key {d:?}")))?;
+                out.push((digest, size, first_seen, sets));
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Record manifests and pool files; new records start released at `now` (unless a
@@ -246,9 +291,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         let candidate = before + 1;
 
         let mut diffs = BTreeMap::new();
-        // Digests a repository reaches from now on that it did not before.
-        let mut newly_reached: BTreeSet<String> = BTreeSet::new();
-        let mut unknown: Vec<(String, u64)> = Vec::new();
+        let mut changed_content: Vec<RepoName> = Vec::new();
         let mut wanted = c.repos;
         for r in c.removed_repos {
             wanted.insert(r, BTreeMap::new());
@@ -306,15 +349,36 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                 }
             }
             // `reach` now holds only what is new to this repository.
-            for (d, size) in reach {
-                content.insert((repo.as_str(), d.as_str()), size)?;
+            for (d, size) in &reach {
+                content.insert((repo.as_str(), d.as_str()), *size)?;
                 let n = t.refs.get(d.as_str())?.map(|v| v.value()).unwrap_or(0);
                 t.refs.insert(d.as_str(), n + 1)?;
-                if n == 0 && !t.unrelease(&d)? {
-                    unknown.push((d.clone(), size));
+                if n == 0 && !t.unrelease(d)? {
+                    // Referenced now without a record (left by an interrupted run, say): it
+                    // gets one, so it is tracked and eventually collected like any other.
+                    let rec = StoredBlob::V1 {
+                        size: *size,
+                        first_seen: candidate,
+                        released: None,
+                        sets: BTreeMap::new(),
+                    };
+                    t.put_blob(d, &rec)?;
                 }
-                newly_reached.insert(d);
             }
+            // Content sets that carry a blob from now on: those of every manifest this
+            // repository reaches for the first time, for it and its blobs. (A repository
+            // reaching something new changed its tags: the generation is `candidate`.)
+            for d in reach.keys() {
+                let rec: StoredManifest = match t.manifests.get(d.as_str())? {
+                    Some(v) => decode("manifests", v.value())?,
+                    None => continue,
+                };
+                let (set, blobs) = selection::sets_of_manifest(&rec);
+                for digest in std::iter::once(d.as_str()).chain(blobs.iter().map(|b| b.as_str())) {
+                    t.grow_set(digest, set, candidate)?;
+                }
+            }
+            changed_content.push(repo.clone());
 
             let existed = match repos.get(repo.as_str())? {
                 Some(v) => Some(decode::<StoredRepo>("repos", v.value())?),
@@ -362,31 +426,21 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
 
         let changed = tags_changed || !collected.is_empty();
         let generation = if changed { candidate } else { before };
-        // Pool files referenced now that have no record (left by an interrupted run, say)
-        // get one, so they are tracked and eventually collected like any other.
-        for (d, size) in unknown {
-            let rec = StoredBlob::V1 {
-                size,
-                first_seen: generation,
-                released: None,
-                sets: BTreeMap::new(),
-            };
-            t.put_blob(&d, &rec)?;
-        }
-        // Content sets that carry a blob from now on: those of every manifest a repository
-        // reaches for the first time, for it and its blobs.
-        for d in &newly_reached {
-            let rec: StoredManifest = match t.manifests.get(d.as_str())? {
-                Some(v) => decode("manifests", v.value())?,
-                None => continue,
-            };
-            let (set, blobs) = selection::sets_of_manifest(&rec);
-            for digest in std::iter::once(d.as_str()).chain(blobs.iter().map(|b| b.as_str())) {
-                t.grow_set(digest, set, generation)?;
+        t.meta.insert(KEY_GENERATION, generation)?;
+        let mut delta = t.touched_facts()?.map(|blobs| FactsDelta { blobs, repos: Vec::new() });
+        if let Some(delta) = &mut delta {
+            for repo in changed_content {
+                let mut reach = Vec::new();
+                for row in content.range((repo.as_str(), "")..(repo.as_str(), KEY_END))? {
+                    let d = row?.0.value().1.to_owned();
+                    reach.push(d.parse().map_err(|_| {
+                        StoreError::Corrupt(format!("repo_content: bad key {d:?}"))
+                    })?);
+                }
+                delta.repos.push((repo, reach));
             }
         }
-        t.meta.insert(KEY_GENERATION, generation)?;
-        CommitOutcome { generation_before: before, generation, diffs, collected }
+        CommitOutcome { generation_before: before, generation, diffs, collected, delta }
     };
     txn.commit()?;
     Ok(outcome)
@@ -470,6 +524,25 @@ mod tests {
         _dir: tempfile::TempDir,
         store: Store,
         now: DateTime<Utc>,
+        /// The facts kept up to date by patching, as the server does.
+        facts: std::sync::Mutex<crate::store::PoolFacts>,
+    }
+
+    type View = (
+        Generation,
+        u64,
+        Vec<(Digest, u64, Generation, BTreeMap<String, Generation>)>,
+        BTreeMap<RepoName, Vec<Digest>>,
+    );
+
+    /// What selection can observe of facts.
+    fn view(f: &crate::store::PoolFacts) -> View {
+        let blobs = f.iter().map(|(d, b)| (d, b.size, b.first_seen, f.sets_of(b))).collect();
+        let repos = f
+            .repo_names()
+            .map(|r| (r.clone(), f.repo_content(r).map(|(d, _)| d).collect()))
+            .collect();
+        (f.generation, f.pool_bytes, blobs, repos)
     }
 
     impl Fixture {
@@ -477,7 +550,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(&dir.path().join("w.redb")).unwrap();
             let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
-            Fixture { _dir: dir, store, now }
+            Fixture { _dir: dir, store, now, facts: Default::default() }
         }
 
         /// Commit `repos` (tag -> manifest) with `manifests` and their layers staged.
@@ -505,7 +578,24 @@ mod tests {
                 now: self.now + chrono::Duration::hours(hours_later),
                 grace: chrono::Duration::hours(24),
             };
-            self.store.commit_sync(c).await.unwrap()
+            let out = self.store.commit_sync(c).await.unwrap();
+            // Patching the facts the commit started from gives what a full read gives.
+            let fresh = self.store.pool_facts().await.unwrap();
+            let mut kept = self.facts.lock().unwrap();
+            if let Some(delta) = &out.delta {
+                assert_eq!(kept.generation, out.generation_before);
+                let patched = kept.patched(out.generation, delta, &out.collected);
+                // Staged records nothing references are only in a full read.
+                let referenced = |v: View| {
+                    let reached: BTreeSet<Digest> = v.3.values().flatten().cloned().collect();
+                    let blobs =
+                        v.2.into_iter().filter(|b| reached.contains(&b.0)).collect::<Vec<_>>();
+                    (v.0, blobs, v.3)
+                };
+                assert_eq!(referenced(view(&patched)), referenced(view(&fresh)));
+            }
+            *kept = fresh;
+            out
         }
 
         async fn released(&self) -> BTreeSet<Digest> {

@@ -24,11 +24,11 @@ use crate::model::{
 };
 
 pub use browse::TagDetail;
-pub use commit::{CommitOutcome, NewManifest, SyncCommit, TagDiff};
+pub use commit::{CommitOutcome, FactsDelta, NewManifest, SyncCommit, TagDiff};
 pub use maintenance::{PoolRecord, restore};
 pub use mirrors::{CRAWL_HISTORY, MirrorEditError};
 use records::{StoredManifest, StoredRun, StoredTag, decode, encode};
-pub use selection::{BlobFacts, BlobLookup, EVERY_SET, PoolFacts, PoolFactsBuilder};
+pub use selection::{BlobFacts, BlobLookup, ContentSource, EVERY_SET, PoolFacts, PoolFactsBuilder};
 pub use sessions::Session;
 use tables::*;
 pub use users::{UserChange, UserEditError};

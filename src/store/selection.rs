@@ -33,6 +33,34 @@ enum SetList {
 }
 
 impl SetList {
+    /// Intern `sets`' names in `names` (where [`EVERY_SET`] is always id 0).
+    fn of(names: &mut Vec<String>, sets: &BTreeMap<String, Generation>) -> SetList {
+        if names.is_empty() {
+            names.push(EVERY_SET.to_owned());
+        }
+        let mut ids: Vec<(SetId, Generation)> = sets
+            .iter()
+            .map(|(name, g)| {
+                let id = match names.iter().position(|n| n == name) {
+                    Some(i) => i as SetId,
+                    // Architectures are a handful; should an upstream invent thousands, the
+                    // rest count as carried by every set (never as carried by none).
+                    None if names.len() >= usize::from(SetId::MAX) => 0,
+                    None => {
+                        names.push(name.clone());
+                        (names.len() - 1) as SetId
+                    }
+                };
+                (id, *g)
+            })
+            .collect();
+        ids.sort_unstable();
+        match ids.as_slice() {
+            [one] => SetList::One([*one]),
+            _ => SetList::Many(ids.into_boxed_slice()),
+        }
+    }
+
     fn entries(&self) -> &[(SetId, Generation)] {
         match self {
             SetList::One(one) => one,
@@ -81,21 +109,6 @@ impl PoolFactsBuilder {
         PoolFactsBuilder { generation, ..PoolFactsBuilder::default() }
     }
 
-    fn set_id(&mut self, name: &str) -> SetId {
-        match self.set_names.iter().position(|n| n == name) {
-            Some(i) => i as SetId,
-            None => {
-                // Architectures are a handful; should an upstream invent thousands, the
-                // rest count as carried by every set (never as carried by none).
-                if self.set_names.len() >= usize::from(SetId::MAX) {
-                    return self.set_id(EVERY_SET);
-                }
-                self.set_names.push(name.to_owned());
-                (self.set_names.len() - 1) as SetId
-            }
-        }
-    }
-
     /// A pool file with its content sets (set name -> since which generation).
     pub fn blob(
         &mut self,
@@ -104,13 +117,7 @@ impl PoolFactsBuilder {
         first_seen: Generation,
         sets: &BTreeMap<String, Generation>,
     ) {
-        let mut ids: Vec<(SetId, Generation)> =
-            sets.iter().map(|(k, g)| (self.set_id(k), *g)).collect();
-        ids.sort_unstable();
-        let sets = match ids.as_slice() {
-            [one] => SetList::One([*one]),
-            _ => SetList::Many(ids.into_boxed_slice()),
-        };
+        let sets = SetList::of(&mut self.set_names, sets);
         self.rows.push((digest.raw(), BlobFacts { size, first_seen, sets }));
     }
 
@@ -130,45 +137,31 @@ impl PoolFactsBuilder {
             rows.sort_unstable_by_key(|a| a.0);
         }
         rows.dedup_by(|a, b| a.0 == b.0);
-        let mut digests = Vec::with_capacity(rows.len());
-        let mut blobs = Vec::with_capacity(rows.len());
-        let mut new_in: BTreeMap<Generation, Vec<u32>> = BTreeMap::new();
-        let mut pool_bytes = 0u64;
-        for (i, (raw, facts)) in rows.into_iter().enumerate() {
-            pool_bytes = pool_bytes.saturating_add(facts.size);
-            let mut gens: Vec<Generation> = facts.sets.entries().iter().map(|(_, g)| *g).collect();
-            gens.sort_unstable();
-            gens.dedup();
-            for g in gens {
-                new_in.entry(g).or_default().push(i as u32);
-            }
-            digests.push(raw);
-            blobs.push(facts);
-        }
+        let (digests, blobs): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
         let repos = self
             .repos
             .into_iter()
             .map(|(repo, raws)| {
-                let mut idx: Vec<u32> = raws
-                    .iter()
-                    .filter_map(|r| digests.binary_search(r).ok().map(|i| i as u32))
-                    .collect();
-                idx.sort_unstable();
-                idx.dedup();
-                (repo, idx.into_boxed_slice())
+                let idx = indexes(&digests, raws.iter());
+                (repo, idx)
             })
             .collect();
-        PoolFacts {
-            generation: self.generation,
-            pool_bytes,
-            digests,
-            blobs,
-            set_names: self.set_names,
-            repos,
-            new_in,
-        }
+        PoolFacts::assemble(self.generation, digests, blobs, self.set_names, repos)
     }
 }
+
+/// The sorted, distinct positions in `digests` of those of `raws` it has.
+fn indexes<'a>(digests: &[[u8; 32]], raws: impl Iterator<Item = &'a [u8; 32]>) -> Box<[u32]> {
+    let mut idx: Vec<u32> =
+        raws.filter_map(|r| digests.binary_search(r).ok().map(|i| i as u32)).collect();
+    idx.sort_unstable();
+    idx.dedup();
+    idx.into_boxed_slice()
+}
+
+/// Where the current content facts are read (the server's selection snapshot, kept up to
+/// date by every sync): the crawler and the publication read them instead of the store.
+pub type ContentSource = std::sync::Arc<dyn Fn() -> std::sync::Arc<PoolFacts> + Send + Sync>;
 
 /// How a repository-scoped lookup of a blob came out.
 pub enum BlobLookup<'a> {
@@ -178,6 +171,97 @@ pub enum BlobLookup<'a> {
 }
 
 impl PoolFacts {
+    fn assemble(
+        generation: Generation,
+        digests: Vec<[u8; 32]>,
+        blobs: Vec<BlobFacts>,
+        set_names: Vec<String>,
+        repos: HashMap<RepoName, Box<[u32]>>,
+    ) -> PoolFacts {
+        let mut new_in: BTreeMap<Generation, Vec<u32>> = BTreeMap::new();
+        let mut pool_bytes = 0u64;
+        for (i, facts) in blobs.iter().enumerate() {
+            pool_bytes = pool_bytes.saturating_add(facts.size);
+            let mut gens: Vec<Generation> = facts.sets.entries().iter().map(|(_, g)| *g).collect();
+            gens.sort_unstable();
+            gens.dedup();
+            for g in gens {
+                new_in.entry(g).or_default().push(i as u32);
+            }
+        }
+        PoolFacts { generation, pool_bytes, digests, blobs, set_names, repos, new_in }
+    }
+
+    /// These facts with a commit's changes applied: the facts of `generation`, given these
+    /// are those of the generation the commit started from. Costs one pass over the arrays
+    /// in memory, not a read of the store.
+    pub fn patched(
+        &self,
+        generation: Generation,
+        delta: &super::FactsDelta,
+        collected: &[Digest],
+    ) -> PoolFacts {
+        let mut set_names = self.set_names.clone();
+        let mut changed: Vec<([u8; 32], BlobFacts)> = delta
+            .blobs
+            .iter()
+            .map(|(d, size, first_seen, sets)| {
+                let sets = SetList::of(&mut set_names, sets);
+                (d.raw(), BlobFacts { size: *size, first_seen: *first_seen, sets })
+            })
+            .collect();
+        changed.sort_unstable_by_key(|c| c.0);
+        let gone: std::collections::HashSet<[u8; 32]> = collected.iter().map(Digest::raw).collect();
+        // Merge the sorted old pool with the sorted changes, dropping what was collected;
+        // remember where each old entry went.
+        let n = self.digests.len() + changed.len();
+        let (mut digests, mut blobs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut moved = vec![u32::MAX; self.digests.len()];
+        let mut changed = changed.into_iter().peekable();
+        for (i, raw) in self.digests.iter().enumerate() {
+            while let Some((c, _)) = changed.peek().filter(|(c, _)| c < raw) {
+                let c = *c;
+                let (_, f) = changed.next().expect("peeked");
+                if !gone.contains(&c) {
+                    digests.push(c);
+                    blobs.push(f);
+                }
+            }
+            let facts = match changed.peek() {
+                Some((c, _)) if c == raw => changed.next().expect("peeked").1,
+                _ => self.blobs[i].clone(),
+            };
+            if !gone.contains(raw) {
+                moved[i] = digests.len() as u32;
+                digests.push(*raw);
+                blobs.push(facts);
+            }
+        }
+        for (c, f) in changed {
+            if !gone.contains(&c) {
+                digests.push(c);
+                blobs.push(f);
+            }
+        }
+        let mut repos: HashMap<RepoName, Box<[u32]>> = self
+            .repos
+            .iter()
+            .map(|(r, idx)| {
+                let idx = idx.iter().map(|&i| moved[i as usize]).filter(|&i| i != u32::MAX);
+                (r.clone(), idx.collect())
+            })
+            .collect();
+        for (repo, content) in &delta.repos {
+            if content.is_empty() {
+                repos.remove(repo);
+            } else {
+                let raws: Vec<[u8; 32]> = content.iter().map(Digest::raw).collect();
+                repos.insert(repo.clone(), indexes(&digests, raws.iter()));
+            }
+        }
+        PoolFacts::assemble(generation, digests, blobs, set_names, repos)
+    }
+
     fn index_of(&self, digest: &Digest) -> Option<usize> {
         self.digests.binary_search(&digest.raw()).ok()
     }

@@ -27,7 +27,9 @@ use crate::model::{
     BlobRef, Digest, ManifestShape, RepoName, RepoReport, RunOutcome, SyncRun, Tag, media_type,
     platform_of_config,
 };
-use crate::store::{NewManifest, Store, StoreError, SyncCommit};
+use crate::store::{
+    CommitOutcome, ContentSource, NewManifest, PoolFacts, Store, StoreError, SyncCommit,
+};
 use crate::tree::{Marker, MirrorTree, TreeError};
 
 pub use progress::{ProgressSnapshot, SyncProgress};
@@ -60,11 +62,14 @@ pub enum SyncError {
     EmptyUpstream { upstream: String, known: usize },
 }
 
-/// Called right after a sync's store commit, before the tree is published (the server
-/// rebuilds its blob-selection snapshot there, so it never redirects to a blob about to be
-/// collected nor misses one just committed).
-pub type CommitHook =
-    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+/// Called right after a sync's store commit that changed the generation, before the tree
+/// is published (the server updates its content facts there, so it never redirects to a
+/// blob about to be collected nor misses one just committed).
+pub type CommitHook = Arc<
+    dyn Fn(Arc<CommitOutcome>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Everything a sync run needs.
 pub struct SyncCtx {
@@ -77,6 +82,9 @@ pub struct SyncCtx {
     pub clock: Arc<dyn Clock>,
     pub progress: Arc<SyncProgress>,
     pub after_commit: Option<CommitHook>,
+    /// The current content facts, if something keeps them (the server's selection state):
+    /// the content-set lists are written from them rather than from a store scan.
+    pub content: Option<ContentSource>,
     /// Set on shutdown: a running sync stops before its next repository or blob and
     /// commits nothing (downloaded pool files are adopted by the next run).
     pub stop: Arc<AtomicBool>,
@@ -114,6 +122,7 @@ impl SyncCtx {
             clock,
             progress: Arc::default(),
             after_commit: None,
+            content: None,
             stop: Arc::default(),
         })
     }
@@ -231,10 +240,10 @@ async fn sync_and_publish(
     }
 
     ctx.progress.set_current("publishing");
-    let outcome = ctx.store.commit_sync(commit).await?;
+    let outcome = Arc::new(ctx.store.commit_sync(commit).await?);
     // Same generation, same content: nothing for selection to learn.
     if let Some(hook) = ctx.after_commit.as_ref().filter(|_| outcome.changed()) {
-        hook().await;
+        hook(outcome.clone()).await;
     }
     for report in &mut run.repos {
         if let Some(d) = report.repo.parse().ok().and_then(|r: RepoName| outcome.diffs.get(&r)) {
@@ -248,7 +257,7 @@ async fn sync_and_publish(
     run.blobs_collected = outcome.collected.len() as u32;
     let changed =
         Changes { repos: outcome.changed_repos().cloned().collect(), content: outcome.changed() };
-    publish(ctx, outcome.generation, outcome.collected, Some(changed)).await
+    publish(ctx, outcome.generation, outcome.collected.clone(), Some(changed)).await
 }
 
 /// What a commit changed, for [`publish`] to touch only that.
@@ -280,20 +289,15 @@ pub async fn publish(
             (layouts, removed, c.content)
         }
     };
-    // The content-set lists name every layout: rebuilt from the store when content changed.
-    let sets = if rewrite_sets {
-        let facts = ctx.store.pool_facts().await?;
-        let all = if everything { None } else { Some(ctx.store.layouts(None).await?) };
-        Some(content_sets(&facts, all.as_deref().unwrap_or(&layouts)))
-    } else {
-        None
-    };
+    // The content-set lists name every layout: rewritten when content changed, from the
+    // facts the server keeps when they are current, else from the store.
+    let facts = if rewrite_sets { Some(current_facts(ctx, generation).await?) } else { None };
     let tree = ctx.tree.clone();
     let now = ctx.clock.now();
     let errors = tokio::task::spawn_blocking(move || {
         let mut errors = Vec::new();
-        if let Some(sets) = sets
-            && let Err(e) = tree.write_content_sets(&sets)
+        if let Some(facts) = facts
+            && let Err(e) = tree.write_content_sets(&content_sets(&facts))
         {
             errors.push(format!("content sets: {e}"));
         }
@@ -332,15 +336,22 @@ pub async fn publish(
     if errors.is_empty() { Ok(()) } else { Err(SyncError::Publish(errors.join("; "))) }
 }
 
+/// The content facts of `generation`: those the server keeps if they are that
+/// generation's, else read from the store.
+async fn current_facts(ctx: &SyncCtx, generation: u64) -> Result<Arc<PoolFacts>, SyncError> {
+    if let Some(facts) = ctx.content.as_ref().map(|c| c()).filter(|f| f.generation == generation) {
+        return Ok(facts);
+    }
+    Ok(Arc::new(ctx.store.pool_facts().await?))
+}
+
 /// For each architecture, the tree paths a mirror carrying only it needs: the pool files and
 /// layout links of its blobs and of everything every set carries (indexes, platform-less
 /// images), each layout's `oci-layout` and `index.json`, and the marker, last.
-fn content_sets(
-    facts: &crate::store::PoolFacts,
-    layouts: &[crate::model::RepoLayout],
-) -> BTreeMap<String, Vec<String>> {
+fn content_sets(facts: &PoolFacts) -> BTreeMap<String, Vec<String>> {
     let every = crate::store::EVERY_SET;
-    let carried = |d: &Digest, arch: &str| facts.get(d).is_some_and(|b| facts.in_set(b, arch));
+    let mut repos: Vec<&RepoName> = facts.repo_names().collect();
+    repos.sort();
     facts
         .set_names()
         .iter()
@@ -352,15 +363,15 @@ fn content_sets(
                 .filter(|(_, b)| facts.in_set(b, arch))
                 .map(|(d, _)| format!("blobs/sha256/{}", d.hex()))
                 .collect();
-            for l in layouts {
-                let dir = format!("repositories/{}", l.repo);
+            for repo in &repos {
+                let dir = format!("repositories/{repo}");
                 paths.push(format!("{dir}/oci-layout"));
                 paths.push(format!("{dir}/index.json"));
                 paths.extend(
-                    l.content
-                        .iter()
-                        .filter(|d| carried(d, arch))
-                        .map(|d| format!("{dir}/blobs/sha256/{}", d.hex())),
+                    facts
+                        .repo_content(repo)
+                        .filter(|(_, b)| facts.in_set(b, arch))
+                        .map(|(d, _)| format!("{dir}/blobs/sha256/{}", d.hex())),
                 );
             }
             paths.push(crate::tree::MARKER_FILE.to_owned());
