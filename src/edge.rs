@@ -249,7 +249,13 @@ pub async fn guard(
         let status = res.status().as_u16();
         let cause = res.response().error().map(|e| e.to_string()).unwrap_or_default();
         let (method, path) = (res.request().method(), res.request().path());
-        tracing::error!(request_id = %id, %method, %path, status, %cause, "request failed");
+        if status == 503 {
+            // Starting, stopping, or busy: expected, and the cause (if any) is logged where
+            // it arose.
+            tracing::info!(request_id = %id, %method, %path, status, %cause, "request refused");
+        } else {
+            tracing::error!(request_id = %id, %method, %path, status, %cause, "request failed");
+        }
         if let Ok(v) = HeaderValue::from_str(&id) {
             res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
         }

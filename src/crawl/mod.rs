@@ -296,31 +296,51 @@ fn sample<'a>(
     s: &CrawlSettings,
     rng: &mut StdRng,
 ) -> Sample<'a> {
-    // In digest order: the shuffle alone decides, so a seed gives the same sample.
-    let mut new: Vec<(Digest, &BlobFacts)> = facts
-        .new_in(generation)
-        .filter(|(_, b)| facts.carried_since(b, content) == Some(generation))
-        .collect();
-    new.shuffle(rng);
-    new.truncate(s.new_blobs);
     let older = |b: &BlobFacts| facts.carried_since(b, content).is_some_and(|g| g < generation);
-    let old: Vec<(Digest, &BlobFacts)> = if facts.len() <= EXACT_SAMPLE_BELOW {
+    let (new, old) = if facts.len() <= EXACT_SAMPLE_BELOW {
+        // Small pools: exact (a scan costs nothing there), in digest order so a seed gives
+        // the same sample.
+        let mut new: Vec<(Digest, &BlobFacts)> = facts
+            .new_in(generation)
+            .iter()
+            .filter_map(|&i| facts.nth(i as usize))
+            .filter(|(_, b)| facts.carried_since(b, content) == Some(generation))
+            .collect();
+        new.shuffle(rng);
+        new.truncate(s.new_blobs);
         let all: Vec<_> = facts.iter().filter(|(_, b)| older(b)).collect();
-        all.choose_multiple(rng, s.random_blobs).cloned().collect()
+        (new, all.choose_multiple(rng, s.random_blobs).cloned().collect())
     } else {
-        // Random positions; enough draws to find what a mirror carries even when rare.
-        let mut old = Vec::new();
-        let mut tried = std::collections::HashSet::new();
-        for _ in 0..s.random_blobs.saturating_mul(64) {
-            if old.len() >= s.random_blobs {
-                break;
+        // Large pools: random positions, in the list of blobs new in the generation (after a
+        // first sync that is every blob) and in the whole pool; only the chosen ones are
+        // looked at. Enough draws to find what a mirror carries even when it is rare.
+        let draw = |positions: &mut dyn FnMut(&mut StdRng) -> Option<usize>,
+                    want: usize,
+                    keep: &dyn Fn(&BlobFacts) -> bool,
+                    rng: &mut StdRng| {
+            let mut out = Vec::new();
+            let mut tried = std::collections::HashSet::new();
+            for _ in 0..want.saturating_mul(64) {
+                if out.len() >= want {
+                    break;
+                }
+                let Some(i) = positions(rng) else { break };
+                if tried.insert(i) && facts.facts_at(i).is_some_and(keep) {
+                    out.extend(facts.nth(i));
+                }
             }
-            let i = rng.random_range(0..facts.len());
-            if let Some((d, b)) = facts.nth(i).filter(|(_, b)| tried.insert(i) && older(b)) {
-                old.push((d, b));
-            }
-        }
-        old
+            out
+        };
+        let fresh = facts.new_in(generation);
+        let new = draw(
+            &mut |rng| fresh.choose(rng).map(|&i| i as usize),
+            s.new_blobs,
+            &|b| facts.carried_since(b, content) == Some(generation),
+            rng,
+        );
+        let n = facts.len();
+        let old = draw(&mut |rng| Some(rng.random_range(0..n)), s.random_blobs, &older, rng);
+        (new, old)
     };
     let downloads = new
         .iter()
@@ -411,4 +431,66 @@ async fn download_check(
         return Err(format!("{digest}: the content hashes to {actual} ({n} bytes): corrupt"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::PoolFactsBuilder;
+
+    /// A pool of `n` blobs: every third one arm64 (the rest amd64), first seen in generation
+    /// 1 + i % 3.
+    fn pool(n: usize) -> PoolFacts {
+        let mut b = PoolFactsBuilder::new(3);
+        for i in 0..n {
+            let g = 1 + (i % 3) as u64;
+            let arch = if i % 3 == 0 { "arm64" } else { "amd64" };
+            b.blob(&Digest::of(&i.to_le_bytes()), 1, g, &BTreeMap::from([(arch.into(), g)]));
+        }
+        b.build()
+    }
+
+    fn settings() -> CrawlSettings {
+        CrawlSettings {
+            concurrency: 1,
+            request_timeout: Duration::from_secs(1),
+            mirror_timeout: Duration::from_secs(1),
+            total_timeout: Duration::from_secs(1),
+            new_blobs: 20,
+            random_blobs: 30,
+            downloads: 3,
+            max_failures: 3,
+            allow_private_addresses: false,
+        }
+    }
+
+    #[test]
+    fn the_sample_is_what_the_mirror_holds_at_any_pool_size() {
+        let arm: ContentSet = "arm64".parse().unwrap();
+        for n in [300, EXACT_SAMPLE_BELOW * 3] {
+            let facts = pool(n);
+            let mut rng = StdRng::seed_from_u64(5);
+            for (content, claimed) in [(ContentSet::All, 3), (ContentSet::All, 2), (arm.clone(), 1)]
+            {
+                let s = sample(&facts, claimed, &content, &settings(), &mut rng);
+                let since = |b: &BlobFacts| facts.carried_since(b, &content).unwrap();
+                let new = s.heads.iter().filter(|(_, b)| since(b) == claimed).count();
+                let old = s.heads.iter().filter(|(_, b)| since(b) < claimed).count();
+                assert_eq!(
+                    new + old,
+                    s.heads.len(),
+                    "nothing newer than claimed, none outside the set"
+                );
+                let distinct: std::collections::HashSet<_> =
+                    s.heads.iter().map(|(d, _)| d).collect();
+                assert_eq!(distinct.len(), s.heads.len(), "no blob twice");
+                // Arm64 blobs are first seen in generation 1 only: none is older.
+                let expect_old = if claimed == 1 { 0 } else { 30 };
+                assert_eq!((new, old), (20, expect_old), "n={n} {content} {claimed}");
+                assert_eq!(s.downloads.len(), 3);
+            }
+        }
+    }
 }

@@ -348,15 +348,21 @@ impl PoolFacts {
         blob.sets.entries().iter().map(|(id, g)| (self.name(*id).to_owned(), *g)).collect()
     }
 
-    /// Blobs that some content set carries from `generation` on (a superset of what a mirror
-    /// claiming it got new), without looking at any other blob.
-    pub fn new_in(&self, generation: Generation) -> impl Iterator<Item = (Digest, &BlobFacts)> {
-        self.new_in.get(&generation).into_iter().flatten().map(|&i| self.entry(i as usize))
+    /// The positions (see [`Self::nth`]) of the blobs some content set carries from
+    /// `generation` on: a superset of what a mirror claiming it got new, found without
+    /// looking at any other blob.
+    pub fn new_in(&self, generation: Generation) -> &[u32] {
+        self.new_in.get(&generation).map_or(&[], Vec::as_slice)
     }
 
-    /// The `i`-th pool file in digest order (uniform random sampling without a scan).
+    /// The pool file at position `i` in digest order.
     pub fn nth(&self, i: usize) -> Option<(Digest, &BlobFacts)> {
         (i < self.digests.len()).then(|| self.entry(i))
+    }
+
+    /// The facts at position `i`, without building its digest.
+    pub fn facts_at(&self, i: usize) -> Option<&BlobFacts> {
+        self.blobs.get(i)
     }
 }
 
