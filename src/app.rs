@@ -144,6 +144,8 @@ impl App {
                 "no operator account yet; create one with: wharf --config <file> user add NAME --role operator"
             );
         }
+        // Read before any sync can run (each one sets and clears the flag).
+        let cut_off = self.tree.sync_was_cut_off();
         let socket_path = self.config.control_socket();
         let control_listener = control::bind(&socket_path).await?;
         let mut tasks = vec![tokio::spawn(control::serve(control_listener, self.jobs.clone()))];
@@ -232,7 +234,7 @@ impl App {
         let handle = server.handle();
         // The listener answers from now on (`/healthz` 200, `/readyz` 503) while the tree's
         // publication is finished and the selection state loads.
-        tasks.push(tokio::spawn(get_ready(self.jobs.clone(), ready)));
+        tasks.push(tokio::spawn(get_ready(self.jobs.clone(), ready, cut_off)));
         tracing::info!(%addr, tls = ?tls_addr, admin = ?admin_addr, public_url = %self.config.public_url, "serving");
         Ok(Running {
             addr,
@@ -367,8 +369,9 @@ impl Running {
 
 /// What start-up does once the listeners answer: finish the publication of a run that was
 /// interrupted after its commit (only then is the tree rewritten), load the selection
-/// state, report ready; then adopt what a run cut off before its commit left in the pool.
-async fn get_ready(jobs: Arc<scheduler::Jobs>, ready: Arc<AtomicBool>) {
+/// state, report ready; then, if the last sync was cut off by a crash or a kill, adopt what
+/// it left in the pool (only then is the pool walked).
+async fn get_ready(jobs: Arc<scheduler::Jobs>, ready: Arc<AtomicBool>, cut_off: bool) {
     let started = std::time::Instant::now();
     if let Err(e) = jobs.finish_publication().await {
         tracing::error!(error = %e, "republishing the tree at start");
@@ -380,7 +383,7 @@ async fn get_ready(jobs: Arc<scheduler::Jobs>, ready: Arc<AtomicBool>) {
     ready.store(true, std::sync::atomic::Ordering::Release);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(elapsed = ?started.elapsed(), "ready");
-    if let Err(e) = jobs.adopt_orphans().await {
+    if cut_off && let Err(e) = jobs.adopt_orphans().await {
         tracing::error!(error = %e, "adopting pool files without a record");
     }
 }

@@ -217,8 +217,8 @@ impl Jobs {
         sync::finish_publication(&self.sync).await
     }
 
-    /// At start, once serving, while no sync runs: adopt pool files a run cut off before
-    /// its commit left behind.
+    /// At start, once serving, while no sync runs: adopt pool files a sync cut off by a
+    /// crash or a kill left behind.
     pub async fn adopt_orphans(&self) -> Result<usize, SyncError> {
         let _running = self.sync_lock.lock().await;
         sync::adopt_orphans(&self.sync).await

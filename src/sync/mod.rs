@@ -151,7 +151,14 @@ pub async fn run_scoped(ctx: &SyncCtx, scope: &Scope) -> Result<SyncRun, SyncErr
         blobs_collected: 0,
     };
     let mut synced = 0;
-    if let Err(e) = sync_and_publish(ctx, scope, &mut run, &mut synced).await {
+    let result = match ctx.tree.sync_started() {
+        Ok(()) => sync_and_publish(ctx, scope, &mut run, &mut synced).await,
+        Err(e) => Err(e.into()),
+    };
+    // Only a crash or a kill leaves the flag: then the next start looks for what the run
+    // left in the pool without a record.
+    ctx.tree.sync_ended();
+    if let Err(e) = result {
         tracing::error!(error = %e, "sync failed");
         run.error = Some(e.to_string());
     }
@@ -296,9 +303,14 @@ pub async fn publish(
     let now = ctx.clock.now();
     let errors = tokio::task::spawn_blocking(move || {
         let mut errors = Vec::new();
-        if let Some(facts) = facts
-            && let Err(e) = tree.write_content_sets(&content_sets(&facts))
-        {
+        let sets = facts.map(|facts| {
+            let mut repos: Vec<&RepoName> = facts.repo_names().collect();
+            repos.sort();
+            tree.write_content_sets(&content_set_arches(&facts), |arch, out| {
+                write_content_set(&facts, &repos, arch, out)
+            })
+        });
+        if let Some(Err(e)) = sets {
             errors.push(format!("content sets: {e}"));
         }
         for layout in &layouts {
@@ -345,39 +357,34 @@ async fn current_facts(ctx: &SyncCtx, generation: u64) -> Result<Arc<PoolFacts>,
     Ok(Arc::new(ctx.store.pool_facts().await?))
 }
 
-/// For each architecture, the tree paths a mirror carrying only it needs: the pool files and
-/// layout links of its blobs and of everything every set carries (indexes, platform-less
-/// images), each layout's `oci-layout` and `index.json`, and the marker, last.
-fn content_sets(facts: &PoolFacts) -> BTreeMap<String, Vec<String>> {
+/// The architectures with a content-set list.
+fn content_set_arches(facts: &PoolFacts) -> Vec<String> {
     let every = crate::store::EVERY_SET;
-    let mut repos: Vec<&RepoName> = facts.repo_names().collect();
-    repos.sort();
-    facts
-        .set_names()
-        .iter()
-        .filter(|k| k.as_str() != every)
-        .map(|arch| {
-            // `iter` is in digest order.
-            let mut paths: Vec<String> = facts
-                .iter()
-                .filter(|(_, b)| facts.in_set(b, arch))
-                .map(|(d, _)| format!("blobs/sha256/{}", d.hex()))
-                .collect();
-            for repo in &repos {
-                let dir = format!("repositories/{repo}");
-                paths.push(format!("{dir}/oci-layout"));
-                paths.push(format!("{dir}/index.json"));
-                paths.extend(
-                    facts
-                        .repo_content(repo)
-                        .filter(|(_, b)| facts.in_set(b, arch))
-                        .map(|(d, _)| format!("{dir}/blobs/sha256/{}", d.hex())),
-                );
-            }
-            paths.push(crate::tree::MARKER_FILE.to_owned());
-            (arch.clone(), paths)
-        })
-        .collect()
+    facts.set_names().iter().filter(|k| k.as_str() != every).cloned().collect()
+}
+
+/// Write the content set of `arch`: the tree paths a mirror carrying only it needs, one a
+/// line: the pool files and layout links of its blobs and of everything every set carries
+/// (indexes, platform-less images), each layout's `oci-layout` and `index.json`, and the
+/// marker, last.
+fn write_content_set(
+    facts: &PoolFacts,
+    repos: &[&RepoName],
+    arch: &str,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    // `iter` is in digest order.
+    for (d, _) in facts.iter().filter(|(_, b)| facts.in_set(b, arch)) {
+        writeln!(out, "blobs/sha256/{}", d.hex())?;
+    }
+    for repo in repos {
+        writeln!(out, "repositories/{repo}/oci-layout")?;
+        writeln!(out, "repositories/{repo}/index.json")?;
+        for (d, _) in facts.repo_content(repo).filter(|(_, b)| facts.in_set(b, arch)) {
+            writeln!(out, "repositories/{repo}/blobs/sha256/{}", d.hex())?;
+        }
+    }
+    writeln!(out, "{}", crate::tree::MARKER_FILE)
 }
 
 /// Rewrite layouts and marker from the store, and adopt pool files it does not know.

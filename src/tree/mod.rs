@@ -90,6 +90,32 @@ impl MirrorTree {
         Ok(MirrorTree { root: root.to_owned(), tmp: tmp.to_owned() })
     }
 
+    /// A file beside the temp dir that exists while a sync runs: found at start, it says a
+    /// run was cut off and may have left pool files no record names.
+    fn running_flag(&self) -> PathBuf {
+        self.tmp.with_file_name("sync-running")
+    }
+
+    /// A sync begins (see [`Self::sync_was_cut_off`]).
+    pub fn sync_started(&self) -> Result<(), TreeError> {
+        let flag = self.running_flag();
+        std::fs::File::create(&flag)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(format!("creating {}", flag.display())))?;
+        sync_parent(&flag);
+        Ok(())
+    }
+
+    /// A sync ended, however it ended, without the process dying.
+    pub fn sync_ended(&self) {
+        let _ = std::fs::remove_file(self.running_flag());
+    }
+
+    /// Whether the last sync was cut off by a crash or a kill.
+    pub fn sync_was_cut_off(&self) -> bool {
+        self.running_flag().exists()
+    }
+
     /// Whether `repo` can have a layout: a name component that is itself a layout entry
     /// (`blobs`, `index.json`, `oci-layout`) would collide with another repository's layout.
     pub fn can_publish(repo: &RepoName) -> bool {
@@ -284,25 +310,34 @@ impl MirrorTree {
         Ok(())
     }
 
-    /// Write `content-sets/<arch>.txt` for each entry of `sets` (paths relative to the tree
-    /// root, for `rsync --files-from`) and remove the lists of architectures no longer present.
+    /// Write `content-sets/<arch>.txt` for each architecture of `arches` (paths relative to
+    /// the tree root, for `rsync --files-from`, as `lines` writes them) and remove the lists of
+    /// architectures no longer present. Each list is streamed to a temp file and renamed into
+    /// place: no list is ever held in memory.
     pub fn write_content_sets(
         &self,
-        sets: &std::collections::BTreeMap<String, Vec<String>>,
+        arches: &[String],
+        lines: impl Fn(&str, &mut dyn std::io::Write) -> std::io::Result<()>,
     ) -> Result<(), TreeError> {
         public_dirs(&self.root, Path::new(CONTENT_SETS))?;
         let dir = self.root.join(CONTENT_SETS);
-        for (arch, paths) in sets {
-            let mut text = paths.join("\n");
-            text.push('\n');
+        for arch in arches {
             let path = dir.join(format!("{arch}.txt"));
-            if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
-                self.write_atomically(&path, text.as_bytes())?;
-            }
+            let ctx = || format!("writing {}", path.display());
+            let tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(io_err(ctx()))?;
+            tmp.as_file().set_permissions(public_file()).map_err(io_err(ctx()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp);
+            lines(arch, &mut out).map_err(io_err(ctx()))?;
+            let tmp = out.into_inner().map_err(|e| io_err(ctx())(e.into_error()))?;
+            tmp.as_file().sync_all().map_err(io_err(ctx()))?;
+            tmp.persist(&path).map_err(|e| io_err(ctx())(e.error))?;
+        }
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
         }
         for e in std::fs::read_dir(&dir).map_err(io_err(dir.display()))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.strip_suffix(".txt").is_some_and(|a| sets.contains_key(a)) {
+            if !name.strip_suffix(".txt").is_some_and(|a| arches.iter().any(|x| x == a)) {
                 let _ = std::fs::remove_file(e.path());
             }
         }

@@ -424,11 +424,12 @@ async fn transient_upstream_failures_are_retried() {
 async fn pool_files_the_store_does_not_know_are_adopted_and_collected() {
     let (dir, clock, wharf) = demo_upstream_with_clock("1day").await;
     wharf.sync().await;
-    // What an interrupted run leaves: a verified pool file no record mentions. The next
-    // start finds it (a sync does not walk the pool).
+    // What a run killed mid-way leaves: a verified pool file no record mentions, and the
+    // flag saying a sync was running. The next start finds it (a sync does not walk the pool).
     let bytes = b"left by an interrupted run";
     let orphan = wharf.tree().join("blobs/sha256").join(crate::pull::sha256_hex(bytes));
     std::fs::write(&orphan, bytes).unwrap();
+    std::fs::write(wharf.tree().join("../sync-running"), b"").unwrap();
     let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
     setup.storage = "gc_grace = \"1day\"\n".into();
     setup.clock = clock.clone();
