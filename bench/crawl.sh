@@ -27,7 +27,6 @@ need_time
 bench_build --examples
 GEN=$TARGET/examples/gen_catalog
 WP=$(free_port); B=http://127.0.0.1:$WP
-now_ms() { date +%s%3N; }
 
 write_config "$WP" 'concurrency = 32
 request_timeout = "4s"

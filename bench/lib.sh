@@ -306,3 +306,18 @@ register_mirrors() {
   done < <(sed -n "${2:-1},${3:-\$}p" "$1")
   echo $(( ($(date +%s%3N) - t0) / (n > 0 ? n : 1) ))
 }
+
+# now_ms: milliseconds since the epoch.
+now_ms() { date +%s%3N; }
+
+# wait_200 URL: milliseconds since T0 until URL answers 200 (fails after 10 minutes, or at
+# once if the server $SERVE died; its stderr is in $W/serve.err).
+wait_200() {
+  local end=$(( $(now_ms) + 600000 ))
+  until curl -fs -o /dev/null --max-time 5 "$1"; do
+    kill -0 "$SERVE" 2>/dev/null || { echo "wharf serve died:" >&2; cat "$W/serve.err" >&2; exit 1; }
+    [ "$(now_ms)" -lt $end ] || { echo "$1 did not answer 200 in 10 minutes" >&2; exit 1; }
+    sleep 0.01
+  done
+  echo $(( $(now_ms) - T0 ))
+}

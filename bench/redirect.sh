@@ -46,7 +46,6 @@ GEO=$(geolite_city)
 WP=$(free_port); MP=$(free_port); NP=$(free_port); SP=$(free_port); RP=$(free_port)
 B=http://127.0.0.1:$WP
 declare -A R   # R[MIRRORS|metric] = value
-now_ms() { date +%s%3N; }
 
 # Wharf: GeoIP; the crawl 32 mirrors at once and with time to reach every mirror (the
 # [crawl] table is open at the end of write_config's text).
@@ -154,16 +153,6 @@ serve_wharf() {
   T0=$(now_ms)
   RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" serve 2>> "$W/serve.err" &
   SERVE=$!
-}
-# wait_200 URL: milliseconds since T0 until URL answers 200 (10 minutes at most).
-wait_200() {
-  local end=$(( $(now_ms) + 600000 ))
-  until curl -fs -o /dev/null --max-time 5 "$1"; do
-    kill -0 "$SERVE" 2>/dev/null || { echo "wharf serve died:" >&2; cat "$W/serve.err" >&2; exit 1; }
-    [ "$(now_ms)" -lt $end ] || { echo "$1 did not answer 200 in 10 minutes" >&2; exit 1; }
-    sleep 0.01
-  done
-  echo $(( $(now_ms) - T0 ))
 }
 serve_wharf
 wait_200 "$B/readyz" > /dev/null

@@ -29,7 +29,6 @@ bench_build --examples
 GEN=$TARGET/examples/gen_catalog
 declare -A R   # R[SIZE|metric] = value
 
-now_ms() { date +%s%3N; }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$SERVE/status"; }
 
 # timed SIZE NAME ARGS...: `wharf ARGS` under GNU time; R[SIZE|NAME.s] = wall seconds,
@@ -43,17 +42,6 @@ timed() {
   [ $rc = 0 ] || { R[$size|$name.s]="${R[$size|$name.s]} (exit $rc)"; cat "$W/$name.err" >&2; }
 }
 
-# wait_200 URL: milliseconds since T0 until URL answers 200 (fails after 10 minutes or if
-# the server died).
-wait_200() {
-  local end=$(( $(now_ms) + 600000 ))
-  until curl -fs -o /dev/null --max-time 5 "$1"; do
-    kill -0 "$SERVE" 2>/dev/null || { echo "wharf serve died:" >&2; cat "$W/serve.err" >&2; exit 1; }
-    [ "$(now_ms)" -lt $end ] || { echo "$1 did not answer 200 in 10 minutes" >&2; exit 1; }
-    sleep 0.01
-  done
-  echo $(( $(now_ms) - T0 ))
-}
 
 # redirect: where a blob GET from client $CLIENT (X-Forwarded-For, loopback is a trusted
 # proxy) is sent.
