@@ -9,6 +9,5 @@ mod select;
 pub use counters::{RedirectCounters, TIERS};
 pub use lookup::{ClientGeo, GeoDb};
 pub use select::{
-    BlobLookup, Candidate, Exclusion, Explanation, MirrorSet, Pick, Selector, Snapshot, Tier,
-    client_ip,
+    BlobLookup, Candidate, Exclusion, Explanation, Pick, Selector, Snapshot, Tier, client_ip,
 };

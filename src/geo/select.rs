@@ -182,14 +182,6 @@ impl MirrorSet {
         set.entries = entries;
         set
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 impl MirrorEntry {
