@@ -400,6 +400,7 @@ async fn execute(config: Config, request: Request) -> anyhow::Result<Reply> {
     let reply = match control::call(&socket, &request, show).await? {
         Some(reply) => reply,
         None => {
+            let (store_path, cache) = (config.store_path(), config.store_cache);
             let app = App::open(config, Arc::new(SystemClock))?;
             let jobs = app.jobs.clone();
             // Only a crawl reads the selection state here (a sync builds its own; an edit
@@ -407,15 +408,24 @@ async fn execute(config: Config, request: Request) -> anyhow::Result<Reply> {
             if matches!(request, Request::Crawl) {
                 app.jobs.load_selection().await?;
             }
-            let run = control::execute(&jobs, request);
-            tokio::pin!(run);
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tokio::select! {
-                    r = &mut run => break r,
-                    _ = tick.tick() => show(&jobs.sync_progress()),
+            let reply = {
+                let run = control::execute(&jobs, request);
+                tokio::pin!(run);
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    tokio::select! {
+                        r = &mut run => break r,
+                        _ = tick.tick() => show(&jobs.sync_progress()),
+                    }
                 }
+            };
+            // Opening the store again, with nothing else holding it, compacts it if this
+            // command's commit rewrote most of it (a first import).
+            drop((jobs, app));
+            if let Err(e) = wharf::store::Store::open_with_cache(&store_path, cache) {
+                tracing::warn!(error = %e, "reopening the store to compact it");
             }
+            reply
         }
     };
     if let Some(bar) = bar {

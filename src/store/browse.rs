@@ -23,18 +23,18 @@ pub struct TagDetail {
 }
 
 fn manifest_size(
-    manifests: &impl ReadableTable<&'static str, &'static [u8]>,
-    digest: &str,
+    manifests: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    digest: &Digest,
     depth: u8,
 ) -> Result<(u64, Vec<String>), StoreError> {
-    let Some(row) = manifests.get(digest)? else { return Ok((0, Vec::new())) };
+    let Some(row) = manifests.get(&digest.raw())? else { return Ok((0, Vec::new())) };
     let StoredManifest::V1 { size, children, blobs, platform, .. } =
-        decode("manifests", row.value())?;
+        StoredManifest::decode(row.value())?;
     let mut total = size + blobs.iter().map(|b| b.size).sum::<u64>();
     let mut platforms: Vec<String> = platform.iter().map(|p| p.to_string()).collect();
     if depth < 2 {
         for c in &children {
-            total += manifest_size(manifests, c.digest.as_str(), depth + 1)?.0;
+            total += manifest_size(manifests, &c.digest, depth + 1)?.0;
             platforms.extend(c.platform.iter().map(|p| p.to_string()));
         }
     }
@@ -55,14 +55,15 @@ impl Store {
             for row in txn.open_table(TAGS)?.range((repo.as_str(), "")..(repo.as_str(), KEY_END))? {
                 let (k, v) = row?;
                 let StoredTag::V1 { digest, updated_at } = decode("tags", v.value())?;
-                let media_type = match manifests.get(digest.as_str())? {
+                let media_type = match manifests.get(&digest.raw())? {
                     Some(m) => {
-                        let StoredManifest::V1 { media_type, .. } = decode("manifests", m.value())?;
+                        let StoredManifest::V1 { media_type, .. } =
+                            StoredManifest::decode(m.value())?;
                         media_type
                     }
                     None => String::new(),
                 };
-                let (size, platforms) = manifest_size(&manifests, digest.as_str(), 0)?;
+                let (size, platforms) = manifest_size(&manifests, &digest, 0)?;
                 out.push(TagDetail {
                     tag: k.value().1.to_owned(),
                     digest,

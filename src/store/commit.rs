@@ -5,7 +5,7 @@
 //! The work is proportional to what changed, never to the catalog: a repository whose tags
 //! did not change is not touched; what a repository reaches is compared with what it
 //! reached (`repo_content`), and only the difference moves the per-digest reference counts
-//! (`refs`); a pool file whose count drops to 0 is released and enters the `released`
+//! (in the pool file's record); a pool file whose count drops to 0 is released and enters the `released`
 //! index, which garbage collection reads from its oldest end only as far as is due.
 //!
 //! A sync may also *stage* manifests and pool files before its commit ([`stage`]), in
@@ -16,11 +16,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use crate::model::{BlobRef, ChildManifest, Digest, Generation, Platform, RepoName, Tag};
 
-use super::records::{Released, StoredBlob, StoredManifest, StoredRepo, StoredTag, decode, encode};
+use super::records::{
+    Released, StoredBlob, StoredManifest, StoredRepo, StoredTag, decode, encode, pack_manifest,
+};
 use super::tables::*;
 use super::{StoreError, selection};
 
@@ -84,6 +86,10 @@ pub struct CommitOutcome {
 /// A commit that writes more pool-file records than this reports no [`FactsDelta`].
 const DELTA_LIMIT: usize = 100_000;
 
+/// A commit that writes at least this many pool-file records, and a quarter of the pool or
+/// more, marks the store file for compaction at its next open.
+const COMPACT_AFTER: u64 = 10_000;
+
 /// The content facts a commit changed.
 #[derive(Debug, Clone, Default)]
 pub struct FactsDelta {
@@ -108,24 +114,25 @@ impl CommitOutcome {
 struct Tables<'t> {
     /// Pool files whose record was written in this transaction; `None` once there are more
     /// than [`DELTA_LIMIT`] (a first sync): then the facts are read again in full.
-    touched: Option<BTreeSet<String>>,
+    touched: Option<BTreeSet<[u8; 32]>>,
+    /// How many pool-file records this transaction wrote.
+    written: u64,
     meta: Table<'t, &'static str, u64>,
-    manifests: Table<'t, &'static str, &'static [u8]>,
-    manifest_bytes: Table<'t, &'static str, &'static [u8]>,
-    blobs: Table<'t, &'static str, &'static [u8]>,
-    refs: Table<'t, &'static str, u64>,
-    released: Table<'t, (i64, &'static str), ()>,
+    manifests: Table<'t, &'static [u8; 32], &'static [u8]>,
+    manifest_bytes: Table<'t, &'static [u8; 32], &'static [u8]>,
+    pool: Table<'t, &'static [u8; 32], &'static [u8]>,
+    released: Table<'t, (i64, &'static [u8; 32]), ()>,
 }
 
 impl<'t> Tables<'t> {
     fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
         Ok(Tables {
             touched: Some(BTreeSet::new()),
+            written: 0,
             meta: txn.open_table(META)?,
             manifests: txn.open_table(MANIFESTS)?,
             manifest_bytes: txn.open_table(MANIFEST_BYTES)?,
-            blobs: txn.open_table(BLOBS)?,
-            refs: txn.open_table(REFS)?,
+            pool: txn.open_table(POOL)?,
             released: txn.open_table(RELEASED)?,
         })
     }
@@ -134,17 +141,18 @@ impl<'t> Tables<'t> {
         Ok(self.meta.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0))
     }
 
-    fn blob(&self, digest: &str) -> Result<Option<StoredBlob>, StoreError> {
-        match self.blobs.get(digest)? {
-            Some(v) => Ok(Some(decode("blobs", v.value())?)),
+    fn blob(&self, digest: &[u8; 32]) -> Result<Option<StoredBlob>, StoreError> {
+        match self.pool.get(digest)? {
+            Some(v) => Ok(Some(StoredBlob::decode(v.value())?)),
             None => Ok(None),
         }
     }
 
-    fn put_blob(&mut self, digest: &str, rec: &StoredBlob) -> Result<(), StoreError> {
-        self.blobs.insert(digest, encode(rec).as_slice())?;
+    fn put_blob(&mut self, digest: &[u8; 32], rec: &StoredBlob) -> Result<(), StoreError> {
+        self.pool.insert(digest, rec.encode().as_slice())?;
+        self.written += 1;
         if let Some(t) = &mut self.touched {
-            t.insert(digest.to_owned());
+            t.insert(*digest);
             if t.len() > DELTA_LIMIT {
                 self.touched = None;
             }
@@ -162,10 +170,8 @@ impl<'t> Tables<'t> {
         let Some(touched) = &self.touched else { return Ok(None) };
         let mut out = Vec::with_capacity(touched.len());
         for d in touched {
-            if let Some(StoredBlob::V1 { size, first_seen, sets, .. }) = self.blob(d)? {
-                let digest =
-                    d.parse().map_err(|_| StoreError::Corrupt(format!("blobs: bad key {d:?}")))?;
-                out.push((digest, size, first_seen, sets));
+            if let Some(b) = self.blob(d)? {
+                out.push((Digest::from_sha256(d), b.size, b.first_seen, b.sets));
             }
         }
         Ok(Some(out))
@@ -182,7 +188,7 @@ impl<'t> Tables<'t> {
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let next = self.generation()? + 1;
-        let mut pool: Vec<(&Digest, u64)> = blobs.iter().map(|(d, s)| (d, *s)).collect();
+        let mut pool: Vec<([u8; 32], u64)> = blobs.iter().map(|(d, s)| (d.raw(), *s)).collect();
         for m in manifests {
             let rec = StoredManifest::V1 {
                 media_type: m.media_type.clone(),
@@ -191,71 +197,84 @@ impl<'t> Tables<'t> {
                 blobs: m.blobs.clone(),
                 platform: m.platform.clone(),
             };
-            self.manifests.insert(m.digest.as_str(), encode(&rec).as_slice())?;
-            self.manifest_bytes.insert(m.digest.as_str(), m.bytes.as_slice())?;
-            pool.push((&m.digest, m.bytes.len() as u64));
+            let key = m.digest.raw();
+            self.manifests.insert(&key, rec.encode().as_slice())?;
+            self.manifest_bytes.insert(&key, pack_manifest(&m.bytes).as_slice())?;
+            pool.push((key, m.bytes.len() as u64));
         }
         let mut added = 0;
         for (digest, size) in pool {
-            if self.blobs.get(digest.as_str())?.is_some() {
+            if self.pool.get(&digest)?.is_some() {
                 continue;
             }
-            let released = if self.refs.get(digest.as_str())?.is_some() {
-                None
-            } else {
-                self.released.insert((now.timestamp_millis(), digest.as_str()), ())?;
-                Some(Released { generation: next - 1, at: now })
+            let at_ms = now.timestamp_millis();
+            self.released.insert((at_ms, &digest), ())?;
+            let rec = StoredBlob {
+                size,
+                first_seen: next,
+                released: Some(Released { generation: next - 1, at_ms }),
+                sets: BTreeMap::new(),
+                refs: 0,
             };
-            let rec = StoredBlob::V1 { size, first_seen: next, released, sets: BTreeMap::new() };
-            self.put_blob(digest.as_str(), &rec)?;
+            self.put_blob(&digest, &rec)?;
             added += 1;
         }
         Ok(added)
     }
 
-    /// Nothing references `digest` any more.
-    fn release(
+    /// One more repository reaches `digest` (of `size` bytes): a released pool file is
+    /// referenced again, and one without a record (left by an interrupted run, say) gets
+    /// one, so it is tracked and eventually collected like any other.
+    fn reference(
         &mut self,
-        digest: &str,
+        digest: &[u8; 32],
+        size: u64,
+        candidate: Generation,
+    ) -> Result<(), StoreError> {
+        let mut rec = self.blob(digest)?.unwrap_or(StoredBlob {
+            size,
+            first_seen: candidate,
+            released: None,
+            sets: BTreeMap::new(),
+            refs: 0,
+        });
+        if let Some(r) = rec.released.take() {
+            self.released.remove((r.at_ms, digest))?;
+        }
+        rec.refs += 1;
+        self.put_blob(digest, &rec)
+    }
+
+    /// One repository less reaches `digest`; when none does, it is released.
+    fn unreference(
+        &mut self,
+        digest: &[u8; 32],
         generation: Generation,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        if let Some(StoredBlob::V1 { size, first_seen, released: None, sets }) =
-            self.blob(digest)?
-        {
-            self.released.insert((now.timestamp_millis(), digest), ())?;
-            let released = Some(Released { generation, at: now });
-            self.put_blob(digest, &StoredBlob::V1 { size, first_seen, released, sets })?;
+        let Some(mut rec) = self.blob(digest)? else { return Ok(()) };
+        rec.refs = rec.refs.saturating_sub(1);
+        if rec.refs == 0 && rec.released.is_none() {
+            let at_ms = now.timestamp_millis();
+            self.released.insert((at_ms, digest), ())?;
+            rec.released = Some(Released { generation, at_ms });
         }
-        Ok(())
-    }
-
-    /// Something references `digest` again. Returns false if the store has no record of it.
-    fn unrelease(&mut self, digest: &str) -> Result<bool, StoreError> {
-        match self.blob(digest)? {
-            None => Ok(false),
-            Some(StoredBlob::V1 { size, first_seen, released: Some(r), sets }) => {
-                self.released.remove((r.at.timestamp_millis(), digest))?;
-                self.put_blob(digest, &StoredBlob::V1 { size, first_seen, released: None, sets })?;
-                Ok(true)
-            }
-            Some(_) => Ok(true),
-        }
+        self.put_blob(digest, &rec)
     }
 
     /// Content set `set` carries `digest` from `generation` on (or from when it was first
     /// seen, if later). Membership only grows.
     fn grow_set(
         &mut self,
-        digest: &str,
+        digest: &[u8; 32],
         set: &str,
         generation: Generation,
     ) -> Result<(), StoreError> {
-        if let Some(StoredBlob::V1 { size, first_seen, released, mut sets }) = self.blob(digest)?
-            && !sets.contains_key(set)
+        if let Some(mut rec) = self.blob(digest)?
+            && !rec.sets.contains_key(set)
         {
-            sets.insert(set.to_owned(), generation.max(first_seen));
-            self.put_blob(digest, &StoredBlob::V1 { size, first_seen, released, sets })?;
+            rec.sets.insert(set.to_owned(), generation.max(rec.first_seen));
+            self.put_blob(digest, &rec)?;
         }
         Ok(())
     }
@@ -329,53 +348,35 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
             // What the repository reaches now against what it reached.
             let mut reach = BTreeMap::new();
             for digest in new_tags.values() {
-                reach_from(&t.manifests, digest, &mut reach)?;
+                reach_from(&t.manifests, digest.raw(), &mut reach)?;
             }
             let mut gone = Vec::new();
-            for row in content.range((repo.as_str(), "")..(repo.as_str(), KEY_END))? {
-                let d = row?.0.value().1.to_owned();
+            for row in content.range(repo_keys(repo.as_str()))? {
+                let d = *row?.0.value().1;
                 if reach.remove(&d).is_none() {
                     gone.push(d);
                 }
             }
             for d in gone {
-                content.remove((repo.as_str(), d.as_str()))?;
-                let n = t.refs.get(d.as_str())?.map(|v| v.value()).unwrap_or(0);
-                if n > 1 {
-                    t.refs.insert(d.as_str(), n - 1)?;
-                } else {
-                    t.refs.remove(d.as_str())?;
-                    t.release(&d, before, c.now)?;
-                }
+                content.remove((repo.as_str(), &d))?;
+                t.unreference(&d, before, c.now)?;
             }
             // `reach` now holds only what is new to this repository.
             for (d, size) in &reach {
-                content.insert((repo.as_str(), d.as_str()), *size)?;
-                let n = t.refs.get(d.as_str())?.map(|v| v.value()).unwrap_or(0);
-                t.refs.insert(d.as_str(), n + 1)?;
-                if n == 0 && !t.unrelease(d)? {
-                    // Referenced now without a record (left by an interrupted run, say): it
-                    // gets one, so it is tracked and eventually collected like any other.
-                    let rec = StoredBlob::V1 {
-                        size: *size,
-                        first_seen: candidate,
-                        released: None,
-                        sets: BTreeMap::new(),
-                    };
-                    t.put_blob(d, &rec)?;
-                }
+                content.insert((repo.as_str(), d), *size)?;
+                t.reference(d, *size, candidate)?;
             }
             // Content sets that carry a blob from now on: those of every manifest this
             // repository reaches for the first time, for it and its blobs. (A repository
             // reaching something new changed its tags: the generation is `candidate`.)
             for d in reach.keys() {
-                let rec: StoredManifest = match t.manifests.get(d.as_str())? {
-                    Some(v) => decode("manifests", v.value())?,
+                let rec = match t.manifests.get(d)? {
+                    Some(v) => StoredManifest::decode(v.value())?,
                     None => continue,
                 };
                 let (set, blobs) = selection::sets_of_manifest(&rec);
-                for digest in std::iter::once(d.as_str()).chain(blobs.iter().map(|b| b.as_str())) {
-                    t.grow_set(digest, set, candidate)?;
+                for digest in std::iter::once(*d).chain(blobs.iter().map(|b| b.raw())) {
+                    t.grow_set(&digest, set, candidate)?;
                 }
             }
             changed_content.push(repo.clone());
@@ -404,38 +405,37 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         let mut collected: Vec<Digest> = Vec::new();
         if let Some(cutoff) = c.now.checked_sub_signed(c.grace) {
             let mut due = Vec::new();
-            for row in t.released.range(..(cutoff.timestamp_millis(), ""))? {
+            for row in t.released.range(..(cutoff.timestamp_millis(), &[0u8; 32]))? {
                 let (k, _) = row?;
                 let (at, d) = k.value();
-                due.push((at, d.to_owned()));
+                due.push((at, *d));
             }
             for (at, d) in due {
-                t.released.remove((at, d.as_str()))?;
-                if t.refs.get(d.as_str())?.is_some() {
+                t.released.remove((at, &d))?;
+                if t.blob(&d)?.is_some_and(|b| b.refs > 0) {
                     continue; // referenced after all: never collected
                 }
-                t.blobs.remove(d.as_str())?;
-                t.manifests.remove(d.as_str())?;
-                t.manifest_bytes.remove(d.as_str())?;
-                collected.push(
-                    d.parse()
-                        .map_err(|_| StoreError::Corrupt(format!("released: bad key {d:?}")))?,
-                );
+                t.pool.remove(&d)?;
+                t.manifests.remove(&d)?;
+                t.manifest_bytes.remove(&d)?;
+                collected.push(Digest::from_sha256(&d));
             }
         }
 
         let changed = tags_changed || !collected.is_empty();
         let generation = if changed { candidate } else { before };
         t.meta.insert(KEY_GENERATION, generation)?;
+        if t.written >= COMPACT_AFTER && t.written >= t.pool.len()? / 4 {
+            // A rewrite of much of the catalog (a first import) leaves about as much free
+            // space in the file as it holds data.
+            t.meta.insert(KEY_COMPACT_DUE, 1)?;
+        }
         let mut delta = t.touched_facts()?.map(|blobs| FactsDelta { blobs, repos: Vec::new() });
         if let Some(delta) = &mut delta {
             for repo in changed_content {
                 let mut reach = Vec::new();
-                for row in content.range((repo.as_str(), "")..(repo.as_str(), KEY_END))? {
-                    let d = row?.0.value().1.to_owned();
-                    reach.push(d.parse().map_err(|_| {
-                        StoreError::Corrupt(format!("repo_content: bad key {d:?}"))
-                    })?);
+                for row in content.range(repo_keys(repo.as_str()))? {
+                    reach.push(Digest::from_sha256(row?.0.value().1));
                 }
                 delta.repos.push((repo, reach));
             }
@@ -446,47 +446,102 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
     Ok(outcome)
 }
 
-/// Build `refs` and `released` from `repo_content` and `blobs` (the schema 3 migration).
+/// Build reference counts and the released index from `repo_content` and `blobs` (the
+/// schema 3 migration, on the schema 3 tables).
 pub(super) fn index_references(txn: &WriteTransaction) -> Result<(), StoreError> {
-    let mut refs = txn.open_table(REFS)?;
-    let mut released = txn.open_table(RELEASED)?;
+    let mut refs = txn.open_table(v3::REFS)?;
+    let mut released = txn.open_table(v3::RELEASED)?;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for row in txn.open_table(REPO_CONTENT)?.iter()? {
+    for row in txn.open_table(v3::REPO_CONTENT)?.iter()? {
         *counts.entry(row?.0.value().1.to_owned()).or_default() += 1;
     }
     for (d, n) in counts {
         refs.insert(d.as_str(), n)?;
     }
-    for row in txn.open_table(BLOBS)?.iter()? {
+    for row in txn.open_table(v3::BLOBS)?.iter()? {
         let (k, v) = row?;
-        if let StoredBlob::V1 { released: Some(r), .. } = decode("blobs", v.value())? {
-            released.insert((r.at.timestamp_millis(), k.value()), ())?;
+        if let Some(r) = StoredBlob::from_json(v.value(), 0)?.released {
+            released.insert((r.at_ms, k.value()), ())?;
         }
     }
     Ok(())
 }
 
+/// Move schema 3's tables to schema 4's: digests as 32-byte keys, compact records, the
+/// reference count inside the pool file's record. The old tables are deleted.
+pub(super) fn compact_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let key = |table: &str, d: &str| {
+        d.parse::<Digest>()
+            .map(|d| d.raw())
+            .map_err(|_| StoreError::Corrupt(format!("{table}: bad key {d:?}")))
+    };
+    {
+        let refs = txn.open_table(v3::REFS)?;
+        let mut pool = txn.open_table(POOL)?;
+        for row in txn.open_table(v3::BLOBS)?.iter()? {
+            let (k, v) = row?;
+            let n = refs.get(k.value())?.map(|v| v.value()).unwrap_or(0);
+            let rec = StoredBlob::from_json(v.value(), n)?;
+            pool.insert(&key("blobs", k.value())?, rec.encode().as_slice())?;
+        }
+        let mut released = txn.open_table(RELEASED)?;
+        for row in txn.open_table(v3::RELEASED)?.iter()? {
+            let (k, _) = row?;
+            let (at, d) = k.value();
+            released.insert((at, &key("released", d)?), ())?;
+        }
+        let mut content = txn.open_table(REPO_CONTENT)?;
+        for row in txn.open_table(v3::REPO_CONTENT)?.iter()? {
+            let (k, v) = row?;
+            let (repo, d) = k.value();
+            content.insert((repo, &key("repo_content", d)?), v.value())?;
+        }
+        let mut manifests = txn.open_table(MANIFESTS)?;
+        for row in txn.open_table(v3::MANIFESTS)?.iter()? {
+            let (k, v) = row?;
+            let rec = StoredManifest::from_json(v.value())?;
+            manifests.insert(&key("manifests", k.value())?, rec.encode().as_slice())?;
+        }
+        let mut bytes = txn.open_table(MANIFEST_BYTES)?;
+        for row in txn.open_table(v3::MANIFEST_BYTES)?.iter()? {
+            let (k, v) = row?;
+            bytes
+                .insert(&key("manifest_bytes", k.value())?, pack_manifest(v.value()).as_slice())?;
+        }
+    }
+    txn.delete_table(v3::BLOBS)?;
+    txn.delete_table(v3::REFS)?;
+    txn.delete_table(v3::RELEASED)?;
+    txn.delete_table(v3::REPO_CONTENT)?;
+    txn.delete_table(v3::MANIFESTS)?;
+    txn.delete_table(v3::MANIFEST_BYTES)?;
+    Ok(())
+}
+
 /// Add `digest` and everything it references to `reach` (digest -> size).
 fn reach_from(
-    manifests: &Table<&str, &[u8]>,
-    digest: &Digest,
-    reach: &mut BTreeMap<String, u64>,
+    manifests: &Table<&[u8; 32], &[u8]>,
+    digest: [u8; 32],
+    reach: &mut BTreeMap<[u8; 32], u64>,
 ) -> Result<(), StoreError> {
-    let mut todo = vec![digest.clone()];
+    let mut todo = vec![digest];
     let mut seen = BTreeSet::new();
     while let Some(d) = todo.pop() {
-        if !seen.insert(d.clone()) {
+        if !seen.insert(d) {
             continue;
         }
-        let rec = manifests.get(d.as_str())?.ok_or_else(|| {
-            StoreError::Corrupt(format!("manifest {d} referenced but not stored"))
+        let rec = manifests.get(&d)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "manifest {:?} referenced but not stored",
+                Digest::from_sha256(&d)
+            ))
         })?;
-        let StoredManifest::V1 { size, children, blobs, .. } = decode("manifests", rec.value())?;
-        reach.insert(d.as_str().to_owned(), size);
+        let StoredManifest::V1 { size, children, blobs, .. } = StoredManifest::decode(rec.value())?;
+        reach.insert(d, size);
         for b in blobs {
-            reach.insert(b.digest.as_str().to_owned(), b.size);
+            reach.insert(b.digest.raw(), b.size);
         }
-        todo.extend(children.into_iter().map(|c| c.digest));
+        todo.extend(children.into_iter().map(|c| c.digest.raw()));
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use redb::{
 
 use crate::model::{Digest, RepoName};
 
-use super::records::{StoredBlob, decode};
+use super::records::StoredBlob;
 use super::tables::*;
 use super::{Store, StoreError, parse_key};
 
@@ -60,9 +60,8 @@ impl Store {
             n += copy(&src, &dst, TAGS)?;
             n += copy(&src, &dst, MANIFESTS)?;
             n += copy(&src, &dst, MANIFEST_BYTES)?;
-            n += copy(&src, &dst, BLOBS)?;
+            n += copy(&src, &dst, POOL)?;
             n += copy(&src, &dst, REPO_CONTENT)?;
-            n += copy(&src, &dst, REFS)?;
             n += copy(&src, &dst, RELEASED)?;
             n += copy(&src, &dst, RUNS)?;
             n += copy(&src, &dst, MIRRORS)?;
@@ -84,13 +83,13 @@ impl Store {
         self.blocking("pool_records", |db| {
             let txn = db.begin_read()?;
             let mut out = Vec::new();
-            for row in txn.open_table(BLOBS)?.iter()? {
+            for row in txn.open_table(POOL)?.iter()? {
                 let (k, v) = row?;
-                let StoredBlob::V1 { size, released, .. } = decode("blobs", v.value())?;
+                let rec = StoredBlob::decode(v.value())?;
                 out.push(PoolRecord {
-                    digest: parse_key("blobs", k.value())?,
-                    size,
-                    released: released.is_some(),
+                    digest: Digest::from_sha256(k.value()),
+                    size: rec.size,
+                    released: rec.released.is_some(),
                 });
             }
             Ok(out)
@@ -106,7 +105,7 @@ impl Store {
             for row in txn.open_table(REPO_CONTENT)?.iter()? {
                 let (k, _) = row?;
                 let (repo, d) = k.value();
-                if d == digest.as_str() {
+                if d == &digest.raw() {
                     return Ok(Some(parse_key("repo_content", repo)?));
                 }
             }
@@ -120,8 +119,8 @@ impl Store {
         let digest = digest.clone();
         self.blocking("manifest_bytes", move |db| {
             let txn = db.begin_read()?;
-            let row = txn.open_table(MANIFEST_BYTES)?.get(digest.as_str())?;
-            Ok(row.map(|r| r.value().to_vec()))
+            let row = txn.open_table(MANIFEST_BYTES)?.get(&digest.raw())?;
+            row.map(|r| super::records::unpack_manifest(r.value())).transpose()
         })
         .await
     }

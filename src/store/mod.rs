@@ -40,8 +40,11 @@ pub use users::{UserChange, UserEditError};
 /// 2. the audit log and the hourly redirect counters; mirrors may be `pending` (a record
 ///    field with a default, so schema-1 mirror records read unchanged);
 /// 3. per-digest reference counts (`refs`) and the index of released pool files
-///    (`released`), so a commit costs what changed, not a scan of the catalog.
-pub const SCHEMA_VERSION: u64 = 3;
+///    (`released`), so a commit costs what changed, not a scan of the catalog;
+/// 4. compact: digests keyed by their 32 bytes, pool-file and manifest records in a binary
+///    encoding, the reference count inside the pool file's record (`pool`): about a third
+///    of the bytes per pool file.
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// redb's page cache unless configured (`storage.cache_mib`).
 pub const DEFAULT_CACHE: usize = 64 * 1024 * 1024;
@@ -129,7 +132,11 @@ impl Store {
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StoreError::TooNew { found: v, known: SCHEMA_VERSION });
                 }
-                Some(v) => migrate(&txn, v)?,
+                Some(v) => {
+                    if migrate(&txn, v)? {
+                        meta.insert(KEY_COMPACT_DUE, 1)?;
+                    }
+                }
                 None if fresh => {}
                 None => {
                     return Err(StoreError::Corrupt("meta table without schema_version".into()));
@@ -140,9 +147,8 @@ impl Store {
             txn.open_table(TAGS)?;
             txn.open_table(MANIFESTS)?;
             txn.open_table(MANIFEST_BYTES)?;
-            txn.open_table(BLOBS)?;
+            txn.open_table(POOL)?;
             txn.open_table(REPO_CONTENT)?;
-            txn.open_table(REFS)?;
             txn.open_table(RELEASED)?;
             txn.open_table(RUNS)?;
             txn.open_table(MIRRORS)?;
@@ -153,6 +159,8 @@ impl Store {
             txn.open_table(REDIRECTS)?;
         }
         txn.commit()?;
+        let mut db = db;
+        compact_if_due(&mut db)?;
         Ok(Store { db: Arc::new(db) })
     }
 
@@ -251,7 +259,7 @@ impl Store {
             if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
                 return Ok(Lookup::NameUnknown);
             }
-            if txn.open_table(REPO_CONTENT)?.get((repo.as_str(), digest.as_str()))?.is_none() {
+            if txn.open_table(REPO_CONTENT)?.get((repo.as_str(), &digest.raw()))?.is_none() {
                 return Ok(Lookup::Unknown);
             }
             read_manifest(&txn, &digest)
@@ -286,7 +294,7 @@ impl Store {
             let table = txn.open_table(MANIFESTS)?;
             let mut out = Vec::new();
             for d in digests {
-                if table.get(d.as_str())?.is_some() {
+                if table.get(&d.raw())?.is_some() {
                     out.push(d);
                 }
             }
@@ -319,11 +327,11 @@ impl Store {
                     let (k, v) = row?;
                     let (repo, tag) = k.value();
                     let StoredTag::V1 { digest, .. } = decode("tags", v.value())?;
-                    let m = manifests.get(digest.as_str())?.ok_or_else(|| {
+                    let m = manifests.get(&digest.raw())?.ok_or_else(|| {
                         StoreError::Corrupt(format!("tag {repo}:{tag} -> {digest}"))
                     })?;
                     let StoredManifest::V1 { media_type, size, platform, .. } =
-                        decode("manifests", m.value())?;
+                        StoredManifest::decode(m.value())?;
                     by_repo.entry(repo.to_owned()).or_default().push(TagEntry {
                         tag: parse_key("tags", tag)?,
                         digest,
@@ -336,8 +344,8 @@ impl Store {
             let mut out = Vec::new();
             for (repo, tags) in by_repo {
                 let mut digests = Vec::new();
-                for row in content.range((repo.as_str(), "")..(repo.as_str(), KEY_END))? {
-                    digests.push(parse_key("repo_content", row?.0.value().1)?);
+                for row in content.range(repo_keys(repo.as_str()))? {
+                    digests.push(Digest::from_sha256(row?.0.value().1));
                 }
                 out.push(RepoLayout { repo: parse_key("tags", &repo)?, tags, content: digests });
             }
@@ -417,10 +425,9 @@ impl Store {
     }
 }
 
-/// Migrate a store from schema `from` to [`SCHEMA_VERSION`]. Schema 1 is the first.
-/// Bring a store of schema `from` to [`SCHEMA_VERSION`], inside the opening transaction
-/// (all or nothing).
-fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
+/// Bring a store of schema `from` (1 is the first) to [`SCHEMA_VERSION`], inside the opening
+/// transaction (all or nothing). Returns whether the file is worth compacting afterwards.
+fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<bool, StoreError> {
     if from == 0 {
         return Err(StoreError::Corrupt("unknown schema version 0".into()));
     }
@@ -433,6 +440,40 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
         commit::index_references(txn)?;
         tracing::info!("store migrated to schema 3 (reference counts, released index)");
     }
+    if from < 4 {
+        commit::compact_tables(txn)?;
+        tracing::info!("store migrated to schema 4 (binary keys and records)");
+    }
+    Ok(from < 4)
+}
+
+/// Give the file back the space a big rewrite left free (a first import, a migration: the
+/// commit that did it marks compaction due). Runs where the store is opened, which is the one
+/// moment nothing else uses it: the next start of the server, or at the end of an offline
+/// command. A failure is logged and leaves a larger file, nothing else.
+fn compact_if_due(db: &mut Database) -> Result<(), StoreError> {
+    let due = |db: &Database| -> Result<bool, StoreError> {
+        let txn = db.begin_read()?;
+        Ok(txn.open_table(META)?.get(KEY_COMPACT_DUE)?.is_some())
+    };
+    if !due(db)? {
+        return Ok(());
+    }
+    let t0 = std::time::Instant::now();
+    let txn = db.begin_write()?;
+    txn.open_table(META)?.remove(KEY_COMPACT_DUE)?;
+    txn.commit()?;
+    loop {
+        match db.compact() {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "compacting the store");
+                return Ok(());
+            }
+        }
+    }
+    tracing::info!(ms = t0.elapsed().as_millis() as u64, "store file compacted");
     Ok(())
 }
 
@@ -444,16 +485,17 @@ fn read_manifest(
     txn: &redb::ReadTransaction,
     digest: &Digest,
 ) -> Result<Lookup<ManifestHit>, StoreError> {
-    let Some(rec) = txn.open_table(MANIFESTS)?.get(digest.as_str())? else {
+    let key = digest.raw();
+    let Some(rec) = txn.open_table(MANIFESTS)?.get(&key)? else {
         return Ok(Lookup::Unknown);
     };
-    let StoredManifest::V1 { media_type, children, .. } = decode("manifests", rec.value())?;
-    let bytes = txn
-        .open_table(MANIFEST_BYTES)?
-        .get(digest.as_str())?
-        .ok_or_else(|| StoreError::Corrupt(format!("manifest bytes missing for {digest}")))?
-        .value()
-        .to_vec();
+    let StoredManifest::V1 { media_type, children, .. } = StoredManifest::decode(rec.value())?;
+    let bytes = records::unpack_manifest(
+        txn.open_table(MANIFEST_BYTES)?
+            .get(&key)?
+            .ok_or_else(|| StoreError::Corrupt(format!("manifest bytes missing for {digest}")))?
+            .value(),
+    )?;
     Ok(Lookup::Found(ManifestHit { digest: digest.clone(), media_type, bytes, children }))
 }
 
@@ -481,6 +523,45 @@ mod tests {
             txn.commit().unwrap();
         }
         assert!(matches!(Store::open(&path), Err(StoreError::TooNew { .. })));
+    }
+
+    #[test]
+    fn a_due_compaction_gives_the_space_back_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb");
+        drop(Store::open(&path).unwrap());
+        let len = || std::fs::metadata(&path).unwrap().len();
+        // 20 MB written, then dropped: the file keeps the space.
+        let fill_and_empty = |due: bool| {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(MANIFEST_BYTES).unwrap();
+                for i in 0..20_000u32 {
+                    t.insert(&Digest::of(&i.to_le_bytes()).raw(), &[7u8; 1000][..]).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(MANIFEST_BYTES).unwrap();
+            if due {
+                txn.open_table(META).unwrap().insert(KEY_COMPACT_DUE, 1).unwrap();
+            }
+            txn.commit().unwrap();
+        };
+        fill_and_empty(false);
+        let big = len();
+        assert!(big > 20_000_000, "{big}");
+        // Not due: an open leaves the space in the file (it costs one read).
+        drop(Store::open(&path).unwrap());
+        assert!(len() > big * 9 / 10, "{} of {big}", len());
+        // Due: the open compacts, and clears the mark.
+        fill_and_empty(true);
+        drop(Store::open(&path).unwrap());
+        assert!(len() < big / 4, "{} of {big}", len());
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert!(txn.open_table(META).unwrap().get(KEY_COMPACT_DUE).unwrap().is_none());
     }
 
     #[test]

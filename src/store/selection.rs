@@ -13,7 +13,7 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use crate::model::{ContentSet, Digest, Generation, RepoName, media_type};
 
-use super::records::{StoredBlob, StoredManifest, decode};
+use super::records::{StoredBlob, StoredManifest};
 use super::tables::*;
 use super::{Store, StoreError};
 
@@ -78,7 +78,7 @@ pub struct BlobFacts {
 }
 
 /// The pool and the repositories' content at one generation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoolFacts {
     pub generation: Generation,
     /// Every pool file's size summed: what a full mirror holds.
@@ -157,6 +157,83 @@ fn indexes<'a>(digests: &[[u8; 32]], raws: impl Iterator<Item = &'a [u8; 32]>) -
     idx.sort_unstable();
     idx.dedup();
     idx.into_boxed_slice()
+}
+
+/// [`PoolFacts`] as bytes: what a primary ships to a read replica, loaded whole on the other
+/// side. A layout byte, then postcard; the index by generation is rebuilt, not shipped.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FactsWire {
+    generation: Generation,
+    digests: Vec<[u8; 32]>,
+    /// (size, first seen, [(set id, since)]) per digest.
+    blobs: Vec<(u64, Generation, Vec<(SetId, Generation)>)>,
+    set_names: Vec<String>,
+    repos: Vec<(String, Vec<u32>)>,
+}
+
+const FACTS_LAYOUT: u8 = 1;
+
+impl PoolFacts {
+    /// These facts as bytes, for [`PoolFacts::decode`] (about 45 bytes a pool file).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut repos: Vec<(String, Vec<u32>)> =
+            self.repos.iter().map(|(r, idx)| (r.to_string(), idx.to_vec())).collect();
+        repos.sort_unstable();
+        let wire = FactsWire {
+            generation: self.generation,
+            digests: self.digests.clone(),
+            blobs: self
+                .blobs
+                .iter()
+                .map(|b| (b.size, b.first_seen, b.sets.entries().to_vec()))
+                .collect(),
+            set_names: self.set_names.clone(),
+            repos,
+        };
+        postcard::to_extend(&wire, vec![FACTS_LAYOUT]).expect("facts always serialize")
+    }
+
+    /// Facts written by [`PoolFacts::encode`], checked as anything from outside the process
+    /// is: sorted distinct digests, set ids and repository indexes in range, valid names.
+    pub fn decode(bytes: &[u8]) -> Result<PoolFacts, StoreError> {
+        let bad = |why: String| StoreError::Corrupt(format!("pool facts: {why}"));
+        let w: FactsWire = match bytes.split_first() {
+            Some((&FACTS_LAYOUT, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| bad(e.to_string()))?
+            }
+            _ => return Err(bad("unknown layout".into())),
+        };
+        if w.blobs.len() != w.digests.len() {
+            return Err(bad("as many facts as digests expected".into()));
+        }
+        if !w.digests.is_sorted_by(|a, b| a < b) {
+            return Err(bad("digests not sorted or not distinct".into()));
+        }
+        if w.set_names.first().is_some_and(|n| n != EVERY_SET) || w.set_names.len() > 1 << 16 {
+            return Err(bad("bad content-set names".into()));
+        }
+        let mut blobs = Vec::with_capacity(w.blobs.len());
+        for (size, first_seen, sets) in w.blobs {
+            if sets.iter().any(|(id, _)| *id as usize >= w.set_names.len()) {
+                return Err(bad("content-set id out of range".into()));
+            }
+            let sets = match <[_; 1]>::try_from(sets) {
+                Ok(one) => SetList::One(one),
+                Err(many) => SetList::Many(many.into_boxed_slice()),
+            };
+            blobs.push(BlobFacts { size, first_seen, sets });
+        }
+        let mut repos = HashMap::with_capacity(w.repos.len());
+        for (name, idx) in w.repos {
+            let repo: RepoName = name.parse().map_err(|_| bad(format!("repository {name:?}")))?;
+            let in_range = idx.last().is_none_or(|&i| (i as usize) < w.digests.len());
+            if !in_range || !idx.is_sorted_by(|a, b| a < b) {
+                return Err(bad(format!("content of {repo}")));
+            }
+            repos.insert(repo, idx.into_boxed_slice());
+        }
+        Ok(PoolFacts::assemble(w.generation, w.digests, blobs, w.set_names, repos))
+    }
 }
 
 /// Where the current content facts are read (the server's selection snapshot, kept up to
@@ -378,37 +455,98 @@ pub(super) fn sets_of_manifest(rec: &StoredManifest) -> (&str, Vec<&Digest>) {
 }
 
 impl Store {
-    /// Read the pool facts from the store: one pass over `blobs` and `repo_content`.
+    /// Read the pool facts from the store: one pass over `pool` and `repo_content`.
     pub async fn pool_facts(&self) -> Result<PoolFacts, StoreError> {
         self.blocking("pool_facts", |db| {
             let txn = db.begin_read()?;
             let generation =
                 txn.open_table(META)?.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0);
             let mut b = PoolFactsBuilder::new(generation);
-            for row in txn.open_table(BLOBS)?.iter()? {
+            for row in txn.open_table(POOL)?.iter()? {
                 let (k, v) = row?;
-                let StoredBlob::V1 { size, first_seen, sets, .. } = decode("blobs", v.value())?;
-                let digest: Digest = k
-                    .value()
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("blobs: bad key {}", k.value())))?;
-                b.blob(&digest, size, first_seen, &sets);
+                let rec = StoredBlob::decode(v.value())?;
+                b.blob(&Digest::from_sha256(k.value()), rec.size, rec.first_seen, &rec.sets);
             }
             let mut last: Option<RepoName> = None;
             for row in txn.open_table(REPO_CONTENT)?.iter()? {
                 let (k, _) = row?;
                 let (repo, digest) = k.value();
-                let bad = || StoreError::Corrupt(format!("repo_content: bad key {repo} {digest}"));
                 if last.as_ref().is_none_or(|l| l.as_str() != repo) {
-                    last = Some(repo.parse().map_err(|_| bad())?);
+                    last = Some(repo.parse().map_err(|_| {
+                        StoreError::Corrupt(format!("repo_content: bad repository {repo:?}"))
+                    })?);
                 }
-                let digest: Digest = digest.parse().map_err(|_| bad())?;
                 if let Some(r) = &last {
-                    b.reaches(r, &digest);
+                    b.reaches(r, &Digest::from_sha256(digest));
                 }
             }
             Ok(b.build())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> PoolFacts {
+        let d = |s: &str| Digest::of(s.as_bytes());
+        let mut b = PoolFactsBuilder::new(7);
+        let sets = |v: &[(&str, Generation)]| -> BTreeMap<String, Generation> {
+            v.iter().map(|(n, g)| (n.to_string(), *g)).collect()
+        };
+        b.blob(&d("base"), 100, 1, &sets(&[("amd64", 1), ("arm64", 3)]));
+        b.blob(&d("index"), 10, 2, &sets(&[(EVERY_SET, 2)]));
+        b.blob(&d("top"), 5, 7, &sets(&[("arm64", 7)]));
+        b.blob(&d("staged"), 1, 8, &BTreeMap::new());
+        for (r, blobs) in [("lib/a", &["base", "index"][..]), ("b", &["base", "top"][..])] {
+            for x in blobs {
+                b.reaches(&r.parse().unwrap(), &d(x));
+            }
+        }
+        b.build()
+    }
+
+    #[test]
+    fn facts_shipped_as_bytes_load_whole_and_damage_is_refused() {
+        let f = facts();
+        let bytes = f.encode();
+        assert_eq!(PoolFacts::decode(&bytes).unwrap(), f);
+        assert_eq!(
+            PoolFacts::decode(&PoolFacts::default().encode()).unwrap(),
+            PoolFacts::default()
+        );
+        // Every truncation, and a flipped byte anywhere, is an error or other valid facts,
+        // never a panic; a wrong layout byte is an error.
+        for cut in 0..bytes.len() {
+            assert!(PoolFacts::decode(&bytes[..cut]).is_err(), "{cut}");
+        }
+        for i in 1..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x55;
+            let _ = PoolFacts::decode(&b);
+        }
+        assert!(PoolFacts::decode(&[9]).is_err());
+        // What would break a lookup is refused: unsorted digests, indexes and set ids out of
+        // range, bad names.
+        let wire = |f: &dyn Fn(&mut FactsWire)| {
+            let mut w: FactsWire = postcard::from_bytes(&bytes[1..]).unwrap();
+            f(&mut w);
+            postcard::to_extend(&w, vec![FACTS_LAYOUT]).unwrap()
+        };
+        for (what, damage) in [
+            ("unsorted", &(|w: &mut FactsWire| w.digests.swap(0, 1)) as &dyn Fn(&mut FactsWire)),
+            ("index", &|w: &mut FactsWire| w.repos[0].1.push(99)),
+            ("unsorted index", &|w: &mut FactsWire| w.repos[0].1.reverse()),
+            ("set id", &|w: &mut FactsWire| w.blobs[0].2.push((40, 1))),
+            ("name", &|w: &mut FactsWire| w.repos[0].0 = "Bad Name".into()),
+            ("count", &|w: &mut FactsWire| {
+                w.blobs.pop();
+            }),
+            ("every set", &|w: &mut FactsWire| w.set_names[0] = "amd64".into()),
+        ] {
+            assert!(PoolFacts::decode(&wire(damage)).is_err(), "{what}");
+        }
     }
 }

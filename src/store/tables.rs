@@ -1,5 +1,6 @@
-//! Every redb table, in one place. Keys are plain strings (repository names, tags,
-//! `sha256:` digests); values are versioned JSON records (see `records.rs`) or raw bytes.
+//! Every redb table, in one place. Keys are names (repositories, tags, mirrors, users) or a
+//! digest's 32 bytes; values are versioned records (see `records.rs`: compact binary for the
+//! tables with a row per pool file or manifest, JSON for the rest) or raw bytes.
 
 use redb::TableDefinition;
 
@@ -9,23 +10,24 @@ pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(super) const REPOS: TableDefinition<&str, &[u8]> = TableDefinition::new("repos");
 /// (repository, tag) -> `StoredTag`.
 pub(super) const TAGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tags");
-/// manifest digest -> `StoredManifest`.
-pub(super) const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
+/// manifest digest (its 32 bytes, as in every table below) -> `StoredManifest`.
+pub(super) const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("manifest_records");
 /// manifest digest -> the exact bytes received from upstream.
-pub(super) const MANIFEST_BYTES: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("manifest_bytes");
-/// digest -> `StoredBlob`: every pool file (blobs and manifests).
-pub(super) const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+pub(super) const MANIFEST_BYTES: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("manifest_raw");
+/// digest -> `StoredBlob`: every pool file (blobs and manifests), with how many repositories
+/// reach it. A pool file whose count drops to 0 is released; the commit never scans the
+/// catalog to find out.
+pub(super) const POOL: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pool");
 /// (repository, digest) -> size: everything a repository's tags reach. Answers "may this
 /// repository serve this digest" with one lookup.
-pub(super) const REPO_CONTENT: TableDefinition<(&str, &str), u64> =
-    TableDefinition::new("repo_content");
-/// digest -> how many repositories reach it (rows of `repo_content` naming it). A pool file
-/// whose count drops to 0 is released; the commit never scans the catalog to find out.
-pub(super) const REFS: TableDefinition<&str, u64> = TableDefinition::new("refs");
+pub(super) const REPO_CONTENT: TableDefinition<(&str, &[u8; 32]), u64> =
+    TableDefinition::new("repo_reach");
 /// (released at, in ms since the epoch; digest): the released pool files in the order they
 /// expire, so garbage collection reads only what is due.
-pub(super) const RELEASED: TableDefinition<(i64, &str), ()> = TableDefinition::new("released");
+pub(super) const RELEASED: TableDefinition<(i64, &[u8; 32]), ()> =
+    TableDefinition::new("released_at");
 /// run id -> `StoredRun`.
 pub(super) const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("sync_runs");
 
@@ -49,6 +51,30 @@ pub(super) const KEY_NEXT_USER: &str = "next_user_id";
 pub(super) const KEY_SCHEMA: &str = "schema_version";
 pub(super) const KEY_GENERATION: &str = "generation";
 pub(super) const KEY_NEXT_RUN: &str = "next_run_id";
+/// Present when a commit rewrote so much that the file is worth compacting at the next open.
+pub(super) const KEY_COMPACT_DUE: &str = "compact_due";
+
+/// The tables of schema 3 and before (digests as `sha256:<hex>` strings, JSON records), read
+/// only by the migration to schema 4, which removes them.
+pub(super) mod v3 {
+    use redb::TableDefinition;
+
+    pub const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
+    pub const MANIFEST_BYTES: TableDefinition<&str, &[u8]> = TableDefinition::new("manifest_bytes");
+    pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+    pub const REPO_CONTENT: TableDefinition<(&str, &str), u64> =
+        TableDefinition::new("repo_content");
+    pub const REFS: TableDefinition<&str, u64> = TableDefinition::new("refs");
+    pub const RELEASED: TableDefinition<(i64, &str), ()> = TableDefinition::new("released");
+}
 
 /// Upper bound for range scans over a (name, key) prefix: every key byte is ASCII.
 pub(super) const KEY_END: &str = "\u{7f}";
+
+const DIGEST_MIN: [u8; 32] = [0; 32];
+const DIGEST_MAX: [u8; 32] = [0xff; 32];
+
+/// Every `repo_content` key of `repo`.
+pub(super) fn repo_keys(repo: &str) -> std::ops::RangeInclusive<(&str, &'static [u8; 32])> {
+    (repo, &DIGEST_MIN)..=(repo, &DIGEST_MAX)
+}

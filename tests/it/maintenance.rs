@@ -140,8 +140,50 @@ async fn a_store_from_the_first_release_opens_and_migrates() {
     assert_eq!(store.recent_runs(10).await.unwrap().len(), 1);
     // The tables schema 2 added work.
     assert!(store.audit_log(10).await.unwrap().is_empty());
+    // Schema 4's tables hold what schema 1 recorded: every pool file, referenced; each
+    // repository's content; manifests with their exact bytes.
+    let records = store.pool_records().await.unwrap();
+    assert!(!records.is_empty() && records.iter().all(|r| !r.released));
+    assert_eq!(store.pool_facts().await.unwrap().iter().count(), records.len());
+    let layouts = store.layouts(None).await.unwrap();
+    assert_eq!(layouts.len(), 2);
+    for l in &layouts {
+        assert!(!l.content.is_empty());
+        for t in &l.tags {
+            match store.manifest_by_digest(&l.repo, &t.digest).await.unwrap() {
+                wharf::store::Lookup::Found(hit) => {
+                    assert_eq!(wharf::model::Digest::of(&hit.bytes), t.digest)
+                }
+                _ => panic!("{}@{} is not served", l.repo, t.digest),
+            }
+        }
+    }
+    // The reference counts came along: removing one repository releases what only it
+    // reached, nothing the other one still reaches.
+    let (gone, kept) = (&layouts[0], &layouts[1]);
+    store
+        .commit_sync(wharf::store::SyncCommit {
+            removed_repos: vec![gone.repo.clone()],
+            now: chrono::Utc::now(),
+            grace: chrono::Duration::hours(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let released: std::collections::BTreeSet<_> = store
+        .pool_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.released)
+        .map(|r| r.digest)
+        .collect();
+    let only_gone: std::collections::BTreeSet<_> =
+        gone.content.iter().filter(|d| !kept.content.contains(d)).cloned().collect();
+    assert!(!only_gone.is_empty());
+    assert_eq!(released, only_gone);
     drop(store);
     // Opening again is a no-op migration.
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.generation().await.unwrap(), 1);
+    assert_eq!(store.generation().await.unwrap(), 2);
 }
