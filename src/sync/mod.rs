@@ -287,59 +287,80 @@ pub async fn publish(
     changes: Option<Changes>,
 ) -> Result<(), SyncError> {
     let everything = changes.is_none();
-    let (layouts, removed, rewrite_sets) = match &changes {
-        None => (ctx.store.layouts(None).await?, Vec::new(), true),
-        Some(c) => {
-            let layouts = ctx.store.layouts(Some(c.repos.clone())).await?;
-            let kept: HashSet<&RepoName> = layouts.iter().map(|l| &l.repo).collect();
-            let removed = c.repos.iter().filter(|r| !kept.contains(r)).cloned().collect();
-            (layouts, removed, c.content)
+    let (repos, rewrite_sets) = match changes {
+        None => (ctx.store.catalog().await?, true),
+        Some(c) => (c.repos, c.content),
+    };
+    let blocking = |f: Box<dyn FnOnce(&MirrorTree) -> Vec<String> + Send>| {
+        let tree = ctx.tree.clone();
+        async move {
+            tokio::task::spawn_blocking(move || f(&tree))
+                .await
+                .map_err(|e| SyncError::Task(e.to_string()))
         }
     };
+    let mut errors = Vec::new();
     // The content-set lists name every layout: rewritten when content changed, from the
-    // facts the server keeps when they are current, else from the store.
-    let facts = if rewrite_sets { Some(current_facts(ctx, generation).await?) } else { None };
-    let tree = ctx.tree.clone();
+    // facts the server keeps when they are current, else from the store (dropped before the
+    // layouts are read).
+    if rewrite_sets {
+        let facts = current_facts(ctx, generation).await?;
+        errors.extend(
+            blocking(Box::new(move |tree| {
+                let mut repos: Vec<&RepoName> = facts.repo_names().collect();
+                repos.sort();
+                let written = tree.write_content_sets(&content_set_arches(&facts), |arch, out| {
+                    write_content_set(&facts, &repos, arch, out)
+                });
+                written.err().map(|e| format!("content sets: {e}")).into_iter().collect()
+            }))
+            .await?,
+        );
+    }
+    // Layouts a batch of repositories at a time: a full sync publishes every one, and
+    // holding all their layouts at once would cost memory in proportion to the catalog.
+    let mut kept: HashSet<RepoName> = HashSet::new();
+    for batch in repos.chunks(LAYOUT_BATCH) {
+        let layouts = ctx.store.layouts(Some(batch.to_vec())).await?;
+        kept.extend(layouts.iter().map(|l| l.repo.clone()));
+        errors.extend(
+            blocking(Box::new(move |tree| {
+                let failed = layouts.iter().filter_map(|l| {
+                    tree.publish_layout(l).err().map(|e| format!("layout of {}: {e}", l.repo))
+                });
+                failed.collect()
+            }))
+            .await?,
+        );
+    }
     let now = ctx.clock.now();
-    let errors = tokio::task::spawn_blocking(move || {
-        let mut errors = Vec::new();
-        let sets = facts.map(|facts| {
-            let mut repos: Vec<&RepoName> = facts.repo_names().collect();
-            repos.sort();
-            tree.write_content_sets(&content_set_arches(&facts), |arch, out| {
-                write_content_set(&facts, &repos, arch, out)
-            })
-        });
-        if let Some(Err(e)) = sets {
-            errors.push(format!("content sets: {e}"));
-        }
-        for layout in &layouts {
-            if let Err(e) = tree.publish_layout(layout) {
-                errors.push(format!("layout of {}: {e}", layout.repo));
-            }
-        }
-        let gone = if everything {
-            tree.remove_other_layouts(&layouts.iter().map(|l| l.repo.clone()).collect())
-        } else {
-            tree.remove_layouts(&removed)
-        };
-        if let Err(e) = gone {
-            errors.push(e.to_string());
-        }
-        for d in &collected {
-            if let Err(e) = tree.remove_pool_file(d) {
+    errors.extend(
+        blocking(Box::new(move |tree| {
+            let mut errors = Vec::new();
+            let gone = if everything {
+                tree.remove_other_layouts(&kept)
+            } else {
+                let removed: Vec<RepoName> =
+                    repos.into_iter().filter(|r| !kept.contains(r)).collect();
+                tree.remove_layouts(&removed)
+            };
+            if let Err(e) = gone {
                 errors.push(e.to_string());
             }
-        }
-        if tree.read_marker().map(|m| m.generation) != Some(generation)
-            && let Err(e) = tree.write_marker(&Marker { generation, published_at: now })
-        {
-            errors.push(e.to_string());
-        }
-        errors
-    })
-    .await
-    .map_err(|e| SyncError::Task(e.to_string()))?;
+            for d in &collected {
+                if let Err(e) = tree.remove_pool_file(d) {
+                    errors.push(e.to_string());
+                }
+            }
+            if tree.read_marker().map(|m| m.generation) != Some(generation)
+                && let Err(e) = tree.write_marker(&Marker { generation, published_at: now })
+            {
+                errors.push(e.to_string());
+            }
+            errors
+        }))
+        .await?,
+    );
     // Pool files the store does not know: an interrupted run's downloads, or collected files
     // whose deletion failed. They are tracked from now on and collected after the grace.
     if everything {
@@ -347,6 +368,9 @@ pub async fn publish(
     }
     if errors.is_empty() { Ok(()) } else { Err(SyncError::Publish(errors.join("; "))) }
 }
+
+/// How many repositories' layouts [`publish`] reads and writes at a time.
+const LAYOUT_BATCH: usize = 256;
 
 /// The content facts of `generation`: those the server keeps if they are that
 /// generation's, else read from the store.
