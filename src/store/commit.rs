@@ -4,9 +4,10 @@
 //!
 //! The work is proportional to what changed, never to the catalog: a repository whose tags
 //! did not change is not touched; what a repository reaches is compared with what it
-//! reached (`repo_content`), and only the difference moves the per-digest reference counts
-//! (in the pool file's record); a pool file whose count drops to 0 is released and enters the `released`
-//! index, which garbage collection reads from its oldest end only as far as is due.
+//! reached (`repo_reach`), and only the difference moves the reference counts in the pool
+//! files' records; a pool file whose count drops to 0 is released and enters the
+//! `released_at` index, which garbage collection reads from its oldest end only as far as is
+//! due.
 //!
 //! A sync may also *stage* manifests and pool files before its commit ([`stage`]), in
 //! batches, so it never holds the catalog's manifests in memory: staged records are
@@ -83,8 +84,10 @@ pub struct CommitOutcome {
     pub delta: Option<FactsDelta>,
 }
 
-/// A commit that writes more pool-file records than this reports no [`FactsDelta`].
-const DELTA_LIMIT: usize = 100_000;
+/// A commit that writes more pool-file records than this reports no [`FactsDelta`] (the
+/// delta costs a few hundred bytes a record; reading the facts again costs less than that
+/// past a few tens of thousands).
+const DELTA_LIMIT: usize = 20_000;
 
 /// A commit that writes at least this many pool-file records, and a quarter of the pool or
 /// more, marks the store file for compaction at its next open.

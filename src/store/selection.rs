@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::model::{ContentSet, Digest, Generation, RepoName, media_type};
 
@@ -455,32 +455,49 @@ pub(super) fn sets_of_manifest(rec: &StoredManifest) -> (&str, Vec<&Digest>) {
 }
 
 impl Store {
-    /// Read the pool facts from the store: one pass over `pool` and `repo_content`.
+    /// Read the pool facts from the store: one pass over `pool` and `repo_content`. Both
+    /// come in digest order, so the arrays are filled in place, sized once, and a
+    /// repository's content is found by binary search: the memory is the facts' own (about
+    /// 80 bytes a pool file), not a builder's copies.
     pub async fn pool_facts(&self) -> Result<PoolFacts, StoreError> {
         self.blocking("pool_facts", |db| {
             let txn = db.begin_read()?;
             let generation =
                 txn.open_table(META)?.get(KEY_GENERATION)?.map(|v| v.value()).unwrap_or(0);
-            let mut b = PoolFactsBuilder::new(generation);
-            for row in txn.open_table(POOL)?.iter()? {
+            let pool = txn.open_table(POOL)?;
+            let n = usize::try_from(pool.len()?).unwrap_or(0);
+            let (mut digests, mut blobs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let mut set_names = Vec::new();
+            for row in pool.iter()? {
                 let (k, v) = row?;
                 let rec = StoredBlob::decode(v.value())?;
-                b.blob(&Digest::from_sha256(k.value()), rec.size, rec.first_seen, &rec.sets);
+                digests.push(*k.value());
+                let sets = SetList::of(&mut set_names, &rec.sets);
+                blobs.push(BlobFacts { size: rec.size, first_seen: rec.first_seen, sets });
             }
-            let mut last: Option<RepoName> = None;
+            let mut repos: HashMap<RepoName, Box<[u32]>> = HashMap::new();
+            let mut current: Option<(RepoName, Vec<u32>)> = None;
             for row in txn.open_table(REPO_CONTENT)?.iter()? {
                 let (k, _) = row?;
                 let (repo, digest) = k.value();
-                if last.as_ref().is_none_or(|l| l.as_str() != repo) {
-                    last = Some(repo.parse().map_err(|_| {
+                if current.as_ref().is_none_or(|(r, _)| r.as_str() != repo) {
+                    if let Some((r, idx)) = current.take() {
+                        repos.insert(r, idx.into_boxed_slice());
+                    }
+                    let r = repo.parse().map_err(|_| {
                         StoreError::Corrupt(format!("repo_content: bad repository {repo:?}"))
-                    })?);
+                    })?;
+                    current = Some((r, Vec::new()));
                 }
-                if let Some(r) = &last {
-                    b.reaches(r, &Digest::from_sha256(digest));
+                if let (Some((_, idx)), Ok(i)) = (&mut current, digests.binary_search(digest)) {
+                    // Keys are sorted by digest within a repository: ascending already.
+                    idx.push(i as u32);
                 }
             }
-            Ok(b.build())
+            if let Some((r, idx)) = current {
+                repos.insert(r, idx.into_boxed_slice());
+            }
+            Ok(PoolFacts::assemble(generation, digests, blobs, set_names, repos))
         })
         .await
     }
