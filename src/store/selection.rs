@@ -165,11 +165,13 @@ fn indexes<'a>(digests: &[[u8; 32]], raws: impl Iterator<Item = &'a [u8; 32]>) -
 struct FactsWire {
     generation: Generation,
     digests: Vec<[u8; 32]>,
-    /// (size, first seen, [(set id, since)]) per digest.
-    blobs: Vec<(u64, Generation, Vec<(SetId, Generation)>)>,
+    blobs: Vec<BlobWire>,
     set_names: Vec<String>,
     repos: Vec<(String, Vec<u32>)>,
 }
+
+/// (size, first seen, [(set id, since)]) of one digest.
+type BlobWire = (u64, Generation, Vec<(SetId, Generation)>);
 
 const FACTS_LAYOUT: u8 = 1;
 

@@ -24,8 +24,8 @@ use futures_util::{StreamExt, stream};
 use crate::clock::Clock;
 use crate::config::{Config, SyncSettings, UpstreamConfig};
 use crate::model::{
-    BlobRef, Digest, ManifestShape, RepoName, RepoReport, RunOutcome, SyncRun, Tag, media_type,
-    platform_of_config,
+    BlobRef, Digest, ManifestError, ManifestShape, RepoName, RepoReport, RunOutcome, SyncRun, Tag,
+    media_type, platform_of_config,
 };
 use crate::store::{
     CommitOutcome, ContentSource, NewManifest, PoolFacts, Store, StoreError, SyncCommit,
@@ -53,7 +53,7 @@ pub enum SyncError {
     Task(String),
     #[error("publishing the tree: {0}")]
     Publish(String),
-    #[error("stopped at a safe point: the server is shutting down (nothing was committed)")]
+    #[error("{}", Interrupted)]
     Interrupted,
     #[error(
         "{upstream} lists no repository to sync; refusing to remove all {known} published \
@@ -61,6 +61,43 @@ pub enum SyncError {
     )]
     EmptyUpstream { upstream: String, known: usize },
 }
+
+/// Why one tag was not synced (the run goes on without it; the repository's report lists it).
+#[derive(Debug, thiserror::Error)]
+pub enum TagError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("manifest digest mismatch: expected {expected}, bytes hash to {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("child {0} is a schema 1 manifest")]
+    Schema1Child(Digest),
+    #[error("child {digest}: {source}")]
+    Child { digest: Digest, source: Box<TagError> },
+    #[error("index nesting deeper than {MAX_INDEX_DEPTH}")]
+    TooDeep,
+    /// The blob's download failed (shared by every tag that needs it).
+    #[error("blob {digest}: {source}")]
+    Blob { digest: Digest, source: Arc<TagError> },
+    #[error("blob {digest} is {on_disk} bytes, the manifest says {declared}")]
+    BlobSize { digest: Digest, on_disk: u64, declared: u64 },
+    #[error("blob {0} missing")]
+    BlobMissing(Digest),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+    #[error("sync task failed: {0}")]
+    Task(String),
+}
+
+/// The server is shutting down: work not started is not started.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped at a safe point: the server is shutting down (nothing was committed)")]
+pub struct Interrupted;
 
 /// Called right after a sync's store commit that changed the generation, before the tree
 /// is published (the server updates its content facts there, so it never redirects to a
@@ -291,7 +328,7 @@ pub async fn publish(
         None => (ctx.store.catalog().await?, true),
         Some(c) => (c.repos, c.content),
     };
-    let blocking = |f: Box<dyn FnOnce(&MirrorTree) -> Vec<String> + Send>| {
+    let blocking = |f: TreeWork| {
         let tree = ctx.tree.clone();
         async move {
             tokio::task::spawn_blocking(move || f(&tree))
@@ -368,6 +405,9 @@ pub async fn publish(
     }
     if errors.is_empty() { Ok(()) } else { Err(SyncError::Publish(errors.join("; "))) }
 }
+
+/// A step of [`publish`] on the tree, run off the async workers; returns its errors.
+type TreeWork = Box<dyn FnOnce(&MirrorTree) -> Vec<String> + Send>;
 
 /// How many repositories' layouts [`publish`] reads and writes at a time.
 const LAYOUT_BATCH: usize = 256;
@@ -541,7 +581,7 @@ async fn sync_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) 
     let wanted_set: HashSet<&Tag> = wanted.iter().collect();
     out.tags.retain(|t, _| wanted_set.contains(t));
 
-    let resolved: Vec<(Tag, Result<Resolution, String>)> = stream::iter(wanted.iter().cloned())
+    let resolved: Vec<(Tag, Result<Resolution, TagError>)> = stream::iter(wanted.iter().cloned())
         .map(|tag| async move {
             let r = resolve_tag(ctx, repo, &tag, old.get(&tag)).await;
             (tag, r)
@@ -565,16 +605,16 @@ async fn sync_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) 
         }
     }
     ctx.progress.blobs_planned(needed.len() as u64);
-    let fetched: HashMap<Digest, Result<u64, String>> = stream::iter(needed.into_values())
+    let fetched: HashMap<Digest, Result<u64, Arc<TagError>>> = stream::iter(needed.into_values())
         .map(|b| async move {
             if ctx.stopping() {
-                return (b.digest, Err(SyncError::Interrupted.to_string()));
+                return (b.digest, Err(Arc::new(TagError::from(Interrupted))));
             }
             let r = ctx.upstream.fetch_blob(repo.as_str(), &b, &ctx.tree).await;
             if let Ok(n) = &r {
                 ctx.progress.blob_done(*n);
             }
-            (b.digest, r.map_err(|e| e.to_string()))
+            (b.digest, r.map_err(|e| Arc::new(TagError::from(e))))
         })
         .buffer_unordered(ctx.settings.concurrency)
         .collect()
@@ -617,12 +657,12 @@ async fn sync_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) 
 async fn finish_tag(
     ctx: &SyncCtx,
     mut manifests: Vec<NewManifest>,
-    fetched: &HashMap<Digest, Result<u64, String>>,
-) -> Result<Vec<NewManifest>, String> {
+    fetched: &HashMap<Digest, Result<u64, Arc<TagError>>>,
+) -> Result<Vec<NewManifest>, TagError> {
     for m in &manifests {
         for b in &m.blobs {
             if let Some(Err(e)) = fetched.get(&b.digest) {
-                return Err(format!("blob {}: {e}", b.digest));
+                return Err(TagError::Blob { digest: b.digest.clone(), source: e.clone() });
             }
         }
     }
@@ -634,14 +674,13 @@ async fn finish_tag(
             match std::fs::metadata(tree.pool_path(&b.digest)) {
                 Ok(meta) if meta.len() == b.size => {}
                 Ok(meta) => {
-                    return Err(format!(
-                        "blob {} is {} bytes, the manifest says {}",
-                        b.digest,
-                        meta.len(),
-                        b.size
-                    ));
+                    return Err(TagError::BlobSize {
+                        digest: b.digest.clone(),
+                        on_disk: meta.len(),
+                        declared: b.size,
+                    });
                 }
-                Err(_) => return Err(format!("blob {} missing", b.digest)),
+                Err(_) => return Err(TagError::BlobMissing(b.digest.clone())),
             }
         }
         for m in &mut manifests {
@@ -650,12 +689,12 @@ async fn finish_tag(
                 m.platform =
                     config.and_then(|p| std::fs::read(p).ok()).and_then(|b| platform_of_config(&b));
             }
-            tree.put_bytes(&m.digest, &m.bytes).map_err(|e| e.to_string())?;
+            tree.put_bytes(&m.digest, &m.bytes)?;
         }
         Ok(manifests)
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| TagError::Task(e.to_string()))?
 }
 
 async fn resolve_tag(
@@ -663,18 +702,17 @@ async fn resolve_tag(
     repo: &RepoName,
     tag: &Tag,
     old: Option<&Digest>,
-) -> Result<Resolution, String> {
+) -> Result<Resolution, TagError> {
     let head = match ctx.upstream.manifest_digest(repo.as_str(), tag.as_str()).await {
         Ok(d) => d,
         Err(UpstreamError::NotFound(_)) => return Ok(Resolution::Skipped("gone upstream".into())),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     if let Some(d) = head {
         if Some(&d) == old {
             return Ok(Resolution::Unchanged(d));
         }
-        if !ctx.store.known_manifests(vec![d.clone()]).await.map_err(|e| e.to_string())?.is_empty()
-        {
+        if !ctx.store.known_manifests(vec![d.clone()]).await?.is_empty() {
             return Ok(Resolution::Changed { digest: d, manifests: Vec::new() });
         }
     }
@@ -696,15 +734,10 @@ async fn resolve_tag(
     while !frontier.is_empty() {
         level += 1;
         if level > MAX_INDEX_DEPTH {
-            return Err(format!("index nesting deeper than {MAX_INDEX_DEPTH}"));
+            return Err(TagError::TooDeep);
         }
-        let known: HashSet<Digest> = ctx
-            .store
-            .known_manifests(frontier.clone())
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .collect();
+        let known: HashSet<Digest> =
+            ctx.store.known_manifests(frontier.clone()).await?.into_iter().collect();
         let mut next = Vec::new();
         for d in frontier.into_iter().filter(|d| !known.contains(d)) {
             if manifests.iter().any(|m| m.digest == d) {
@@ -712,8 +745,8 @@ async fn resolve_tag(
             }
             let child =
                 fetch_manifest(ctx, repo, d.as_str(), Some(&d)).await.map_err(|e| match e {
-                    FetchError::Schema1 => format!("child {d} is a schema 1 manifest"),
-                    FetchError::Other(e) => format!("child {d}: {e}"),
+                    FetchError::Schema1 => TagError::Schema1Child(d.clone()),
+                    FetchError::Other(e) => TagError::Child { digest: d.clone(), source: e.into() },
                 })?;
             next.extend(child.children.iter().map(|c| c.digest.clone()));
             manifests.push(child);
@@ -725,7 +758,13 @@ async fn resolve_tag(
 
 enum FetchError {
     Schema1,
-    Other(String),
+    Other(TagError),
+}
+
+impl From<TagError> for FetchError {
+    fn from(e: TagError) -> FetchError {
+        FetchError::Other(e)
+    }
 }
 
 /// Fetch and verify one manifest: its bytes must hash to what was asked for and to what the
@@ -736,23 +775,20 @@ async fn fetch_manifest(
     reference: &str,
     expected: Option<&Digest>,
 ) -> Result<NewManifest, FetchError> {
-    let other = |e: String| FetchError::Other(e);
-    let f =
-        ctx.upstream.manifest(repo.as_str(), reference).await.map_err(|e| other(e.to_string()))?;
+    let f = ctx.upstream.manifest(repo.as_str(), reference).await.map_err(TagError::from)?;
     let digest = Digest::of(&f.bytes);
     for claimed in [expected, f.claimed_digest.as_ref()].into_iter().flatten() {
         if claimed != &digest {
-            return Err(other(format!(
-                "manifest digest mismatch: expected {claimed}, bytes hash to {digest}"
-            )));
+            let (expected, actual) = (claimed.clone(), digest);
+            return Err(TagError::DigestMismatch { expected, actual }.into());
         }
     }
     let mt = ManifestShape::media_type_of(&f.bytes, f.content_type.as_deref())
-        .map_err(|e| other(e.to_string()))?;
+        .map_err(TagError::from)?;
     if media_type::is_schema1(&mt) {
         return Err(FetchError::Schema1);
     }
-    let shape = ManifestShape::parse(&f.bytes, &mt).map_err(|e| other(e.to_string()))?;
+    let shape = ManifestShape::parse(&f.bytes, &mt).map_err(TagError::from)?;
     let blobs = shape.blobs();
     let children = match shape {
         ManifestShape::Index { children } => children,
