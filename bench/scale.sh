@@ -3,7 +3,8 @@
 # `oci:` upstream with examples/gen_catalog.rs (about 9.3 pool files per tag, shared base
 # layers, 10 % multi-arch, 10 % Docker media types), then measures with GNU time a full
 # `wharf sync`, a no-op re-sync and a re-sync after one tag changed (wall time, max RSS), the
-# store file and the pool; then `wharf serve`: start-up until /healthz and /readyz answer,
+# store file and the pool; 100 offline `wharf mirror add` and `set` (no server running); then
+# `wharf serve`: start-up until /healthz and /readyz answer,
 # RSS after start and after a crawl of 20 mirrors (one nginx on loopback serving the tree),
 # and how long a mirror edit takes to reach the blob redirects: from `wharf mirror set NAME
 # --enabled false` until a client in that mirror's netblock is no longer sent to it, back with
@@ -23,6 +24,10 @@ for s in "${SIZES[@]}"; do
   [[ $s =~ ^[0-9]+x[0-9]+$ ]] || { echo "bad size $s: use REPOSxTAGS, e.g. 1000x10" >&2; exit 1; }
 done
 MIRRORS=20
+# As the packaged unit runs Wharf (packaging/wharf.service): two malloc arenas. glibc's default
+# (an arena per thread, up to 8 per core) keeps freed pages in each blocking thread's arena:
+# MALLOC_ARENA_MAX= measures that.
+export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX-2}
 need_time
 bench_start nginx curl python3
 bench_build --examples
@@ -35,10 +40,11 @@ rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$SERVE/status"; }
 # R[SIZE|NAME.rss] = max RSS in MiB; its output in $W/NAME.out. A non-zero exit is reported.
 timed() {
   local size=$1 name=$2 rc=0; shift 2
-  RUST_LOG=warn /usr/bin/time -v -o "$W/$name.time" "$WHARF" --config "$W/wharf.toml" "$@" \
+  RUST_LOG=warn,wharf::store=info /usr/bin/time -v -o "$W/$name.time" "$WHARF" --config "$W/wharf.toml" "$@" \
     > "$W/$name.out" 2> "$W/$name.err" || rc=$?
   read -r "R[$size|$name.s]" "R[$size|$name.rss]" < <(time_stats "$W/$name.time")
   bench_log "wharf $*: ${R[$size|$name.s]} s, max RSS ${R[$size|$name.rss]} MiB, exit $rc: $(tail -n1 "$W/$name.out")"
+  grep -E 'WARN|ERROR|compacted' "$W/$name.err" | sed -E 's/\x1b\[[0-9;]*m//g' | head -n 5 >&2 || true
   [ $rc = 0 ] || { R[$size|$name.s]="${R[$size|$name.s]} (exit $rc)"; cat "$W/$name.err" >&2; }
 }
 
@@ -81,6 +87,20 @@ run_size() {
   timed "$size" touch sync
   R[$size|store]=$(du -m --apparent-size "$W/data/wharf.redb" | cut -f1)
   R[$size|pool]=$(find "$W/data/tree/blobs/sha256" -type f | wc -l)
+
+  # Offline edits (no server running): 100 `mirror add` and `mirror set`, one command each
+  # (a store open and one transaction), then removed again.
+  bench_log "offline mirror edits"
+  local i t0
+  t0=$(now_ms)
+  for i in $(seq 1 100); do
+    wharf_cli mirror add --name "off$i" --url "http://10.77.$i.1/" --country DE > /dev/null
+  done
+  R[$size|offline_add]=$(( ($(now_ms) - t0) / 100 ))
+  t0=$(now_ms)
+  for i in $(seq 1 100); do wharf_cli mirror set "off$i" --bandwidth 500 > /dev/null; done
+  R[$size|offline_set]=$(( ($(now_ms) - t0) / 100 ))
+  for i in $(seq 1 100); do wharf_cli mirror remove "off$i" > /dev/null; done
 
   bench_log "starting wharf serve"
   T0=$(now_ms)
@@ -164,6 +184,7 @@ rows=(
   "noop.s|sync, no-op: wall s" "noop.rss|sync, no-op: max RSS MiB"
   "touch.s|sync, 1 tag changed: wall s" "touch.rss|sync, 1 tag changed: max RSS MiB"
   "store|store wharf.redb MiB" "pool|pool files in the tree"
+  "offline_add|mirror add, no server: mean ms" "offline_set|mirror set, no server: mean ms"
   "healthz|serve: /healthz answers after ms" "readyz|serve: /readyz 200 after ms"
   "rss0|serve: RSS after start MiB" "add|mirror add (via server), mean ms"
   "crawl.s|crawl $MIRRORS mirrors: wall s" "verified|mirrors verified by the crawl"
