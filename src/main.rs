@@ -408,6 +408,7 @@ async fn execute(config: Config, request: Request) -> anyhow::Result<Reply> {
             if matches!(request, Request::Crawl) {
                 app.jobs.load_selection().await?;
             }
+            let syncs = matches!(request, Request::Sync);
             let reply = {
                 let run = control::execute(&jobs, request);
                 tokio::pin!(run);
@@ -420,9 +421,9 @@ async fn execute(config: Config, request: Request) -> anyhow::Result<Reply> {
                 }
             };
             // Opening the store again, with nothing else holding it, compacts it if this
-            // command's commit rewrote most of it (a first import).
+            // sync's commit rewrote much of it (a first import); only a sync commits that.
             drop((jobs, app));
-            if let Err(e) = wharf::store::Store::open_with_cache(&store_path, cache) {
+            if syncs && let Err(e) = wharf::store::Store::open_with_cache(&store_path, cache) {
                 tracing::warn!(error = %e, "reopening the store to compact it");
             }
             reply

@@ -28,7 +28,7 @@ fn manifest_size(
     depth: u8,
 ) -> Result<(u64, Vec<String>), StoreError> {
     let Some(row) = manifests.get(&digest.raw())? else { return Ok((0, Vec::new())) };
-    let StoredManifest::V1 { size, children, blobs, platform, .. } =
+    let StoredManifest { size, children, blobs, platform, .. } =
         StoredManifest::decode(row.value())?;
     let mut total = size + blobs.iter().map(|b| b.size).sum::<u64>();
     let mut platforms: Vec<String> = platform.iter().map(|p| p.to_string()).collect();
@@ -57,8 +57,7 @@ impl Store {
                 let StoredTag::V1 { digest, updated_at } = decode("tags", v.value())?;
                 let media_type = match manifests.get(&digest.raw())? {
                     Some(m) => {
-                        let StoredManifest::V1 { media_type, .. } =
-                            StoredManifest::decode(m.value())?;
+                        let StoredManifest { media_type, .. } = StoredManifest::decode(m.value())?;
                         media_type
                     }
                     None => String::new(),

@@ -193,7 +193,7 @@ impl<'t> Tables<'t> {
         let next = self.generation()? + 1;
         let mut pool: Vec<([u8; 32], u64)> = blobs.iter().map(|(d, s)| (d.raw(), *s)).collect();
         for m in manifests {
-            let rec = StoredManifest::V1 {
+            let rec = StoredManifest {
                 media_type: m.media_type.clone(),
                 size: m.bytes.len() as u64,
                 children: m.children.clone(),
@@ -539,7 +539,7 @@ fn reach_from(
                 Digest::from_sha256(&d)
             ))
         })?;
-        let StoredManifest::V1 { size, children, blobs, .. } = StoredManifest::decode(rec.value())?;
+        let StoredManifest { size, children, blobs, .. } = StoredManifest::decode(rec.value())?;
         reach.insert(d, size);
         for b in blobs {
             reach.insert(b.digest.raw(), b.size);

@@ -330,7 +330,7 @@ impl Store {
                     let m = manifests.get(&digest.raw())?.ok_or_else(|| {
                         StoreError::Corrupt(format!("tag {repo}:{tag} -> {digest}"))
                     })?;
-                    let StoredManifest::V1 { media_type, size, platform, .. } =
+                    let StoredManifest { media_type, size, platform, .. } =
                         StoredManifest::decode(m.value())?;
                     by_repo.entry(repo.to_owned()).or_default().push(TagEntry {
                         tag: parse_key("tags", tag)?,
@@ -489,7 +489,7 @@ fn read_manifest(
     let Some(rec) = txn.open_table(MANIFESTS)?.get(&key)? else {
         return Ok(Lookup::Unknown);
     };
-    let StoredManifest::V1 { media_type, children, .. } = StoredManifest::decode(rec.value())?;
+    let StoredManifest { media_type, children, .. } = StoredManifest::decode(rec.value())?;
     let bytes = records::unpack_manifest(
         txn.open_table(MANIFEST_BYTES)?
             .get(&key)?

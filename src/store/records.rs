@@ -30,15 +30,13 @@ pub(super) enum StoredTag {
 /// A manifest's record: what the commit, negotiation and browsing need without parsing the
 /// bytes. Stored as [`MANIFEST_LAYOUT`] ++ postcard([`ManifestWire`]) (schema 4; schema 3
 /// kept JSON, read by [`StoredManifest::from_json`] during the migration).
-#[derive(Clone)]
-pub(super) enum StoredManifest {
-    V1 {
-        media_type: String,
-        size: u64,
-        children: Vec<ChildManifest>,
-        blobs: Vec<BlobRef>,
-        platform: Option<Platform>,
-    },
+#[derive(Clone, Deserialize)]
+pub(super) struct StoredManifest {
+    pub media_type: String,
+    pub size: u64,
+    pub children: Vec<ChildManifest>,
+    pub blobs: Vec<BlobRef>,
+    pub platform: Option<Platform>,
 }
 
 const MANIFEST_LAYOUT: u8 = 1;
@@ -84,7 +82,7 @@ impl PlatformWire {
 
 impl StoredManifest {
     pub(super) fn encode(&self) -> Vec<u8> {
-        let StoredManifest::V1 { media_type, size, children, blobs, platform } = self;
+        let StoredManifest { media_type, size, children, blobs, platform } = self;
         let wire = ManifestWire {
             media_type: media_type.clone(),
             size: *size,
@@ -105,7 +103,7 @@ impl StoredManifest {
 
     pub(super) fn decode(bytes: &[u8]) -> Result<StoredManifest, StoreError> {
         let w: ManifestWire = decode_binary("manifests", MANIFEST_LAYOUT, bytes)?;
-        Ok(StoredManifest::V1 {
+        Ok(StoredManifest {
             media_type: w.media_type,
             size: w.size,
             children: w
@@ -133,16 +131,10 @@ impl StoredManifest {
         #[serde(tag = "v")]
         enum Json {
             #[serde(rename = "1")]
-            V1 {
-                media_type: String,
-                size: u64,
-                children: Vec<ChildManifest>,
-                blobs: Vec<BlobRef>,
-                platform: Option<Platform>,
-            },
+            V1(StoredManifest),
         }
-        let Json::V1 { media_type, size, children, blobs, platform } = decode("manifests", bytes)?;
-        Ok(StoredManifest::V1 { media_type, size, children, blobs, platform })
+        let Json::V1(m) = decode("manifests", bytes)?;
+        Ok(m)
     }
 }
 
@@ -532,7 +524,7 @@ mod tests {
     fn manifest() -> StoredManifest {
         let d = |s: &str| Digest::of(s.as_bytes());
         let amd = Platform { os: "linux".into(), architecture: "amd64".into(), variant: None };
-        StoredManifest::V1 {
+        StoredManifest {
             media_type: crate::model::media_type::OCI_INDEX.into(),
             size: 1234,
             children: vec![ChildManifest {
@@ -547,7 +539,7 @@ mod tests {
     }
 
     fn json_manifest(m: &StoredManifest) -> Vec<u8> {
-        let StoredManifest::V1 { media_type, size, children, blobs, platform } = m;
+        let StoredManifest { media_type, size, children, blobs, platform } = m;
         serde_json::to_vec(&serde_json::json!({"v": "1", "media_type": media_type, "size": size,
             "children": children, "blobs": blobs, "platform": platform}))
         .unwrap()

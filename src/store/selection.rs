@@ -448,7 +448,7 @@ impl PoolFacts {
 /// The content sets each digest belongs to now, from the manifests that reference it: an
 /// image manifest's architecture, or [`EVERY_SET`] for indexes and platform-less images.
 pub(super) fn sets_of_manifest(rec: &StoredManifest) -> (&str, Vec<&Digest>) {
-    let StoredManifest::V1 { media_type: mt, blobs, platform, .. } = rec;
+    let StoredManifest { media_type: mt, blobs, platform, .. } = rec;
     let set = match platform {
         Some(p) if !media_type::is_index(mt) => p.architecture.as_str(),
         _ => EVERY_SET,
