@@ -149,12 +149,13 @@ PY
 
 # write_paths_lua OUT PATHS_FILE [IP...]: a wrk script that GETs the paths of PATHS_FILE (one
 # a line) in turn, each thread from its own offset, with an X-Forwarded-For drawn from the IPs
-# (none: no header); with ACCEPT set (`ACCEPT=... write_paths_lua ...`), that Accept header.
+# (none: no header); with ACCEPT set (`ACCEPT=... write_paths_lua ...`), that Accept header;
+# with METHOD set, that method instead of GET.
 write_paths_lua() {
   local out=$1 paths=$2; shift 2
   {
-    printf 'local paths, ips, accept = {}, {%s}, "%s"\n' \
-      "$(printf '"%s",' "$@" | sed 's/,$//; s/^""$//')" "${ACCEPT:-}"
+    printf 'local paths, ips, accept, method = {}, {%s}, "%s", "%s"\n' \
+      "$(printf '"%s",' "$@" | sed 's/,$//; s/^""$//')" "${ACCEPT:-}" "${METHOD:-GET}"
     printf 'for l in io.lines("%s") do if #l > 0 then paths[#paths + 1] = l end end\n' "$paths"
     cat <<'LUA'
 assert(#paths > 0, "no paths")
@@ -165,7 +166,7 @@ if #accept > 0 then wrk.headers["Accept"] = accept end
 request = function()
   n = n + 1
   if #ips > 0 then wrk.headers["X-Forwarded-For"] = ips[math.random(#ips)] end
-  return wrk.format("GET", paths[(n % #paths) + 1])
+  return wrk.format(method, paths[(n % #paths) + 1])
 end
 LUA
   } > "$out"
@@ -227,6 +228,22 @@ start_registry() {
   REGISTRY=$!
   for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$2/v2/" && return; sleep 0.1; done
   echo "docker-registry did not start:" >&2; cat "$1.log" >&2; exit 1
+}
+
+# registry_wharf_config HOST:PORT WHARF_PORT [REPO...]: $W/wharf.toml (write_config) with the
+# registry at HOST:PORT as upstream (every repository, or these), and an empty $W/data.
+registry_wharf_config() {
+  local reg=$1 repos=""; shift
+  write_config "$1"; shift
+  [ $# = 0 ] || repos="repositories = [$(printf '"%s",' "$@" | sed 's/,$//')]"
+  python3 - "$W/wharf.toml" "http://$reg" "$repos" <<'PY'
+import sys
+path, url, repos = sys.argv[1:]
+lines = [l if not l.startswith('url = "oci:') else f'url = "{url}"' + (f"\n{repos}" if repos else "")
+         for l in open(path).read().split("\n")]
+open(path, "w").write("\n".join(lines))
+PY
+  rm -rf "$W/data"; mkdir -p "$W/data"
 }
 
 # push_layouts HOST:PORT DIR [REPO...]: push every tag of the OCI layouts DIR/REPO (default:

@@ -40,21 +40,6 @@ push_layouts "$REG" "$W/up" > /dev/null
 mapfile -t REPOS < <(cd "$W/up" && find . -name oci-layout -not -path './.*' -printf '%h\n' | sed 's|^\./||' | sort)
 rm -rf "$W/up"   # from here on, the registry is the only source
 
-# wharf_config [REPO...]: the config, upstream = the registry (every repository, or these).
-wharf_config() {
-  write_config "$WP"
-  local repos=""
-  [ $# = 0 ] || repos="repositories = [$(printf '"%s",' "$@" | sed 's/,$//')]"
-  python3 - "$W/wharf.toml" "http://$REG" "$repos" <<'PY'
-import sys
-path, url, repos = sys.argv[1:]
-lines = [l if not l.startswith('url = "oci:') else f'url = "{url}"' + (f"\n{repos}" if repos else "")
-         for l in open(path).read().split("\n")]
-open(path, "w").write("\n".join(lines))
-PY
-  rm -rf "$W/data"; mkdir -p "$W/data"
-}
-
 # skopeo_yaml FILE REPO...: a `skopeo sync --src yaml` file: every tag of these repositories.
 skopeo_yaml() {
   local f=$1; shift
@@ -87,7 +72,7 @@ skopeo_sync() {
 }
 
 bench_log "full sync of ${#REPOS[@]} repositories: wharf"
-wharf_config
+registry_wharf_config "$REG" "$WP"
 S=$(timed wharf-catalog env RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" sync)
 read -r WT WRSS <<< "$S"
 bench_log "$(tail -n1 "$W/wharf-catalog.out") ($WT s, $WRSS MiB)"
@@ -117,7 +102,7 @@ push_layouts "$REG" "$W/bigup" big/one > /dev/null
 rm -rf "$W/bigup"
 
 bench_log "wharf sync of big/one"
-wharf_config big/one
+registry_wharf_config "$REG" "$WP" big/one
 S=$(timed wharf-big env RUST_LOG=warn "$WHARF" --config "$W/wharf.toml" sync)
 read -r BWT BWRSS <<< "$S"
 bench_log "$(tail -n1 "$W/wharf-big.out") ($BWT s, $BWRSS MiB)"

@@ -125,6 +125,9 @@ pub struct SyncCtx {
     /// Set on shutdown: a running sync stops before its next repository or blob and
     /// commits nothing (downloaded pool files are adopted by the next run).
     pub stop: Arc<AtomicBool>,
+    /// Tag lookups in flight at once (`[sync] concurrency`), over all the repositories a
+    /// run is resolving.
+    lookups: tokio::sync::Semaphore,
 }
 
 /// Which repositories a run looks at.
@@ -161,6 +164,7 @@ impl SyncCtx {
             after_commit: None,
             content: None,
             stop: Arc::default(),
+            lookups: tokio::sync::Semaphore::new(config.sync.concurrency),
         })
     }
 }
@@ -251,14 +255,26 @@ async fn sync_and_publish(
         ..SyncCommit::default()
     };
     ctx.progress.repos(names.len() as u64);
-    for repo in &names {
+    // Tags are resolved (a HEAD each) for several repositories at once, in order; the
+    // blobs of one repository are fetched and staged before the next one's, so the pool is
+    // never asked for the same blob twice. A no-op run is a stream of HEADs.
+    let empty = BTreeMap::new();
+    let mut repos = stream::iter(names.iter().cloned())
+        .map(|repo: RepoName| {
+            let old = current.get(&repo).unwrap_or(&empty);
+            async move {
+                let tags = resolve_repo(ctx, &repo, old).await;
+                (repo, tags)
+            }
+        })
+        .buffered(ctx.settings.concurrency);
+    while let Some((repo, tags)) = repos.next().await {
         if ctx.stopping() {
             return Err(SyncError::Interrupted);
         }
         ctx.progress.set_current(repo.as_str());
-        let empty = BTreeMap::new();
-        let out = sync_repo(ctx, repo, current.get(repo).unwrap_or(&empty)).await;
-        // What the repository fetched is recorded now, so a run holds one repository's
+        let out = fetch_repo(ctx, &repo, tags).await;
+        // What the repository fetched is recorded now, so a run holds a few repositories'
         // manifests at a time. The pool directory is synced once for the batch first: a
         // record never names a file a crash could lose.
         if !out.manifests.is_empty() || !out.blobs.is_empty() {
@@ -268,7 +284,7 @@ async fn sync_and_publish(
                 .map_err(|e| SyncError::Task(e.to_string()))??;
             ctx.store.stage(out.manifests, out.blobs, commit.now).await?;
         }
-        commit.repos.insert(repo.clone(), out.tags);
+        commit.repos.insert(repo, out.tags);
         run.repos.push(out.report);
         ctx.progress.repo_done();
     }
@@ -554,21 +570,31 @@ enum Resolution {
     Skipped(String),
 }
 
-async fn sync_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) -> RepoOutcome {
-    let t0 = Instant::now();
+/// A repository's tags as upstream has them now, each compared with what was synced.
+struct ResolvedRepo {
+    started: Instant,
+    outcome: RepoOutcome,
+    resolved: Vec<(Tag, Result<Resolution, TagError>)>,
+}
+
+async fn resolve_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) -> ResolvedRepo {
+    let started = Instant::now();
     let mut out = RepoOutcome {
         tags: old.clone(),
         manifests: Vec::new(),
         blobs: Vec::new(),
         report: RepoReport { repo: repo.to_string(), ..RepoReport::default() },
     };
-    let listed = match ctx.upstream.tags(repo.as_str()).await {
+    let listed = {
+        let _permit = ctx.lookups.acquire().await;
+        ctx.upstream.tags(repo.as_str()).await
+    };
+    let listed = match listed {
         Ok(t) => t,
         Err(UpstreamError::NotFound(_)) => Vec::new(),
         Err(e) => {
             out.report.errors.push(format!("listing tags: {e}"));
-            out.report.duration_ms = t0.elapsed().as_millis() as u64;
-            return out;
+            return ResolvedRepo { started, outcome: out, resolved: Vec::new() };
         }
     };
     let wanted: Vec<Tag> = listed
@@ -581,15 +607,21 @@ async fn sync_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) 
     let wanted_set: HashSet<&Tag> = wanted.iter().collect();
     out.tags.retain(|t, _| wanted_set.contains(t));
 
-    let resolved: Vec<(Tag, Result<Resolution, TagError>)> = stream::iter(wanted.iter().cloned())
+    let resolved = stream::iter(wanted.iter().cloned())
         .map(|tag| async move {
+            let _permit = ctx.lookups.acquire().await;
             let r = resolve_tag(ctx, repo, &tag, old.get(&tag)).await;
             (tag, r)
         })
         .buffer_unordered(ctx.settings.concurrency)
         .collect()
         .await;
+    ResolvedRepo { started, outcome: out, resolved }
+}
 
+/// Fetch the blobs a repository's changed tags need and settle each tag.
+async fn fetch_repo(ctx: &SyncCtx, repo: &RepoName, r: ResolvedRepo) -> RepoOutcome {
+    let ResolvedRepo { started, outcome: mut out, resolved } = r;
     // Every blob the new manifests need that the pool does not have yet, fetched once.
     let mut needed: BTreeMap<Digest, BlobRef> = BTreeMap::new();
     for (_, r) in &resolved {
@@ -648,7 +680,7 @@ async fn sync_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) 
             Err(e) => out.report.errors.push(format!("{tag}: {e}")),
         }
     }
-    out.report.duration_ms = t0.elapsed().as_millis() as u64;
+    out.report.duration_ms = started.elapsed().as_millis() as u64;
     out
 }
 

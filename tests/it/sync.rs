@@ -285,6 +285,34 @@ async fn upstream_pagination_is_followed() {
     assert_eq!(tags["tags"], serde_json::json!(["v1", "v2", "v3"]));
 }
 
+
+/// Several repositories are resolved at once; their blobs are still fetched one repository
+/// at a time, so content they share is downloaded once, and each repository gets its tags.
+#[tokio::test(flavor = "multi_thread")]
+async fn repositories_resolved_together_download_shared_blobs_once() {
+    let reg = Registry::start().await;
+    let repos: Vec<String> = (1..=6).map(|i| format!("shared/r{i}")).collect();
+    for r in &repos {
+        reg.push("single:v1", &format!("{r}:v1"), &[]).await;
+    }
+    let layout = fixtures().join("single");
+    let digest = layout_digest(&layout, "v1");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap(),
+    )
+    .unwrap();
+    let blobs = 1 + manifest["layers"].as_array().unwrap().len() as u32;
+
+    let wharf = Wharf::start(&reg.url()).await;
+    let run = wharf.sync().await;
+    assert_eq!(run.outcome, RunOutcome::Ok, "{run:#?}");
+    assert_eq!(run.blobs_fetched(), blobs, "{run:#?}");
+    for r in &repos {
+        let got = wharf.get(&format!("/v2/{r}/manifests/v1")).await;
+        assert_eq!(got.status(), 200, "{r}");
+        assert_eq!(got.headers()["docker-content-digest"], digest.as_str(), "{r}");
+    }
+}
 #[tokio::test(flavor = "multi_thread")]
 async fn repository_globs_and_tag_regex_select_what_is_synced() {
     let reg = Registry::start().await;
