@@ -10,9 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
 source bench/lib.sh
-# As the packaged unit runs it (packaging/wharf.service); MALLOC_ARENA_MAX= to measure
-# glibc's default.
-export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX-2}
+# Wharf runs with two malloc arenas unless MALLOC_ARENA_MAX is set; MALLOC_ARENA_MAX= to
+# measure glibc's default.
 bench_start wrk nginx python3
 WP=$(free_port); MP=$(free_port)
 write_config "$WP"

@@ -24,10 +24,9 @@ for s in "${SIZES[@]}"; do
   [[ $s =~ ^[0-9]+x[0-9]+$ ]] || { echo "bad size $s: use REPOSxTAGS, e.g. 1000x10" >&2; exit 1; }
 done
 MIRRORS=20
-# As the packaged unit runs Wharf (packaging/wharf.service): two malloc arenas. glibc's default
-# (an arena per thread, up to 8 per core) keeps freed pages in each blocking thread's arena:
-# MALLOC_ARENA_MAX= measures that.
-export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX-2}
+# Wharf runs with two malloc arenas unless MALLOC_ARENA_MAX is set; glibc's default (an arena
+# per thread, up to 8 per core) keeps freed pages in each blocking thread's arena:
+# `MALLOC_ARENA_MAX= bench/scale.sh` measures that.
 need_time
 bench_start nginx curl python3
 bench_build --examples

@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -205,6 +206,7 @@ impl MirrorFields {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     // A service logs what it does, as configured; one-shot commands print their own
     // summary and log only warnings.
@@ -230,6 +232,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// glibc's allocator gives each thread that allocates its own arena (up to 8 per core), and
+/// freed memory stays in the arena that held it: a sync's phases, on different blocking
+/// threads, add up (a full sync at a million blobs: 307 MiB against 222 with two arenas).
+/// The allocator reads its settings from the environment before `main` runs, so Wharf sets
+/// `MALLOC_ARENA_MAX=2` by executing itself again, once, before any thread exists; a value
+/// already in the environment (an operator's, even empty) is kept.
+fn limit_malloc_arenas() {
+    const VAR: &str = "MALLOC_ARENA_MAX";
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) || std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut args = std::env::args_os();
+    let mut again = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        again.arg0(arg0);
+    }
+    // Returns only if the exec failed; the process goes on with glibc's default.
+    let e = again.args(args).env(VAR, "2").exec();
+    eprintln!("warning: could not execute Wharf again with {VAR}=2 ({e}); going on without");
 }
 
 /// Log to stderr (journald takes it from there) as text or JSON, filtered by `RUST_LOG`

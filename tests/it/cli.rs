@@ -18,7 +18,20 @@ fn wharf_cmd(config: &Path) -> Command {
 
 /// `wharf serve` as a child process, once it answers its health check.
 async fn serve(config: &Path, port: u16) -> tokio::process::Child {
-    let server = wharf_cmd(config)
+    serve_with(config, port, &[]).await
+}
+
+/// [`serve`] with these environment variables (an empty value removes one).
+async fn serve_with(config: &Path, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
+    let mut cmd = wharf_cmd(config);
+    for (k, v) in env {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    let server = cmd
         .arg("serve")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -94,6 +107,27 @@ async fn sync_goes_through_a_running_server() {
     server.kill().await.unwrap();
     let err = run_failing(wharf_cmd(&config).arg("healthcheck")).await;
     assert!(err.contains("healthz"), "{err}");
+}
+
+/// glibc reads its arena limit from the environment before `main`: Wharf executes itself
+/// again (same process) with two arenas, unless the environment already says how many.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_runs_with_two_malloc_arenas_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "http://127.0.0.1:9");
+    let arenas = |server: &tokio::process::Child| {
+        let environ = std::fs::read(format!("/proc/{}/environ", server.id().unwrap())).unwrap();
+        environ
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(b"MALLOC_ARENA_MAX="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    for (given, expected) in [("", "2"), ("4", "4")] {
+        let mut server = serve_with(&config, port, &[("MALLOC_ARENA_MAX", given)]).await;
+        assert_eq!(arenas(&server).as_deref(), Some(expected), "given {given:?}");
+        server.kill().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
