@@ -11,7 +11,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::model::{ContentSet, Digest, Generation, MirrorName, MirrorStatus, RepoName};
-use crate::store::{BlobFacts, PoolFacts};
+use crate::store::{BlobFacts, PoolFacts, StoreError};
 
 pub use crate::store::BlobLookup;
 
@@ -136,6 +136,8 @@ pub struct Excluded {
 /// or a crawl, apart from the (much larger) content facts.
 #[derive(Default)]
 pub struct MirrorSet {
+    /// What the set was built from, as the store lists it: what is written out.
+    records: Vec<MirrorStatus>,
     entries: Vec<MirrorEntry>,
     /// Longest prefix first: (prefix length, network -> mirrors with that netblock).
     netblocks: Vec<(u8, HashMap<ipnet::IpNet, Vec<u32>>)>,
@@ -149,8 +151,8 @@ pub struct MirrorSet {
 
 impl MirrorSet {
     pub fn build(mirrors: Vec<MirrorStatus>) -> MirrorSet {
-        let entries: Vec<MirrorEntry> = mirrors.into_iter().map(MirrorEntry::of).collect();
-        let mut set = MirrorSet::default();
+        let entries: Vec<MirrorEntry> = mirrors.iter().cloned().map(MirrorEntry::of).collect();
+        let mut set = MirrorSet { records: mirrors, ..MirrorSet::default() };
         let mut by_len: HashMap<u8, HashMap<ipnet::IpNet, Vec<u32>>> = HashMap::new();
         for (i, m) in entries.iter().enumerate() {
             let i = i as u32;
@@ -233,6 +235,15 @@ impl MirrorEntry {
     }
 }
 
+/// [`Snapshot`] as bytes: a layout byte, then postcard.
+#[derive(Serialize, serde::Deserialize)]
+struct StateWire {
+    facts: Vec<u8>,
+    mirrors: Vec<u8>,
+}
+
+const STATE_LAYOUT: u8 = 1;
+
 /// The pool and the mirrors at one moment: two parts, each replaced on its own.
 pub struct Snapshot {
     pub generation: Generation,
@@ -272,6 +283,36 @@ impl Snapshot {
             fallback,
             require_https,
         }
+    }
+
+    /// The serving state as bytes, for [`Snapshot::decode`]: the content facts as
+    /// [`PoolFacts::encode`] writes them and the mirror records the selection index is
+    /// built from (as JSON: they are few, and it is their format in the store and the API).
+    /// What a primary will ship to its read replicas.
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = StateWire {
+            facts: self.content.encode(),
+            mirrors: serde_json::to_vec(&self.mirrors.records).expect("mirrors always serialize"),
+        };
+        postcard::to_extend(&wire, vec![STATE_LAYOUT]).expect("the state always serializes")
+    }
+
+    /// Load a state [`Snapshot::encode`] wrote, whole: both parts checked as anything from
+    /// outside the process is, the mirror index rebuilt (microseconds for thousands).
+    pub fn decode(
+        bytes: &[u8],
+        fallback: String,
+        require_https: bool,
+    ) -> Result<Snapshot, StoreError> {
+        let bad = |why: String| StoreError::Corrupt(format!("serving state: {why}"));
+        let w: StateWire = match bytes.split_first() {
+            Some((&STATE_LAYOUT, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| bad(e.to_string()))?
+            }
+            _ => return Err(bad("unknown layout".into())),
+        };
+        let mirrors = serde_json::from_slice(&w.mirrors).map_err(|e| bad(e.to_string()))?;
+        Ok(Snapshot::build(PoolFacts::decode(&w.facts)?, mirrors, fallback, require_https))
     }
 
     /// The content facts (shared with the crawler).
@@ -837,6 +878,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The serving state written out and loaded whole answers every request as the
+    /// original does; damaged bytes are refused, never half loaded.
+    #[test]
+    fn the_serving_state_written_out_and_loaded_whole_answers_the_same() {
+        let (d, e) = (Digest::of(b"one"), Digest::of(b"two"));
+        let at = |country: &str, nets: &[&str], private| MirrorPatch {
+            country: Some(country.into()),
+            netblocks: Some(nets.iter().map(|n| n.to_string()).collect()),
+            private: Some(private),
+            ..MirrorPatch::default()
+        };
+        let mut disabled = mirror("off", at("DE", &[], false), Some(3));
+        disabled.mirror.enabled = false;
+        let snap = snapshot(
+            vec![
+                mirror("de", at("DE", &[], false), Some(3)),
+                mirror("fr", at("FR", &[], false), Some(1)),
+                mirror("lan", at("US", &["10.1.0.0/16"], true), Some(3)),
+                disabled,
+            ],
+            &[(&d, 1, None), (&e, 2, Some("arm64"))],
+        );
+        let bytes = snap.encode();
+        let loaded = Snapshot::decode(&bytes, "http://wharf/tree/".into(), false).unwrap();
+        assert_eq!(loaded.encode(), bytes);
+        let repo: RepoName = "r".parse().unwrap();
+        for ip in ["10.1.2.3", "192.0.2.1", "2001:db8::1"] {
+            for country in [None, Some("DE"), Some("FR")] {
+                for digest in [&d, &e, &Digest::of(b"unknown")] {
+                    let explain = |s: &Snapshot| {
+                        let geo = ClientGeo { country, continent: Some("EU"), asn: None };
+                        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+                        let e = s.explain(
+                            &repo,
+                            digest,
+                            ip.parse().unwrap(),
+                            geo,
+                            false,
+                            false,
+                            &mut rng,
+                        );
+                        serde_json::to_string(&e).unwrap()
+                    };
+                    assert_eq!(explain(&loaded), explain(&snap), "{ip} {country:?} {digest}");
+                }
+            }
+        }
+        let decode = |b: &[u8]| Snapshot::decode(b, "http://wharf/tree/".into(), false).is_err();
+        assert!(decode(&bytes[..bytes.len() - 1]), "truncated");
+        assert!(decode(&[9]), "unknown layout");
+        let mut wire: StateWire = postcard::from_bytes(&bytes[1..]).unwrap();
+        wire.mirrors = br#"[{"name": "Not A Name"}]"#.to_vec();
+        assert!(decode(&postcard::to_extend(&wire, vec![STATE_LAYOUT]).unwrap()), "bad mirror");
     }
 
     #[test]

@@ -285,7 +285,6 @@ async fn upstream_pagination_is_followed() {
     assert_eq!(tags["tags"], serde_json::json!(["v1", "v2", "v3"]));
 }
 
-
 /// Several repositories are resolved at once; their blobs are still fetched one repository
 /// at a time, so content they share is downloaded once, and each repository gets its tags.
 #[tokio::test(flavor = "multi_thread")]
