@@ -13,7 +13,8 @@
 # mirrors over about a million pool files (10000x10).
 #
 # Usage: bench/crawl.sh [MIRRORS] [REPOSxTAGS]   (default 1000 10000x10; BENCH_PROFILE=debug
-# for a quick trial, e.g. `bench/crawl.sh 50 20x2`.) Needs nginx, curl, python3, GNU time;
+# for a quick trial, e.g. `bench/crawl.sh 50 20x2`; BENCH_STATE=DIR to share the synced
+# catalog with other runs, see bench/lib.sh.) Needs nginx, curl, python3, GNU time;
 # the temp dir needs about 8 GB and 2 M inodes at 10000x10.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,11 +33,7 @@ write_config "$WP" 'concurrency = 32
 request_timeout = "4s"
 mirror_timeout = "20s"
 total_timeout = "10min"'
-bench_log "generating the catalog $SIZE"
-bench_log "$("$GEN" catalog --out "$W/up" --repos "${SIZE%x*}" --tags "${SIZE#*x}")"
-bench_log "wharf sync"
-RUST_LOG=warn /usr/bin/time -f "%e s, max RSS %M KiB" -o "$W/sync.time" "$WHARF" --config "$W/wharf.toml" sync > "$W/sync.out"
-bench_log "$(cat "$W/sync.out") ($(cat "$W/sync.time"))"
+catalog_synced "$SIZE"
 rm -rf "$W/up"
 POOL=$(find "$W/data/tree/blobs/sha256" -type f | wc -l)
 

@@ -112,6 +112,37 @@ LUA
 
 # ---- Helpers of bench/redirect.sh, bench/sync.sh and bench/crawl.sh ----
 
+# catalog_synced REPOSxTAGS: a catalog generated into $W/up (examples/gen_catalog, needs GEN)
+# and synced into $W/data by `wharf sync` ($W/sync.out, GNU time's line in $W/sync.time).
+# With BENCH_STATE=DIR, one generated and synced there before for that size is hardlinked
+# instead (the store file copied: the server writes it), and a new one is left there, so the
+# million-blob runs of several scripts share one sync of a quarter of an hour.
+catalog_synced() {
+  local size=$1 kept=${BENCH_STATE:+$BENCH_STATE/$1}
+  if [ -n "$kept" ] && [ -f "$kept/done" ]; then
+    bench_log "the catalog $size synced before, from $kept"
+    rm -rf "$W/up" "$W/data"
+    cp -al "$kept/up" "$W/up"
+    cp -al "$kept/data" "$W/data"
+    rm "$W/data/wharf.redb"; cp "$kept/data/wharf.redb" "$W/data/wharf.redb"
+    cp "$kept/sync.out" "$kept/sync.time" "$W/"
+  else
+    bench_log "generating the catalog $size"
+    bench_log "$("$GEN" catalog --out "$W/up" --repos "${size%x*}" --tags "${size#*x}")"
+    RUST_LOG=warn /usr/bin/time -f "%e s, max RSS %M KiB" -o "$W/sync.time" "$WHARF" \
+      --config "$W/wharf.toml" sync > "$W/sync.out"
+    if [ -n "$kept" ]; then
+      rm -rf "$kept"; mkdir -p "$kept"
+      cp -al "$W/up" "$kept/up"
+      cp -al "$W/data" "$kept/data"
+      rm "$kept/data/wharf.redb"; cp "$W/data/wharf.redb" "$kept/data/wharf.redb"
+      cp "$W/sync.out" "$W/sync.time" "$kept/"
+      touch "$kept/done"
+    fi
+  fi
+  bench_log "$(cat "$W/sync.out") ($(cat "$W/sync.time"))"
+}
+
 # need_time: GNU time (for `/usr/bin/time -v`), or exit with the install hint.
 need_time() { [ -x /usr/bin/time ] || { echo "install GNU time (apt-get install time)" >&2; exit 1; }; }
 

@@ -21,7 +21,8 @@
 #
 # Usage: bench/redirect.sh [SECS] [MIRRORS...]   (default 10 s per measurement, 500 2000
 # mirrors; env CATALOG=REPOSxTAGS (default 300x5; the published run uses 10000x10),
-# DIST_REPOS (default 100), BENCH_PROFILE=debug for a quick trial.) Needs wrk, nginx,
+# DIST_REPOS (default 100), BENCH_PROFILE=debug for a quick trial, BENCH_STATE=DIR to share
+# the synced catalog with other runs, see bench/lib.sh.) Needs wrk, nginx,
 # docker-registry, curl, python3 and PyPI maxminddb-geolite2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,10 +54,7 @@ write_config "$WP" "concurrency = 32
 total_timeout = \"60min\"
 [geoip]
 database = \"$GEO\""
-bench_log "generating the catalog $CATALOG"
-bench_log "$("$GEN" catalog --out "$W/up" --repos "${CATALOG%x*}" --tags "${CATALOG#*x}")"
-RUST_LOG=warn /usr/bin/time -f "%e s, max RSS %M KiB" -o "$W/sync.time" "$WHARF" --config "$W/wharf.toml" sync > "$W/sync.out"
-bench_log "$(cat "$W/sync.out") ($(cat "$W/sync.time"))"
+catalog_synced "$CATALOG"
 
 # The request lists: config and layer blobs of random tags (repositories in random order, two
 # tags of each per pass) until BLOB_PATHS distinct digests; those tags' manifests by tag and by
