@@ -211,6 +211,7 @@ impl App {
                 .app_data(web::FormConfig::default().limit(crate::edge::MAX_FORM))
                 .service(web::scope("/admin").configure(crate::admin::configure))
                 .route("/hooks/registry", web::post().to(crate::hooks::registry))
+                .configure(crate::public::configure)
                 .configure(|c| registry::configure(c, &tree_dir))
         })
         .disable_signals()

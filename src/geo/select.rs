@@ -315,6 +315,11 @@ impl Snapshot {
         Ok(Snapshot::build(PoolFacts::decode(&w.facts)?, mirrors, fallback, require_https))
     }
 
+    /// The mirror records selection was built from, as the store lists them.
+    pub fn mirror_records(&self) -> &[MirrorStatus] {
+        &self.mirrors.records
+    }
+
     /// The content facts (shared with the crawler).
     pub fn content(&self) -> &Arc<PoolFacts> {
         &self.content

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::metrics::{Collector, counters};
 
-const KINDS: [&str; 8] =
-    ["base", "catalog", "tags", "manifest", "blob", "tree", "metrics", "other"];
+const KINDS: [&str; 9] =
+    ["base", "catalog", "tags", "manifest", "blob", "tree", "metrics", "public", "other"];
 const METHODS: [&str; 3] = ["GET", "HEAD", "other"];
 /// Every status code from 100 to 599 has its own counter: a 5xx is counted as itself.
 const STATUSES: usize = 500;
@@ -49,6 +49,8 @@ pub fn kind_of(path: &str) -> usize {
         "tree"
     } else if path == "/metrics" {
         "metrics"
+    } else if path == "/mirrors" || path.starts_with("/api/") {
+        "public"
     } else {
         "other"
     };

@@ -28,6 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["model", "store", "accounts", "crawl", "geo", "sync", "scheduler", "service", "edge"],
     ),
     ("demo", &["model"]),
+    ("public", &["model", "registry", "admin"]),
     (
         "app",
         &[
@@ -48,6 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "hooks",
             "tls",
             "metrics",
+            "public",
         ],
     ),
 ];
@@ -66,6 +68,7 @@ const FORBIDDEN_CRATES: &[(&str, &[&str])] = &[
     ("service", &["actix_web", "askama", "redb", "reqwest"]),
     ("registry", &["redb", "reqwest"]),
     ("admin", &["redb", "reqwest"]),
+    ("public", &["redb", "reqwest"]),
     ("edge", &["askama", "redb", "reqwest"]),
 ];
 

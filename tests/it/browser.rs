@@ -199,6 +199,11 @@ async fn in_a_real_browser_a_mirror_admin_opts_out_and_an_operator_approves() {
         assert!(!d.source().await.contains("Not allowed"), "{page}");
         d.shot(name).await;
     }
+    // The public mirror status, as anyone sees it.
+    d.client.goto(&wharf.url("/mirrors")).await.unwrap();
+    let page = d.until("</main>").await;
+    assert!(page.contains("annm") && page.contains("<table"), "{page}");
+    d.shot("public-mirrors").await;
     // The live progress box is filled in by the script once a sync runs.
     d.client.goto(&wharf.url("/admin/")).await.unwrap();
     d.click("#sync-now").await;

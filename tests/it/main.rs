@@ -13,6 +13,7 @@ mod mirrors;
 mod mirrors_harness;
 mod ops;
 mod properties;
+mod public;
 mod pull;
 mod sync;
 mod token;
