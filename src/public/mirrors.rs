@@ -124,12 +124,92 @@ pub async fn api(state: web::Data<RegistryState>) -> Result<HttpResponse, Regist
     Ok(HttpResponse::Ok().insert_header(CACHE).json(listing(&state)?))
 }
 
+/// One country on the freshness grid: where it is drawn and its freshest mirror's state.
+pub struct Tile {
+    pub x: u32,
+    pub y: u32,
+    pub country: String,
+    pub state: Freshness,
+    /// What hovering shows: `DE: 3 mirrors (2 current, 1 behind)`.
+    pub title: String,
+}
+
+/// The mirrors as a grid of countries, a row of tiles per continent.
+pub struct Grid {
+    pub width: u32,
+    pub height: u32,
+    /// (y, continent) of each row's label.
+    pub rows: Vec<(u32, String)>,
+    pub tiles: Vec<Tile>,
+}
+
+const TILE_W: u32 = 44;
+const TILE_H: u32 = 28;
+const GAP: u32 = 4;
+const LABEL_W: u32 = 36;
+const PER_ROW: u32 = 16;
+
+/// Lay out `mirrors` (sorted by continent and country) as a [`Grid`]; mirrors with no
+/// country are left out of it.
+pub fn grid(mirrors: &[PublicMirror]) -> Grid {
+    let mut countries: Vec<(String, String, Vec<Freshness>)> = Vec::new();
+    for m in mirrors {
+        let Some(country) = &m.country else { continue };
+        let continent = m.continent.clone().unwrap_or_else(|| "–".into());
+        match countries.last_mut() {
+            Some((c, k, states)) if *c == continent && k == country => states.push(m.state),
+            _ => countries.push((continent, country.clone(), vec![m.state])),
+        }
+    }
+    let mut g = Grid {
+        width: LABEL_W + PER_ROW * (TILE_W + GAP),
+        height: 0,
+        rows: Vec::new(),
+        tiles: Vec::new(),
+    };
+    let mut column = PER_ROW;
+    for (continent, country, mut states) in countries {
+        if g.rows.last().is_none_or(|(_, c)| *c != continent) {
+            g.rows.push((g.height, continent));
+            g.height += TILE_H + GAP;
+            column = 0;
+        } else if column == PER_ROW {
+            g.height += TILE_H + GAP;
+            column = 0;
+        }
+        states.sort();
+        let mut parts: Vec<(Freshness, usize)> = Vec::new();
+        for s in &states {
+            match parts.last_mut() {
+                Some((p, n)) if p == s => *n += 1,
+                _ => parts.push((*s, 1)),
+            }
+        }
+        let parts: Vec<String> = parts.iter().map(|(s, n)| format!("{n} {}", s.as_str())).collect();
+        let n = states.len();
+        g.tiles.push(Tile {
+            x: LABEL_W + column * (TILE_W + GAP),
+            y: g.height - TILE_H - GAP,
+            title: format!(
+                "{country}: {n} mirror{} ({})",
+                if n == 1 { "" } else { "s" },
+                parts.join(", ")
+            ),
+            country,
+            state: states[0],
+        });
+        column += 1;
+    }
+    g
+}
+
 #[derive(Template)]
 #[template(path = "public/mirrors.html")]
 struct MirrorsPage {
     css: &'static str,
     doc: MirrorsDoc,
     counts: Vec<(Freshness, usize)>,
+    grid: Grid,
 }
 
 pub async fn page(state: web::Data<RegistryState>) -> Result<HttpResponse, RegistryError> {
@@ -142,7 +222,8 @@ pub async fn page(state: web::Data<RegistryState>) -> Result<HttpResponse, Regis
         }
     }
     counts.sort();
-    let html = MirrorsPage { css: &crate::admin::CSS.name, doc, counts }
+    let grid = grid(&doc.mirrors);
+    let html = MirrorsPage { css: &crate::admin::CSS.name, doc, counts, grid }
         .render()
         .map_err(|e| RegistryError::Bug(e.to_string()))?;
     Ok(HttpResponse::Ok().insert_header(CACHE).content_type("text/html; charset=utf-8").body(html))
@@ -200,6 +281,22 @@ mod tests {
             ],
             "by continent, country, name"
         );
+        let g = grid(&listed);
+        let tiles: Vec<(&str, Freshness, &str)> =
+            g.tiles.iter().map(|t| (t.country.as_str(), t.state, t.title.as_str())).collect();
+        assert_eq!(
+            tiles,
+            [
+                ("JP", Freshness::OptedOut, "JP: 1 mirror (1 opted-out)"),
+                ("DE", Freshness::Behind, "DE: 2 mirrors (1 behind, 1 failing)"),
+                ("FR", Freshness::Current, "FR: 1 mirror (1 current)"),
+                ("US", Freshness::Unverified, "US: 1 mirror (1 unverified)"),
+            ]
+        );
+        let rows: Vec<&str> = g.rows.iter().map(|(_, c)| c.as_str()).collect();
+        assert_eq!(rows, ["AS", "EU", "NA"]);
+        assert_eq!((g.tiles[1].y, g.tiles[2].y), (g.tiles[1].y, g.tiles[1].y), "one row for EU");
+        assert!(g.tiles[2].x > g.tiles[1].x && g.tiles[3].y > g.tiles[2].y);
         let json = serde_json::to_string(&listed).unwrap();
         for secret in ["abuse", "10.0.0.1", "lan", "pending", "owner"] {
             assert!(!json.contains(secret), "{secret} in {json}");
