@@ -15,9 +15,12 @@ const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 pub struct OciDir {
     root: PathBuf,
-    /// The last `index.json` parsed, by repository and file identity: a sync asks for every
-    /// tag of a repository in turn, and parsing the index once per tag would be quadratic.
-    last_index: std::sync::Mutex<Option<(IndexKey, std::sync::Arc<Index>)>>,
+    /// The last `index.json` files parsed, by repository and file identity, newest last: a
+    /// sync asks for every tag of a repository (of up to `[sync] concurrency` repositories at
+    /// once), and parsing the index once per tag would be quadratic.
+    recent: std::sync::Mutex<std::collections::VecDeque<(IndexKey, std::sync::Arc<Index>)>>,
+    /// How many `recent` keeps: one more than the repositories a sync resolves at once.
+    keep: usize,
 }
 
 /// Which `index.json` (a rewrite is a new inode or a new mtime or length).
@@ -45,8 +48,9 @@ struct Index {
 }
 
 impl OciDir {
-    pub fn new(root: PathBuf) -> Self {
-        OciDir { root, last_index: std::sync::Mutex::default() }
+    /// An upstream at `root` for a sync resolving up to `concurrency` repositories at once.
+    pub fn new(root: PathBuf, concurrency: usize) -> Self {
+        OciDir { root, recent: std::sync::Mutex::default(), keep: concurrency + 1 }
     }
 
     pub fn root(&self) -> &Path {
@@ -105,8 +109,8 @@ impl OciDir {
             len: meta.len(),
         };
         let cached = {
-            let last = self.last_index.lock().unwrap_or_else(|e| e.into_inner());
-            last.as_ref().filter(|(k, _)| *k == key).map(|(_, index)| index.clone())
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.iter().find(|(k, _)| *k == key).map(|(_, index)| index.clone())
         };
         if let Some(index) = cached {
             return Ok(index);
@@ -115,7 +119,12 @@ impl OciDir {
         let index: std::sync::Arc<Index> = serde_json::from_slice::<Index>(&bytes)
             .map_err(|e| UpstreamError::Invalid(format!("{}: {e}", path.display())))?
             .into();
-        *self.last_index.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, index.clone()));
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|(k, _)| k.repo != key.repo);
+        if recent.len() >= self.keep {
+            recent.pop_front();
+        }
+        recent.push_back((key, index.clone()));
         Ok(index)
     }
 

@@ -50,7 +50,9 @@ impl Upstream {
             UpstreamSource::Registry { url, credentials } => Upstream::Registry(Box::new(
                 RegistryClient::new(url.clone(), credentials.clone(), settings.clone())?,
             )),
-            UpstreamSource::OciDir(path) => Upstream::OciDir(OciDir::new(path.clone())),
+            UpstreamSource::OciDir(path) => {
+                Upstream::OciDir(OciDir::new(path.clone(), settings.concurrency))
+            }
         })
     }
 
