@@ -199,6 +199,7 @@ impl App {
             admin_addr,
         });
         let tree_dir = self.config.tree_dir.clone();
+        let public = self.config.public.clone();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .wrap(actix_web::middleware::from_fn(crate::edge::guard))
@@ -211,7 +212,7 @@ impl App {
                 .app_data(web::FormConfig::default().limit(crate::edge::MAX_FORM))
                 .service(web::scope("/admin").configure(crate::admin::configure))
                 .route("/hooks/registry", web::post().to(crate::hooks::registry))
-                .configure(crate::public::configure)
+                .configure(|c| crate::public::configure(c, &public))
                 .configure(|c| registry::configure(c, &tree_dir))
         })
         .disable_signals()

@@ -43,6 +43,24 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub hooks: RawHooks,
     pub log: RawLog,
+    pub public: RawPublic,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPublic {
+    /// The public pages (`/mirrors`, `/api/v1/...`); the pull API is always on.
+    pub enabled: bool,
+    /// The site's name on every public page.
+    pub title: String,
+    /// A line under it (plain text).
+    pub description: String,
+}
+
+impl Default for RawPublic {
+    fn default() -> Self {
+        RawPublic { enabled: true, title: "Wharf".into(), description: String::new() }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -288,6 +306,15 @@ pub struct Config {
     pub hook_debounce: Duration,
     pub log_level: String,
     pub log_json: bool,
+    pub public: PublicSite,
+}
+
+/// `[public]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicSite {
+    pub enabled: bool,
+    pub title: String,
+    pub description: String,
 }
 
 /// The HTTPS listener.
@@ -679,6 +706,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         None => None,
     };
     let hook_debounce = duration("hooks.debounce", &raw.hooks.debounce)?;
+    let text = |key, value: String, max: usize| {
+        if value.chars().count() > max || value.chars().any(char::is_control) {
+            return Err(key_err(key, format!("at most {max} characters, on one line")));
+        }
+        Ok(value.trim().to_owned())
+    };
+    let public = PublicSite {
+        enabled: raw.public.enabled,
+        title: text("public.title", raw.public.title, 80)?,
+        description: text("public.description", raw.public.description, 300)?,
+    };
+    if public.title.is_empty() {
+        return Err(key_err("public.title", "must not be empty"));
+    }
     tracing_subscriber::EnvFilter::try_new(&raw.log.level)
         .map_err(|e| key_err("log.level", format!("{:?}: {e}", raw.log.level)))?;
     let log_json = match raw.log.format.as_str() {
@@ -720,6 +761,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         hook_debounce,
         log_level: raw.log.level,
         log_json,
+        public,
         trusted_proxies,
         forwarded_header,
         fallback_url,
@@ -866,11 +908,18 @@ mod tests {
                 "[upstream]\nurl = \"http://r\"\n[server]\nforwarded_header = \"x-real-ip\"\n",
                 "server.forwarded_header",
             ),
+            ("[upstream]\nurl = \"http://r\"\n[public]\ntitle = \" \"\n", "public.title"),
+            ("[upstream]\nurl = \"http://r\"\n[public]\ntitle = \"a\\nb\"\n", "public.title"),
         ];
         for (toml, needle) in cases {
             let err = load_str(toml, &[]).unwrap_err().to_string();
             assert!(err.contains(needle), "{toml:?} -> {err}");
         }
+        let long = format!(
+            "[upstream]\nurl = \"http://r\"\n[public]\ndescription = \"{}\"\n",
+            "x".repeat(301)
+        );
+        assert!(load_str(&long, &[]).unwrap_err().to_string().contains("public.description"));
         let err =
             load_str("[upstream]\nurl = \"http://r\"\n", &[("WHARF__NOPE", "1")]).unwrap_err();
         assert!(err.to_string().contains("WHARF__NOPE"), "{err}");

@@ -6,6 +6,7 @@ use askama::Template;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::config::PublicSite;
 use crate::model::{Generation, MirrorState, MirrorStatus};
 use crate::registry::{RegistryError, RegistryState};
 
@@ -205,14 +206,18 @@ pub fn grid(mirrors: &[PublicMirror]) -> Grid {
 
 #[derive(Template)]
 #[template(path = "public/mirrors.html")]
-struct MirrorsPage {
+struct MirrorsPage<'a> {
     css: &'static str,
+    site: &'a PublicSite,
     doc: MirrorsDoc,
     counts: Vec<(Freshness, usize)>,
     grid: Grid,
 }
 
-pub async fn page(state: web::Data<RegistryState>) -> Result<HttpResponse, RegistryError> {
+pub async fn page(
+    state: web::Data<RegistryState>,
+    site: web::Data<PublicSite>,
+) -> Result<HttpResponse, RegistryError> {
     let doc = listing(&state)?;
     let mut counts: Vec<(Freshness, usize)> = Vec::new();
     for m in &doc.mirrors {
@@ -223,7 +228,7 @@ pub async fn page(state: web::Data<RegistryState>) -> Result<HttpResponse, Regis
     }
     counts.sort();
     let grid = grid(&doc.mirrors);
-    let html = MirrorsPage { css: &crate::admin::CSS.name, doc, counts, grid }
+    let html = MirrorsPage { css: &crate::admin::CSS.name, site: &site, doc, counts, grid }
         .render()
         .map_err(|e| RegistryError::Bug(e.to_string()))?;
     Ok(HttpResponse::Ok().insert_header(CACHE).content_type("text/html; charset=utf-8").body(html))

@@ -7,7 +7,14 @@ pub mod mirrors;
 
 use actix_web::web;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/mirrors", web::get().to(mirrors::page))
+use crate::config::PublicSite;
+
+/// The public routes, unless `[public] enabled = false`.
+pub fn configure(cfg: &mut web::ServiceConfig, site: &PublicSite) {
+    if !site.enabled {
+        return;
+    }
+    cfg.app_data(web::Data::new(site.clone()))
+        .route("/mirrors", web::get().to(mirrors::page))
         .route("/api/v1/mirrors", web::get().to(mirrors::api));
 }

@@ -85,3 +85,26 @@ async fn the_mirror_status_lists_public_mirrors_and_keeps_the_rest_to_itself() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_pages_carry_the_site_title_and_can_be_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    wharf::demo::write_sample_images(dir.path()).unwrap();
+    let upstream = format!("oci:{}", dir.path().display());
+    let mut setup = Setup::new(&upstream);
+    setup.extra =
+        "[public]\ntitle = \"Example <Registry>\"\ndescription = \"Images of Example OS\"\n".into();
+    let wharf = Wharf::launch(setup).await;
+    let page = wharf.get("/mirrors").await.text().await.unwrap();
+    assert!(page.contains("Example &#60;Registry&#62;</a>"), "escaped, in the header: {page}");
+    assert!(page.contains("Images of Example OS"), "{page}");
+    drop(wharf);
+
+    let mut setup = Setup::new(&upstream);
+    setup.extra = "[public]\nenabled = false\n".into();
+    let wharf = Wharf::launch(setup).await;
+    for path in ["/mirrors", "/api/v1/mirrors"] {
+        assert_eq!(wharf.get(path).await.status(), 404, "{path}");
+    }
+    assert_eq!(wharf.get("/v2/").await.status(), 200, "the pull API is always on");
+}
