@@ -96,7 +96,9 @@ pub static JS: LazyLock<Asset> = LazyLock::new(|| {
     asset("admin", "js", include_str!("../../assets/admin.js"), "text/javascript; charset=utf-8")
 });
 
-async fn serve_asset(name: web::Path<String>) -> HttpResponse {
+/// An embedded asset by its content-hashed name (also for the public pages, whose listener
+/// may not serve `/admin/`).
+pub async fn serve_asset(name: web::Path<String>) -> HttpResponse {
     match [&*CSS, &*JS].into_iter().find(|a| a.name == *name) {
         Some(a) => HttpResponse::Ok()
             .content_type(a.content_type)

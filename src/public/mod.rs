@@ -15,6 +15,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, site: &PublicSite) {
         return;
     }
     cfg.app_data(web::Data::new(site.clone()))
+        .route("/assets/{name}", web::get().to(crate::admin::serve_asset))
         .route("/mirrors", web::get().to(mirrors::page))
         .route("/api/v1/mirrors", web::get().to(mirrors::api));
 }

@@ -49,7 +49,7 @@ pub fn kind_of(path: &str) -> usize {
         "tree"
     } else if path == "/metrics" {
         "metrics"
-    } else if path == "/mirrors" || path.starts_with("/api/") {
+    } else if path == "/mirrors" || path.starts_with("/api/") || path.starts_with("/assets/") {
         "public"
     } else {
         "other"

@@ -213,6 +213,14 @@ pub struct Wharf {
     pub addr: std::net::SocketAddr,
 }
 
+/// The demo's sample images as an `oci:` upstream: the directory (keep it) and its URL.
+pub fn demo_upstream() -> (TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    wharf::demo::write_sample_images(dir.path()).unwrap();
+    let url = format!("oci:{}", dir.path().display());
+    (dir, url)
+}
+
 /// A cron expression that never fires: February 31st.
 pub const NEVER: &str = "0 0 0 31 2 *";
 

@@ -9,9 +9,8 @@ use crate::mirrors_harness::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mirror_status_lists_public_mirrors_and_keeps_the_rest_to_itself() {
-    let dir = tempfile::tempdir().unwrap();
-    wharf::demo::write_sample_images(dir.path()).unwrap();
-    let mut setup = Setup::new(&format!("oci:{}", dir.path().display()));
+    let (_upstream, url) = demo_upstream();
+    let mut setup = Setup::new(&url);
     setup.extra =
         "[crawl]\nrequest_timeout = \"2s\"\nmirror_timeout = \"4s\"\nmax_failures = 1\n".into();
     let wharf = Wharf::launch(setup).await;
@@ -88,16 +87,27 @@ async fn the_mirror_status_lists_public_mirrors_and_keeps_the_rest_to_itself() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_public_pages_carry_the_site_title_and_can_be_switched_off() {
-    let dir = tempfile::tempdir().unwrap();
-    wharf::demo::write_sample_images(dir.path()).unwrap();
-    let upstream = format!("oci:{}", dir.path().display());
+    let (_upstream, upstream) = demo_upstream();
     let mut setup = Setup::new(&upstream);
-    setup.extra =
-        "[public]\ntitle = \"Example <Registry>\"\ndescription = \"Images of Example OS\"\n".into();
+    // The admin UI on a listener of its own: the public pages still get their stylesheet.
+    setup.extra = format!(
+        "[admin]\nlisten = \"127.0.0.1:{}\"\n[public]\ntitle = \"Example <Registry>\"\ndescription = \"Images of Example OS\"\n",
+        free_port()
+    );
     let wharf = Wharf::launch(setup).await;
     let page = wharf.get("/mirrors").await.text().await.unwrap();
     assert!(page.contains("Example &#60;Registry&#62;</a>"), "escaped, in the header: {page}");
     assert!(page.contains("Images of Example OS"), "{page}");
+    let css = page.split("rel=\"stylesheet\" href=\"").nth(1).unwrap().split('"').next().unwrap();
+    let r = wharf.get(css).await;
+    assert_eq!(r.status(), 200, "{css} on the public listener");
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    // The same edge as every public route: HEAD answered, other methods 405.
+    let head = http().head(wharf.url("/api/v1/mirrors")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let delete = http().delete(wharf.url("/mirrors")).send().await.unwrap();
+    assert_eq!(delete.status(), 405);
+    assert_eq!(delete.headers()["allow"], "GET, HEAD");
     drop(wharf);
 
     let mut setup = Setup::new(&upstream);
