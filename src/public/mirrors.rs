@@ -144,6 +144,19 @@ pub struct Grid {
     pub tiles: Vec<Tile>,
 }
 
+/// How many of each state, freshest first.
+fn tally(states: &[Freshness]) -> Vec<(Freshness, usize)> {
+    let mut counts: Vec<(Freshness, usize)> = Vec::new();
+    for s in states {
+        match counts.iter_mut().find(|(f, _)| f == s) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((*s, 1)),
+        }
+    }
+    counts.sort();
+    counts
+}
+
 const TILE_W: u32 = 44;
 const TILE_H: u32 = 28;
 const GAP: u32 = 4;
@@ -169,7 +182,7 @@ pub fn grid(mirrors: &[PublicMirror]) -> Grid {
         tiles: Vec::new(),
     };
     let mut column = PER_ROW;
-    for (continent, country, mut states) in countries {
+    for (continent, country, states) in countries {
         if g.rows.last().is_none_or(|(_, c)| *c != continent) {
             g.rows.push((g.height, continent));
             g.height += TILE_H + GAP;
@@ -178,15 +191,9 @@ pub fn grid(mirrors: &[PublicMirror]) -> Grid {
             g.height += TILE_H + GAP;
             column = 0;
         }
-        states.sort();
-        let mut parts: Vec<(Freshness, usize)> = Vec::new();
-        for s in &states {
-            match parts.last_mut() {
-                Some((p, n)) if p == s => *n += 1,
-                _ => parts.push((*s, 1)),
-            }
-        }
-        let parts: Vec<String> = parts.iter().map(|(s, n)| format!("{n} {}", s.as_str())).collect();
+        let counts = tally(&states);
+        let parts: Vec<String> =
+            counts.iter().map(|(s, n)| format!("{n} {}", s.as_str())).collect();
         let n = states.len();
         g.tiles.push(Tile {
             x: LABEL_W + column * (TILE_W + GAP),
@@ -197,7 +204,7 @@ pub fn grid(mirrors: &[PublicMirror]) -> Grid {
                 parts.join(", ")
             ),
             country,
-            state: states[0],
+            state: counts[0].0,
         });
         column += 1;
     }
@@ -219,14 +226,8 @@ pub async fn page(
     site: web::Data<PublicSite>,
 ) -> Result<HttpResponse, RegistryError> {
     let doc = listing(&state)?;
-    let mut counts: Vec<(Freshness, usize)> = Vec::new();
-    for m in &doc.mirrors {
-        match counts.iter_mut().find(|(f, _)| *f == m.state) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((m.state, 1)),
-        }
-    }
-    counts.sort();
+    let states: Vec<Freshness> = doc.mirrors.iter().map(|m| m.state).collect();
+    let counts = tally(&states);
     let grid = grid(&doc.mirrors);
     let html = MirrorsPage { css: &crate::admin::CSS.name, site: &site, doc, counts, grid }
         .render()
