@@ -16,7 +16,7 @@ use wharf::app::App;
 use wharf::clock::SystemClock;
 use wharf::config::{self, CliOverrides, Config};
 use wharf::control::{Reply, Request};
-use wharf::model::{MirrorPatch, RunOutcome};
+use wharf::model::MirrorPatch;
 use wharf::sync::ProgressSnapshot;
 use wharf::{control, demo};
 
@@ -59,6 +59,11 @@ enum Command {
         /// Only write the sample images (OCI layouts, usable as an `oci:` upstream) to DIR.
         #[arg(long, value_name = "DIR")]
         write_images: Option<PathBuf>,
+        /// Synthetic pulls from the pretend clients once the mirrors are crawled, to fill
+        /// the counters, charts and status page (at most 100000).
+        #[arg(long, value_name = "PULLS", default_value_t = 200,
+              value_parser = clap::value_parser!(u32).range(0..=i64::from(demo::network::MAX_TRAFFIC)))]
+        traffic: u32,
     },
     /// Exit 0 if the server configured here answers its health check.
     Healthcheck,
@@ -355,7 +360,7 @@ async fn run(cli: Cli, set_filter: wharf::app::LogFilterSetter) -> anyhow::Resul
             );
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Demo { port, .. } => return demo(*port, &cli).await,
+        Command::Demo { port, traffic, .. } => return demo(*port, *traffic, &cli).await,
         Command::Healthcheck => return healthcheck(&load_config(&cli)?).await,
         Command::Backup { file } => Request::Backup {
             path: std::path::absolute(file).with_context(|| format!("{}", file.display()))?,
@@ -491,30 +496,23 @@ async fn healthcheck(config: &Config) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn demo(port: Option<u16>, cli: &Cli) -> anyhow::Result<ExitCode> {
-    let work = tempfile::Builder::new().prefix("wharf-demo.").tempdir().context("temp dir")?;
-    let upstream = work.path().join("upstream");
-    demo::write_sample_images(&upstream).context("writing the sample images")?;
-    let listener = TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
-        .with_context(|| format!("cannot listen on port {}", port.unwrap_or(0)))?;
-    let addr = listener.local_addr()?;
+async fn demo(port: Option<u16>, traffic: u32, cli: &Cli) -> anyhow::Result<ExitCode> {
     // The demo never touches a real data dir: its own temp dir, its own upstream.
     if cli.data_dir.is_some() || cli.listen.is_some() {
         bail!("demo uses its own temp data dir and --port; --data-dir and --listen do not apply");
     }
-    let text = toml::Value::String;
-    let values = vec![
-        ("server.listen".into(), text(addr.to_string())),
-        ("storage.data_dir".into(), text(work.path().join("data").display().to_string())),
-        ("upstream.url".into(), text(format!("oci:{}", upstream.display()))),
-    ];
+    let work = tempfile::Builder::new().prefix("wharf-demo.").tempdir().context("temp dir")?;
+    let listener = TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
+        .with_context(|| format!("cannot listen on port {}", port.unwrap_or(0)))?;
+    let addr = listener.local_addr()?;
+    let values = demo::network::settings(work.path(), addr)?;
     let config = config::load(None, std::iter::empty(), &CliOverrides { values })?;
     let app = App::open(config, Arc::new(SystemClock))?;
-    let run = app.jobs.run_sync().await?;
-    output::report(&run, false)?;
-    if run.outcome != RunOutcome::Ok {
-        bail!("the demo sync did not succeed");
+    let built = demo::network::build(&app, work.path()).await;
+    for run in built.as_ref().map(|n| n.runs.as_slice()).unwrap_or_default() {
+        output::report(run, false)?;
     }
+    let network = built?;
     let (_, password) = wharf::accounts::add_user(
         &app.store,
         &"demo".parse()?,
@@ -525,25 +523,24 @@ async fn demo(port: Option<u16>, cli: &Cli) -> anyhow::Result<ExitCode> {
     .await?;
     let password = password.unwrap_or_default();
     let tree = app.tree.root().to_owned();
+    let running = app.start(listener).await?;
     let host = addr.to_string();
-    let (multi, app_img) = (demo::IMAGES[0], demo::IMAGES[1]);
+    let tally = network.traffic(&format!("http://{host}"), traffic, rand::random()).await?;
+    let spread: Vec<String> = tally.iter().map(|(to, n)| format!("{to} {n}")).collect();
     println!(
-        "\nWharf demo serving on http://{host} (tree: {tree})\n\nTry:\n  \
-         curl -s http://{host}/v2/_catalog\n  \
-         skopeo inspect --tls-verify=false docker://{host}/{m}:{mt}\n  \
-         skopeo --insecure-policy copy --src-tls-verify=false docker://{host}/{m}:{mt} oci:/tmp/wharf-demo-out:{mt}\n  \
-         skopeo --insecure-policy copy --src-tls-verify=false --override-arch arm64 docker://{host}/{m}:{mt} oci:/tmp/wharf-demo-arm64:{mt}\n  \
-         podman pull --tls-verify=false {host}/{a}:{at}\n\n\
-         Blob GETs answer 307 into http://{host}/tree/.\n\n\
-         Admin UI: http://{host}/admin/ (user demo, password {password})\n\n\
-         Ctrl-C stops the demo and removes its files.",
-        tree = tree.display(),
-        m = multi.0,
-        mt = multi.1,
-        a = app_img.0,
-        at = app_img.1,
+        "\n{traffic} synthetic pulls from the pretend clients: blob redirects to {}.",
+        spread.join(", ")
     );
-    app.serve(listener).await?;
+    println!(
+        "{}\nWharf demo serving on http://{host} (tree: {tree})\n\
+         Admin UI: http://{host}/admin/ (user demo, password {password}): the dashboard's \
+         redirect charts fill within a minute.\n\n\
+         Ctrl-C stops the demo and removes its files.",
+        network.instructions(&host),
+        tree = tree.display(),
+    );
+    running.run_until_signalled().await?;
+    network.stop().await;
     drop(work);
     Ok(ExitCode::SUCCESS)
 }

@@ -27,7 +27,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "admin",
         &["model", "store", "accounts", "crawl", "geo", "sync", "scheduler", "service", "edge"],
     ),
-    ("demo", &["model"]),
+    // The living demo drives the app the way an operator does: an outer layer beside main.
+    ("demo", &["model", "app", "service"]),
     ("public", &["model", "registry", "admin"]),
     (
         "app",

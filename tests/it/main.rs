@@ -6,6 +6,7 @@ mod architecture;
 mod browser;
 mod cli;
 mod crash;
+mod demo;
 mod faults;
 mod harness;
 mod maintenance;

@@ -1,7 +1,6 @@
 //! Real mirrors for tests: nginx serving copies of Wharf's tree, and MaxMind databases
 //! written with maxminddb-writer.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -162,73 +161,18 @@ pub fn public_tempdir() -> tempfile::TempDir {
     d
 }
 
-#[derive(serde::Serialize)]
-struct Iso<'a> {
-    iso_code: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct Code<'a> {
-    code: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct CityRecord<'a> {
-    country: Iso<'a>,
-    continent: Code<'a>,
-}
-
-#[derive(serde::Serialize)]
-struct AsnRecord {
-    autonomous_system_number: u32,
-}
-
-fn path_of(cidr: &str) -> maxminddb_writer::paths::IpAddrWithMask {
-    let (addr, len) = cidr.split_once('/').unwrap();
-    let len: u8 = len.parse().unwrap();
-    match addr.parse::<IpAddr>().unwrap() {
-        // IPv4 lives under ::/96 in an IPv6 database.
-        IpAddr::V4(v4) => maxminddb_writer::paths::IpAddrWithMask::new(
-            IpAddr::V6(v4.to_ipv6_compatible()),
-            96 + len,
-        ),
-        v6 => maxminddb_writer::paths::IpAddrWithMask::new(v6, len),
-    }
-}
-
-fn new_db(kind: &str) -> maxminddb_writer::Database {
-    let mut db = maxminddb_writer::Database::default();
-    db.metadata.ip_version = maxminddb_writer::metadata::IpVersion::V6;
-    db.metadata.database_type = kind.into();
-    db.metadata.languages = vec!["en".into()];
-    db.metadata.binary_format_major_version = 2;
-    db
+fn nets<T: Copy>(entries: &[(&str, T)]) -> Vec<(ipnet::IpNet, T)> {
+    entries.iter().map(|(cidr, v)| (cidr.parse().unwrap(), *v)).collect()
 }
 
 /// A GeoIP2-City database placing each CIDR in a country (continent from Wharf's table).
 pub fn write_city_db(path: &Path, entries: &[(&str, &str)]) -> PathBuf {
-    let mut db = new_db("GeoIP2-City");
-    for (cidr, country) in entries {
-        let continent = wharf::model::geography::continent_of(country).unwrap();
-        let data = db
-            .insert_value(CityRecord {
-                country: Iso { iso_code: country },
-                continent: Code { code: continent },
-            })
-            .unwrap();
-        db.insert_node(path_of(cidr), data);
-    }
-    db.write_to(std::fs::File::create(path).unwrap()).unwrap();
+    wharf::demo::geoip::write_city_db(path, &nets(entries)).unwrap();
     path.to_owned()
 }
 
 /// A GeoLite2-ASN database.
 pub fn write_asn_db(path: &Path, entries: &[(&str, u32)]) -> PathBuf {
-    let mut db = new_db("GeoLite2-ASN");
-    for (cidr, asn) in entries {
-        let data = db.insert_value(AsnRecord { autonomous_system_number: *asn }).unwrap();
-        db.insert_node(path_of(cidr), data);
-    }
-    db.write_to(std::fs::File::create(path).unwrap()).unwrap();
+    wharf::demo::geoip::write_asn_db(path, &nets(entries)).unwrap();
     path.to_owned()
 }
