@@ -200,6 +200,7 @@ impl App {
         });
         let tree_dir = self.config.tree_dir.clone();
         let public = self.config.public.clone();
+        let caches = crate::public::PublicCaches::default();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .wrap(actix_web::middleware::from_fn(crate::edge::guard))
@@ -212,7 +213,7 @@ impl App {
                 .app_data(web::FormConfig::default().limit(crate::edge::MAX_FORM))
                 .service(web::scope("/admin").configure(crate::admin::configure))
                 .route("/hooks/registry", web::post().to(crate::hooks::registry))
-                .configure(|c| crate::public::configure(c, &public))
+                .configure(|c| crate::public::configure(c, &public, &caches))
                 .configure(|c| registry::configure(c, &tree_dir))
         })
         .disable_signals()

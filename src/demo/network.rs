@@ -342,7 +342,8 @@ impl Network {
              (Japan: asia-jp is a generation behind, but holds this blob of generation 1)\n  \
              podman run --rm --tls-verify=false {host}/{m}:{mt}\n  \
              podman run --rm --tls-verify=false --arch arm64 {host}/{m}:{mt}   (needs qemu-user-static)\n  \
-             open http://{host}/mirrors (the public mirror status)\n",
+             open http://{host}/ (the public registry page), http://{host}/mirrors (the mirror status),\n      \
+             http://{host}/api/v1/status (how fast each generation reached the mirrors)\n",
             logs = self.logs.display(),
             m = multi.0,
             mt = multi.1,

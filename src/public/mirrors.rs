@@ -119,7 +119,7 @@ fn listing(state: &RegistryState) -> Result<MirrorsDoc, RegistryError> {
 }
 
 /// Public, short-lived: the list changes after a crawl or an edit.
-const CACHE: (&str, &str) = ("Cache-Control", "public, max-age=30");
+pub(super) const CACHE: (&str, &str) = ("Cache-Control", "public, max-age=30");
 
 pub async fn api(state: web::Data<RegistryState>) -> Result<HttpResponse, RegistryError> {
     Ok(HttpResponse::Ok().insert_header(CACHE).json(listing(&state)?))
@@ -219,17 +219,30 @@ struct MirrorsPage<'a> {
     doc: MirrorsDoc,
     counts: Vec<(Freshness, usize)>,
     grid: Grid,
+    status: std::sync::Arc<super::status::StatusDoc>,
+}
+
+/// `95 s`, `12 min`, `3.5 h`, or `–` when not reached (yet).
+pub fn duration(seconds: &Option<i64>) -> String {
+    match *seconds {
+        None => "–".into(),
+        Some(s) if s < 120 => format!("{s} s"),
+        Some(s) if s < 7200 => format!("{} min", s / 60),
+        Some(s) => format!("{:.1} h", s as f64 / 3600.0),
+    }
 }
 
 pub async fn page(
     state: web::Data<RegistryState>,
     site: web::Data<PublicSite>,
+    status: web::Data<super::status::StatusCache>,
 ) -> Result<HttpResponse, RegistryError> {
     let doc = listing(&state)?;
+    let status = super::status::current(&state, &status).await?;
     let states: Vec<Freshness> = doc.mirrors.iter().map(|m| m.state).collect();
     let counts = tally(&states);
     let grid = grid(&doc.mirrors);
-    let html = MirrorsPage { css: &crate::admin::CSS.name, site: &site, doc, counts, grid }
+    let html = MirrorsPage { css: &crate::admin::CSS.name, site: &site, doc, counts, grid, status }
         .render()
         .map_err(|e| RegistryError::Bug(e.to_string()))?;
     Ok(HttpResponse::Ok().insert_header(CACHE).content_type("text/html; charset=utf-8").body(html))

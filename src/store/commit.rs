@@ -428,6 +428,9 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         let changed = tags_changed || !collected.is_empty();
         let generation = if changed { candidate } else { before };
         t.meta.insert(KEY_GENERATION, generation)?;
+        if changed {
+            super::propagation::published(&txn, generation, c.now)?;
+        }
         if t.written >= COMPACT_AFTER && t.written >= t.pool.len()? / 4 {
             // A rewrite of much of the catalog (a first import) leaves about as much free
             // space in the file as it holds data.

@@ -165,10 +165,14 @@ impl Store {
                 let name = result.mirror.as_str();
                 // The mirror may have been removed while it was crawled.
                 let Some(row) = table.get(name)? else { return Ok(()) };
-                let (mirror, _) = read(row.value())?;
+                let (mirror, before) = read(row.value())?;
                 drop(row);
                 if mirror.urls != crawled.urls || mirror.content != crawled.content {
                     health.generation = None;
+                }
+                if let Some(held) = health.generation {
+                    let since = before.generation.unwrap_or(0);
+                    super::propagation::reached(&txn, name, since, held, result.at)?;
                 }
                 table.insert(name, encode(&StoredMirror::new(&mirror, &health)).as_slice())?;
                 let mut crawls = txn.open_table(CRAWLS)?;

@@ -7,6 +7,7 @@ mod browse;
 mod commit;
 mod maintenance;
 mod mirrors;
+mod propagation;
 mod records;
 mod selection;
 mod sessions;
@@ -27,6 +28,7 @@ pub use browse::TagDetail;
 pub use commit::{CommitOutcome, FactsDelta, NewManifest, SyncCommit, TagDiff};
 pub use maintenance::{PoolRecord, restore};
 pub use mirrors::{CRAWL_HISTORY, MirrorEditError};
+pub use propagation::GenerationReach;
 use records::{StoredManifest, StoredRun, StoredTag, decode, encode};
 pub use selection::{BlobFacts, BlobLookup, ContentSource, EVERY_SET, PoolFacts, PoolFactsBuilder};
 pub use sessions::Session;
@@ -157,6 +159,8 @@ impl Store {
             txn.open_table(SESSIONS)?;
             txn.open_table(AUDIT)?;
             txn.open_table(REDIRECTS)?;
+            txn.open_table(PUBLISHED)?;
+            txn.open_table(REACHED)?;
         }
         txn.commit()?;
         let mut db = db;

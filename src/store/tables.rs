@@ -36,6 +36,12 @@ pub(super) const MIRRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("m
 /// (mirror name, sequence) -> `StoredCrawl`: the recent crawls of each mirror.
 pub(super) const CRAWLS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("crawls");
 
+/// generation -> when it was published (ms since the epoch): the last [`super::propagation::KEPT`].
+pub(super) const PUBLISHED: TableDefinition<u64, i64> = TableDefinition::new("published");
+/// (generation, mirror name) -> when the crawler first credited the mirror with it or a
+/// newer one (ms since the epoch), for the generations `published` keeps.
+pub(super) const REACHED: TableDefinition<(u64, &str), i64> = TableDefinition::new("reached");
+
 /// sha256(session token) -> `StoredSession`.
 pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// user name -> `StoredUser`.

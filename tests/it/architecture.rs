@@ -29,7 +29,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     // The living demo drives the app the way an operator does: an outer layer beside main.
     ("demo", &["model", "app", "service"]),
-    ("public", &["model", "registry", "admin"]),
+    ("public", &["model", "store", "registry", "admin"]),
     (
         "app",
         &[

@@ -204,6 +204,18 @@ async fn in_a_real_browser_a_mirror_admin_opts_out_and_an_operator_approves() {
     let page = d.until("</main>").await;
     assert!(page.contains("annm") && page.contains("<table"), "{page}");
     d.shot("public-mirrors").await;
+    // The public registry page: search without script, then a repository's tags.
+    d.client.goto(&wharf.url("/")).await.unwrap();
+    d.until("</main>").await;
+    d.fill("#q", "multi").await;
+    d.click("form[role=search] button").await;
+    let found = d.until("1 repository").await;
+    assert!(found.contains("/r/demo/multi") && !found.contains("/r/demo/app\""), "{found}");
+    d.shot("public-registry").await;
+    d.click("a[href='/r/demo/multi']").await;
+    let repo = d.until("</table>").await;
+    assert!(repo.contains("linux/arm64/v8") && repo.contains("podman pull"), "{repo}");
+    d.shot("public-repository").await;
     // The live progress box is filled in by the script once a sync runs.
     d.client.goto(&wharf.url("/admin/")).await.unwrap();
     d.click("#sync-now").await;

@@ -76,13 +76,109 @@ async fn the_mirror_status_lists_public_mirrors_and_keeps_the_rest_to_itself() {
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let page = page.text().await.unwrap();
     assert!(page.contains(">good<") && page.contains("opted-out"), "{page}");
-    for text in [&body, &page] {
+    assert!(page.contains("How fast new content spreads"), "{page}");
+
+    // The status: generation 1 reached the one good mirror of the two in rotation (the
+    // opted-out one does not count, the private and disabled ones are not public).
+    let status: serde_json::Value = wharf.get("/api/v1/status").await.json().await.unwrap();
+    assert_eq!((status["generation"].as_u64(), status["mirrors"].as_u64()), (Some(1), Some(2)));
+    assert!(status["published_at"].is_string(), "{status}");
+    let g1 = &status["propagation"][0];
+    assert_eq!((g1["generation"].as_u64(), g1["reached"].as_u64()), (Some(1), Some(1)), "{status}");
+    assert!(g1["seconds_to_50"].is_u64() && g1["seconds_to_100"].is_null(), "{status}");
+
+    // Nothing anonymous shows a private or disabled mirror, a reason or a crawl error.
+    let layer = {
+        let m: serde_json::Value =
+            wharf.get("/v2/demo/app/manifests/1.0").await.json().await.unwrap();
+        m["layers"][0]["digest"].as_str().unwrap().to_owned()
+    };
+    let routes = [
+        "/".to_owned(),
+        "/?q=demo".into(),
+        "/r/demo/app".into(),
+        "/r/demo/multi".into(),
+        "/mirrors".into(),
+        "/api/v1/mirrors".into(),
+        "/api/v1/status".into(),
+        format!("/explain?name=demo/app&digest={layer}&ip=10.9.1.1"),
+        format!("/mirrorlist/demo/app/blobs/{layer}"),
+        format!("/metalink/demo/app/blobs/{layer}"),
+        "/r/nosuch/repo".into(),
+    ];
+    for route in &routes {
+        let text = wharf.get(route).await.text().await.unwrap();
         for hidden in
             [secret, "10.9.0.0", ">lan<", "\"lan\"", ">off<", "\"off\"", "refused", "connect"]
         {
-            assert!(!text.contains(hidden), "{hidden} is public: {text}");
+            assert!(!text.contains(hidden), "{hidden} is public at {route}: {text}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_registry_page_lists_repositories_and_tags_with_pull_commands() {
+    let (upstream, url) = demo_upstream();
+    let wharf = Wharf::launch(Setup::new(&url)).await;
+    assert_eq!(wharf.sync().await.outcome, RunOutcome::Ok);
+    let host = wharf.host();
+
+    let index = wharf.get("/").await;
+    assert_eq!(index.status(), 200);
+    let etag = index.headers()["etag"].to_str().unwrap().to_owned();
+    let index = index.text().await.unwrap();
+    for want in [
+        "2 repositories",
+        "href=\"/r/demo/app\"",
+        "href=\"/r/demo/multi\"",
+        &format!("podman pull --tls-verify=false {host}/NAME:TAG"),
+        &format!("location = \"{host}\""),
+        &format!("server = \"http://{host}\""),
+    ] {
+        assert!(index.contains(want), "{want} not in {index}");
+    }
+    let found = wharf.get("/?q=MULTI").await.text().await.unwrap();
+    assert!(found.contains("1 repository") && !found.contains("/r/demo/app\""), "{found}");
+    let none = wharf.get("/?q=%3Cscript%3E").await.text().await.unwrap();
+    assert!(none.contains("&#60;script&#62;") && !none.contains("<script>"), "escaped: {none}");
+    assert_eq!(wharf.get(&format!("/?q={}", "a".repeat(300))).await.status(), 400);
+    assert_eq!(wharf.get("/?page=x").await.status(), 400);
+
+    // A client with this generation's page gets a 304; the pages are the same until the
+    // generation moves.
+    let again = http().get(wharf.url("/")).header("If-None-Match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+
+    let repo = wharf.get("/r/demo/multi").await.text().await.unwrap();
+    let digest =
+        wharf.get("/v2/demo/multi/manifests/latest").await.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+    for want in [
+        ">latest<",
+        digest.as_str(),
+        "linux/amd64, linux/arm64/v8",
+        "KiB",
+        &format!("docker pull {host}/demo/multi:latest"),
+        &format!("nerdctl pull --insecure-registry {host}/demo/multi:latest"),
+        &format!("{host}/demo/multi@{digest}"),
+    ] {
+        assert!(repo.contains(want), "{want} not in {repo}");
+    }
+    let missing = wharf.get("/r/demo/nosuch").await;
+    assert_eq!(missing.status(), 404);
+    assert!(missing.text().await.unwrap().contains("no repository"));
+    assert_eq!(wharf.get("/r/Bad..Name").await.status(), 404);
+
+    // A new generation: the old ETag no longer matches, the new tag is listed.
+    let extra = upstream.path().join("demo/extra");
+    copy_tree(&upstream.path().join("demo/app"), &extra).await;
+    let run = wharf.sync().await;
+    assert_eq!((run.outcome, run.generation_after), (RunOutcome::Ok, 2));
+    let moved = http().get(wharf.url("/")).header("If-None-Match", &etag).send().await.unwrap();
+    assert_eq!(moved.status(), 200);
+    assert!(moved.text().await.unwrap().contains("3 repositories"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
