@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rand::Rng;
 
-use crate::model::{Role, User, UserName};
+use crate::model::{EmailAddress, Role, User, UserName};
 use crate::store::{Store, StoreError, UserChange, UserEditError};
 
 /// The shortest password a user may choose.
@@ -135,6 +135,15 @@ pub async fn set_password(
 }
 
 /// Whether an enabled operator exists (a first start says how to create one).
+/// Set (or with `None` remove) the address notices about a user's mirrors go to.
+pub async fn set_email(
+    store: &Store,
+    name: &UserName,
+    email: Option<EmailAddress>,
+) -> Result<User, AccountError> {
+    Ok(store.update_user(name, UserChange { email: Some(email), ..Default::default() }).await?)
+}
+
 pub async fn has_operator(store: &Store) -> Result<bool, StoreError> {
     Ok(store.users().await?.iter().any(|u| u.role == Role::Operator && !u.disabled))
 }

@@ -56,6 +56,7 @@ pub struct App {
     pub jobs: Arc<Jobs>,
     pub geo: Arc<GeoDb>,
     pub clock: Arc<dyn Clock>,
+    notices: Option<tokio::sync::mpsc::Receiver<crate::crawl::Crawled>>,
     reload_config: Option<ConfigSource>,
     set_log_filter: Option<LogFilterSetter>,
 }
@@ -85,7 +86,13 @@ impl App {
             Arc::new(move || sel.snapshot().content().clone());
         let mut sync = SyncCtx::new(&config, store.clone(), tree.clone(), clock.clone())?;
         sync.content = Some(content.clone());
-        let crawl = CrawlCtx::new(store.clone(), content, config.crawl.clone(), clock.clone())?;
+        let mut crawl = CrawlCtx::new(store.clone(), content, config.crawl.clone(), clock.clone())?;
+        // Crawl reports for notices; read by the server (`start`), dropped by a CLI run.
+        let notices = config.notify.enabled().then(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(crate::notify::QUEUE);
+            crawl.events = Some(tx);
+            rx
+        });
         let geo =
             Arc::new(GeoDb::open(config.geoip_database.as_deref(), config.asn_database.as_deref()));
         let schedules =
@@ -98,6 +105,7 @@ impl App {
             jobs,
             geo,
             clock,
+            notices,
             reload_config: None,
             set_log_filter: None,
         })
@@ -117,7 +125,7 @@ impl App {
 
     /// Start serving; returns at once with a handle. Tells systemd READY=1 (when started
     /// by it) once every listener is bound and the selection state is loaded.
-    pub async fn start(self, listener: TcpListener) -> Result<Running, AppError> {
+    pub async fn start(mut self, listener: TcpListener) -> Result<Running, AppError> {
         let io = |what: String| move |source| AppError::Io { what, source };
         let addr = listener.local_addr().map_err(io("listener".into()))?;
         // Everything that can refuse to start does so before anything is spawned: the other
@@ -152,6 +160,15 @@ impl App {
         tasks.push(tokio::spawn(watch_geo_databases(self.geo.clone())));
         let scheduler = scheduler::start(self.jobs.clone()).await?;
 
+        if let Some(reports) = self.notices.take() {
+            let ctx = crate::notify::NotifyCtx {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                settings: self.config.notify.clone(),
+                public_url: self.config.public_url.clone(),
+            };
+            tasks.push(tokio::spawn(crate::notify::run(reports, ctx)));
+        }
         let redirects = Arc::new(RedirectCounters::default());
         tasks.push(tokio::spawn(flush_redirects(
             self.store.clone(),

@@ -44,6 +44,50 @@ pub struct RawConfig {
     pub hooks: RawHooks,
     pub log: RawLog,
     pub public: RawPublic,
+    pub notify: RawNotify,
+}
+
+/// `[notify]`: telling mirror admins (and operators) when their mirror is disabled
+/// automatically, re-enabled, or falls behind.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNotify {
+    /// Tell when a mirror's verified generation is this many behind the current one; 0: never.
+    pub lag_generations: u64,
+    /// Operators' addresses, told about every mirror as well as its owner.
+    pub operators: Vec<String>,
+    /// At most one notice per mirror in this time.
+    pub min_interval: String,
+    /// POST each notice as JSON here too (optional).
+    pub webhook_url: String,
+    /// The SMTP server; empty: no e-mail.
+    pub smtp_host: String,
+    /// Default 587 (starttls), 465 (tls) or 25 (none).
+    pub smtp_port: Option<u16>,
+    /// `starttls`, `tls` (implicit TLS) or `none` (only to a trusted local relay).
+    pub smtp_security: String,
+    pub smtp_username: String,
+    /// The password, read from this file (required with a user name).
+    pub smtp_password_file: String,
+    /// The sender, e.g. `Wharf <wharf@example.org>`.
+    pub from: String,
+}
+
+impl Default for RawNotify {
+    fn default() -> Self {
+        RawNotify {
+            lag_generations: 3,
+            operators: Vec::new(),
+            min_interval: "1h".into(),
+            webhook_url: String::new(),
+            smtp_host: String::new(),
+            smtp_port: None,
+            smtp_security: "starttls".into(),
+            smtp_username: String::new(),
+            smtp_password_file: String::new(),
+            from: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -307,6 +351,128 @@ pub struct Config {
     pub log_level: String,
     pub log_json: bool,
     pub public: PublicSite,
+    pub notify: NotifySettings,
+}
+
+/// `[notify]`, checked.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// 0: lagging mirrors are not reported.
+    pub lag_generations: u64,
+    pub operators: Vec<lettre::Address>,
+    pub min_interval: Duration,
+    pub webhook: Option<url::Url>,
+    pub smtp: Option<SmtpSettings>,
+}
+
+impl NotifySettings {
+    /// Whether any notice can go anywhere.
+    pub fn enabled(&self) -> bool {
+        self.smtp.is_some() || self.webhook.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    StartTls,
+    Tls,
+    None,
+}
+
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// (user name, password).
+    pub credentials: Option<(String, Secret)>,
+    pub from: lettre::message::Mailbox,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .field("from", &self.from.to_string())
+            .finish()
+    }
+}
+
+fn notify_settings(raw: RawNotify) -> Result<NotifySettings, ConfigError> {
+    let operators = raw
+        .operators
+        .iter()
+        .map(|a| a.trim().parse().map_err(|e| key_err("notify.operators", format!("{a:?}: {e}"))))
+        .collect::<Result<Vec<lettre::Address>, _>>()?;
+    let min_interval = duration("notify.min_interval", &raw.min_interval)?;
+    let webhook = match raw.webhook_url.trim() {
+        "" => None,
+        u => {
+            let url = url::Url::parse(u)
+                .map_err(|e| key_err("notify.webhook_url", format!("{u:?}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(key_err("notify.webhook_url", "must be an http(s) URL"));
+            }
+            Some(url)
+        }
+    };
+    let smtp = match raw.smtp_host.trim() {
+        "" => None,
+        host => {
+            let security = match raw.smtp_security.as_str() {
+                "starttls" => SmtpSecurity::StartTls,
+                "tls" => SmtpSecurity::Tls,
+                "none" => SmtpSecurity::None,
+                other => {
+                    return Err(key_err(
+                        "notify.smtp_security",
+                        format!("{other:?}: use \"starttls\", \"tls\" or \"none\""),
+                    ));
+                }
+            };
+            let port = raw.smtp_port.unwrap_or(match security {
+                SmtpSecurity::StartTls => 587,
+                SmtpSecurity::Tls => 465,
+                SmtpSecurity::None => 25,
+            });
+            let credentials = match raw.smtp_username.trim() {
+                "" => None,
+                user => {
+                    if raw.smtp_password_file.is_empty() {
+                        return Err(key_err(
+                            "notify.smtp_password_file",
+                            "required when smtp_username is set",
+                        ));
+                    }
+                    let password = read_secret(
+                        "notify.smtp_password_file",
+                        Path::new(&raw.smtp_password_file),
+                    )?;
+                    Some((
+                        user.to_owned(),
+                        Secret(password.trim_end_matches(['\r', '\n']).to_owned()),
+                    ))
+                }
+            };
+            let from = raw.from.trim().parse().map_err(|e| {
+                key_err(
+                    "notify.from",
+                    format!("{:?}: {e} (e.g. \"Wharf <wharf@example.org>\")", raw.from),
+                )
+            })?;
+            Some(SmtpSettings { host: host.to_owned(), port, security, credentials, from })
+        }
+    };
+    Ok(NotifySettings {
+        lag_generations: raw.lag_generations,
+        operators,
+        min_interval,
+        webhook,
+        smtp,
+    })
 }
 
 /// `[public]`, checked.
@@ -748,6 +914,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     };
     // A database that is missing is not an error: its tiers are skipped until the file
     // appears (it is picked up by the periodic reload).
+    let notify = notify_settings(raw.notify)?;
     let file = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty()).map(|p| absolute(&p));
     let geoip_database = file(raw.geoip.database);
     let asn_database = file(raw.geoip.asn_database);
@@ -762,6 +929,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         log_level: raw.log.level,
         log_json,
         public,
+        notify,
         trusted_proxies,
         forwarded_header,
         fallback_url,
@@ -910,6 +1078,27 @@ mod tests {
             ),
             ("[upstream]\nurl = \"http://r\"\n[public]\ntitle = \" \"\n", "public.title"),
             ("[upstream]\nurl = \"http://r\"\n[public]\ntitle = \"a\\nb\"\n", "public.title"),
+            ("[upstream]\nurl = \"http://r\"\n[notify]\nsmtp_host = \"mx\"\n", "notify.from"),
+            (
+                "[upstream]\nurl = \"http://r\"\n[notify]\nsmtp_host = \"mx\"\nfrom = \"w@x.org\"\nsmtp_security = \"ssl\"\n",
+                "notify.smtp_security",
+            ),
+            (
+                "[upstream]\nurl = \"http://r\"\n[notify]\nsmtp_host = \"mx\"\nfrom = \"w@x.org\"\nsmtp_username = \"u\"\n",
+                "notify.smtp_password_file",
+            ),
+            (
+                "[upstream]\nurl = \"http://r\"\n[notify]\noperators = [\"not an address\"]\n",
+                "notify.operators",
+            ),
+            (
+                "[upstream]\nurl = \"http://r\"\n[notify]\nwebhook_url = \"ftp://x\"\n",
+                "notify.webhook_url",
+            ),
+            (
+                "[upstream]\nurl = \"http://r\"\n[notify]\nmin_interval = \"soon\"\n",
+                "notify.min_interval",
+            ),
         ];
         for (toml, needle) in cases {
             let err = load_str(toml, &[]).unwrap_err().to_string();

@@ -16,7 +16,8 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::accounts;
 use crate::crawl::{CrawlReport, Propagation};
 use crate::model::{
-    AuditEntry, CrawlResult, MirrorName, MirrorPatch, MirrorStatus, Role, SyncRun, User, UserName,
+    AuditEntry, CrawlResult, EmailAddress, MirrorName, MirrorPatch, MirrorStatus, Role, SyncRun,
+    User, UserName,
 };
 use crate::scheduler::Jobs;
 use crate::service::{self, Actor, MirrorChange};
@@ -55,6 +56,11 @@ pub enum Request {
     },
     UserDisable {
         name: String,
+    },
+    /// Set the address notices go to; `""` removes it.
+    UserEmail {
+        name: String,
+        email: String,
     },
     UserList,
     /// Write a consistent copy of the store to this absolute path.
@@ -120,6 +126,7 @@ fn audited(request: &Request) -> Option<(&'static str, String, String)> {
         }
         Request::UserPasswd { name, .. } => Some(("user.passwd", name.clone(), String::new())),
         Request::UserDisable { name } => Some(("user.disable", name.clone(), String::new())),
+        Request::UserEmail { name, email } => Some(("user.email", name.clone(), email.clone())),
         Request::Verify { repair: true } => Some(("tree.repair", "pool".into(), String::new())),
         // Mirror changes are audited by `service::change_mirror`.
         Request::MirrorAdd { .. } | Request::MirrorSet { .. } | Request::MirrorRemove { .. } => {
@@ -217,6 +224,16 @@ async fn execute_unaudited(jobs: &Jobs, request: Request) -> Reply {
                     .update_user(&name, UserChange { disabled: Some(true), ..Default::default() })
                     .await
                     .map_err(|e| e.to_string())?;
+                Ok(Reply::User { user, generated_password: None })
+            }
+            Request::UserEmail { name: n, email } => {
+                let name = n.parse::<UserName>().map_err(|e| e.to_string())?;
+                let email = match email.trim() {
+                    "" => None,
+                    e => Some(e.parse::<EmailAddress>().map_err(|e| e.to_string())?),
+                };
+                let user =
+                    accounts::set_email(store, &name, email).await.map_err(|e| e.to_string())?;
                 Ok(Reply::User { user, generated_password: None })
             }
             Request::UserList => Ok(Reply::Users(store.users().await.map_err(|e| e.to_string())?)),

@@ -16,6 +16,7 @@ pub mod geo;
 pub mod hooks;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod public;
 pub mod registry;
 pub mod scheduler;

@@ -108,6 +108,8 @@ enum UserCommand {
     List,
     /// Disable a user (they can no longer log in).
     Disable { name: String },
+    /// Set the e-mail address notices about the user's mirrors go to (`""` removes it).
+    Email { name: String, address: String },
 }
 
 /// A password piped on stdin (first line), or `None` on a terminal or empty input.
@@ -402,6 +404,9 @@ async fn run(cli: Cli, set_filter: wharf::app::LogFilterSetter) -> anyhow::Resul
             }
             UserCommand::List => Request::UserList,
             UserCommand::Disable { name, .. } => Request::UserDisable { name: name.clone() },
+            UserCommand::Email { name, address } => {
+                Request::UserEmail { name: name.clone(), email: address.clone() }
+            }
         },
     };
     let reply = execute(load_config(&cli)?, request).await?;

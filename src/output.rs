@@ -87,11 +87,12 @@ pub fn print(reply: &Reply, json: bool) -> anyhow::Result<ExitCode> {
         Reply::Removed(name) => println!("removed mirror {name}"),
         Reply::User { user, generated_password } => {
             println!(
-                "user {} ({}, id {}){}",
+                "user {} ({}, id {}){}{}",
                 user.name,
                 user.role,
                 user.id,
-                if user.disabled { ", disabled" } else { "" }
+                if user.disabled { ", disabled" } else { "" },
+                user.email.as_ref().map(|e| format!(", notices to {e}")).unwrap_or_default()
             );
             if let Some(p) = generated_password {
                 println!("generated password (shown once): {p}");

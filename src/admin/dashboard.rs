@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::model::{MirrorState, Role, hour_of};
+use crate::model::{EmailAddress, MirrorState, Role, hour_of};
 use crate::sync::ProgressSnapshot;
 
 use super::mirrors::MirrorRow;
@@ -68,6 +68,9 @@ pub struct HomePage {
     frame: Frame,
     operator: Option<Overview>,
     mirrors: Vec<MirrorRow>,
+    /// The address notices go to, as stored or as just typed (with `email_error`).
+    email: String,
+    email_error: Option<String>,
 }
 
 /// Operators see the whole appliance; mirror admins their own mirrors.
@@ -76,19 +79,74 @@ pub async fn home(
     state: web::Data<AdminState>,
     query: web::Query<NoticeQuery>,
 ) -> Result<HttpResponse, AdminError> {
+    let mut page = home_page(&session, &state, None).await?;
+    page.frame.notice = query.into_inner().notice();
+    Ok(render(StatusCode::OK, &page))
+}
+
+#[derive(Deserialize)]
+pub struct EmailForm {
+    #[serde(default)]
+    csrf: String,
+    /// Empty: no notices by e-mail.
+    #[serde(default)]
+    email: String,
+}
+
+/// `POST /admin/account`: any user sets the address notices about their mirrors go to.
+pub async fn set_own_email(
+    session: AnySession,
+    state: web::Data<AdminState>,
+    form: web::Form<EmailForm>,
+) -> Result<HttpResponse, AdminError> {
+    session.check_csrf(&form.csrf)?;
+    let typed = form.into_inner().email;
+    let email = match typed.trim() {
+        "" => None,
+        e => match e.parse::<EmailAddress>() {
+            Ok(e) => Some(e),
+            Err(err) => {
+                let mut page = home_page(&session, &state, Some((typed, err.to_string()))).await?;
+                page.frame.notice = None;
+                return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
+            }
+        },
+    };
+    let detail = email.as_ref().map(EmailAddress::to_string).unwrap_or_default();
+    crate::accounts::set_email(state.store(), &session.session.user, email)
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    let name = session.session.user.to_string();
+    state.audit(&session, "user.email", &name, detail).await;
+    Ok(HttpResponse::SeeOther().insert_header(("Location", "/admin/?notice=saved")).finish())
+}
+
+/// The home page; `typed` is a rejected address with the reason.
+async fn home_page(
+    session: &AnySession,
+    state: &AdminState,
+    typed: Option<(String, String)>,
+) -> Result<HomePage, AdminError> {
     let store = state.store();
     let all = store.mirrors().await?;
     let generation = store.generation().await?;
     let operator = session.session.role == Role::Operator;
-    let overview = if operator { Some(overview(&state, generation, &all).await?) } else { None };
+    let overview = if operator { Some(overview(state, generation, &all).await?) } else { None };
     let mirrors = all
         .iter()
         .filter(|m| operator || m.mirror.owner == Some(session.session.user_id))
         .map(|m| MirrorRow::new(m, generation))
         .collect();
-    let mut frame = Frame::of(&session);
-    frame.notice = query.into_inner().notice();
-    Ok(render(StatusCode::OK, &HomePage { frame, operator: overview, mirrors }))
+    let (email, email_error) = match typed {
+        Some((typed, error)) => (typed, Some(error)),
+        None => {
+            let user = store.user_credentials(&session.session.user).await?;
+            let email = user.and_then(|(u, _)| u.email).map(String::from).unwrap_or_default();
+            (email, None)
+        }
+    };
+    let frame = Frame::of(session);
+    Ok(HomePage { frame, operator: overview, mirrors, email, email_error })
 }
 
 async fn overview(

@@ -208,6 +208,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/mirrors/{name}/active", web::post().to(mirrors::set_active))
         .route("/mirrors/{name}/approval", web::post().to(mirrors::approval))
         .route("/explain", web::get().to(mirrors::explain))
+        .route("/account", web::post().to(dashboard::set_own_email))
         .route("/users", web::get().to(users::list))
         .route("/users", web::post().to(users::create))
         .route("/users/{name}", web::post().to(users::change))

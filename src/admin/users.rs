@@ -7,13 +7,14 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::accounts;
-use crate::model::{Role, UserName};
+use crate::model::{EmailAddress, Role, UserName};
 use crate::store::UserChange;
 
 use super::{AdminError, AdminState, Frame, OperatorSession, render, when};
 
 pub struct UserRow {
     name: String,
+    email: String,
     role: String,
     disabled: bool,
     created: String,
@@ -55,6 +56,7 @@ async fn page(
         .into_iter()
         .map(|u| UserRow {
             name: u.name.to_string(),
+            email: u.email.map(String::from).unwrap_or_default(),
             role: u.role.to_string(),
             disabled: u.disabled,
             created: when(u.created_at),
@@ -110,10 +112,13 @@ pub async fn create(
 #[derive(Deserialize)]
 pub struct ChangeForm {
     csrf: String,
-    /// `disable`, `enable`, `reset-password` or `role`.
+    /// `disable`, `enable`, `reset-password`, `role` or `email`.
     action: String,
     #[serde(default)]
     role: String,
+    /// For `email`; empty removes the address.
+    #[serde(default)]
+    email: String,
 }
 
 /// Disable, enable, reset the password of, or change the role of a user.
@@ -170,6 +175,20 @@ pub async fn change(
                 .await
                 .map_err(|e| AdminError::Internal(e.to_string()))?;
             format!("role={role}")
+        }
+        "email" => {
+            let email = match form.email.trim() {
+                "" => None,
+                e => match e.parse::<EmailAddress>() {
+                    Ok(e) => Some(e),
+                    Err(e) => return refuse(e.to_string()).await,
+                },
+            };
+            let detail = email.as_ref().map(EmailAddress::to_string).unwrap_or_default();
+            accounts::set_email(store, &name, email)
+                .await
+                .map_err(|e| AdminError::Internal(e.to_string()))?;
+            detail
         }
         _ => return Err(AdminError::NotFound),
     };

@@ -45,7 +45,22 @@ pub struct CrawlCtx {
     pub clock: Arc<dyn Clock>,
     /// Fixed seed for the blob sample (tests); `None`: fresh randomness each run.
     pub seed: Option<u64>,
+    /// Where each mirror's crawl is reported for notices (`notify`); never waited on: when
+    /// the queue is full the report is dropped.
+    pub events: Option<tokio::sync::mpsc::Sender<Crawled>>,
     http: reqwest::Client,
+}
+
+/// One mirror's crawl as it changed the mirror's standing.
+#[derive(Debug, Clone)]
+pub struct Crawled {
+    /// The mirror's health before the crawl.
+    pub before: MirrorHealth,
+    /// The mirror with its health after.
+    pub after: MirrorStatus,
+    pub result: CrawlResult,
+    /// The current generation during the crawl.
+    pub current: Generation,
 }
 
 impl CrawlCtx {
@@ -57,7 +72,7 @@ impl CrawlCtx {
     ) -> Result<CrawlCtx, CrawlError> {
         let http = net::client(settings.request_timeout, settings.allow_private_addresses)
             .map_err(|e| CrawlError::Setup(e.to_string()))?;
-        Ok(CrawlCtx { store, content, settings, clock, seed: None, http })
+        Ok(CrawlCtx { store, content, settings, clock, seed: None, events: None, http })
     }
 }
 
@@ -147,7 +162,24 @@ pub async fn run_once(ctx: &CrawlCtx) -> Result<CrawlReport, CrawlError> {
                 tracing::warn!(mirror = %result.mirror, error = %e, "mirror failed its crawl")
             }
         }
+        let report = ctx.events.as_ref().map(|tx| {
+            let after = MirrorStatus { health: health.clone(), ..m.clone() };
+            (
+                tx,
+                Crawled {
+                    before: m.health.clone(),
+                    after,
+                    result: result.clone(),
+                    current: facts.generation,
+                },
+            )
+        });
         ctx.store.record_crawl(m.mirror, result.clone(), health).await?;
+        if let Some((tx, crawled)) = report
+            && tx.try_send(crawled).is_err()
+        {
+            tracing::warn!(mirror = %result.mirror, "the notice queue is full: a crawl report is dropped");
+        }
         out.push(result);
     }
     out.sort_by(|a, b| a.mirror.cmp(&b.mirror));

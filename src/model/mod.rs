@@ -23,7 +23,7 @@ pub use mirror::{
 };
 pub use names::{Digest, NameError, Reference, RepoName, Tag};
 pub use run::{RepoReport, RunOutcome, SyncRun};
-pub use user::{Role, User, UserName};
+pub use user::{EmailAddress, Role, User, UserName};
 
 /// The tree's content generation: increases exactly when the published tree changes.
 pub type Generation = u64;

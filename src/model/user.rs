@@ -37,6 +37,42 @@ impl FromStr for UserName {
 
 super::names::string_newtype!(UserName, MirrorError);
 
+/// An e-mail address to send notices to: `local@domain`, at most 254 bytes, printable ASCII
+/// without spaces or the characters that would let it become a second header or address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for EmailAddress {
+    type Err = MirrorError;
+    fn from_str(s: &str) -> Result<Self, MirrorError> {
+        let s = s.trim();
+        let allowed = |c: char| c.is_ascii_graphic() && !"<>()[],;:\\\"".contains(c);
+        let ok = s.len() <= 254
+            && s.chars().all(allowed)
+            && s.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && local.len() <= 64
+                    && domain.contains('.')
+                    && !domain.contains('@')
+                    && domain.split('.').all(|l| !l.is_empty())
+            });
+        if ok {
+            Ok(EmailAddress(s.to_owned()))
+        } else {
+            Err(MirrorError(format!("invalid e-mail address {s:?}: use name@example.org")))
+        }
+    }
+}
+
+super::names::string_newtype!(EmailAddress, MirrorError);
+
 /// What a user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -77,11 +113,34 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub last_login: Option<DateTime<Utc>>,
     pub disabled: bool,
+    /// Where notices about the user's mirrors go.
+    pub email: Option<EmailAddress>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn email_addresses_are_one_plain_address() {
+        let ok: EmailAddress = " admin@mirror.example.org ".parse().unwrap();
+        assert_eq!(ok.as_str(), "admin@mirror.example.org");
+        for bad in [
+            "",
+            "admin",
+            "admin@localhost",
+            "a@b@example.org",
+            "Admin <admin@example.org>",
+            "a@example.org,b@example.org",
+            "a@example.org\r\nBcc: x@example.org",
+            "a b@example.org",
+            "a@example..org",
+            &format!("{}@example.org", "a".repeat(65)),
+            "ü@example.org",
+        ] {
+            assert!(bad.parse::<EmailAddress>().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn names_and_roles_parse() {

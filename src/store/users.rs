@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Role, User, UserName};
+use crate::model::{EmailAddress, Role, User, UserName};
 
 use super::records::{decode, encode};
 use super::tables::*;
@@ -23,6 +23,9 @@ enum StoredUser {
         created_at: DateTime<Utc>,
         last_login: Option<DateTime<Utc>>,
         disabled: bool,
+        /// Added after the first release: absent in older records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
     },
 }
 
@@ -33,6 +36,8 @@ pub struct UserChange {
     pub password_hash: Option<String>,
     pub disabled: Option<bool>,
     pub role: Option<Role>,
+    /// `Some(None)` removes the address.
+    pub email: Option<Option<EmailAddress>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +51,7 @@ pub enum UserEditError {
 }
 
 fn to_user(name: &str, rec: StoredUser) -> Result<(User, String), StoreError> {
-    let StoredUser::V1 { id, role, password_hash, created_at, last_login, disabled } = rec;
+    let StoredUser::V1 { id, role, password_hash, created_at, last_login, disabled, email } = rec;
     let bad = |what: &str| StoreError::Corrupt(format!("users: {name} has a bad {what}"));
     let user = User {
         id,
@@ -55,6 +60,8 @@ fn to_user(name: &str, rec: StoredUser) -> Result<(User, String), StoreError> {
         created_at,
         last_login,
         disabled,
+        // An address that no longer parses is dropped, never an error to the reader.
+        email: email.and_then(|e| e.parse().ok()),
     };
     Ok((user, password_hash))
 }
@@ -85,9 +92,18 @@ impl Store {
                     created_at: now,
                     last_login: None,
                     disabled: false,
+                    email: None,
                 };
                 users.insert(name.as_str(), encode(&rec).as_slice())?;
-                User { id, name, role, created_at: now, last_login: None, disabled: false }
+                User {
+                    id,
+                    name,
+                    role,
+                    created_at: now,
+                    last_login: None,
+                    disabled: false,
+                    email: None,
+                }
             };
             txn.commit()?;
             Ok(Ok(user))
@@ -101,7 +117,7 @@ impl Store {
         name: &UserName,
         change: UserChange,
     ) -> Result<User, UserEditError> {
-        let UserChange { password_hash, disabled, role: new_role } = change;
+        let UserChange { password_hash, disabled, role: new_role, email: new_email } = change;
         let name = name.clone();
         self.blocking("update_user", move |db| {
             let txn = db.begin_write()?;
@@ -117,6 +133,7 @@ impl Store {
                     created_at,
                     last_login,
                     disabled: was,
+                    email,
                 } = decode("users", row.value())?;
                 drop(row);
                 // A new password, another role or a disable ends every session of the user
@@ -134,6 +151,10 @@ impl Store {
                     created_at,
                     last_login,
                     disabled: disabled.unwrap_or(was),
+                    email: match new_email {
+                        Some(e) => e.map(String::from),
+                        None => email,
+                    },
                 };
                 users.insert(name.as_str(), encode(&rec).as_slice())?;
                 to_user(name.as_str(), rec)?.0
@@ -192,11 +213,11 @@ pub(super) fn record_login(
 ) -> Result<(), StoreError> {
     let mut users = txn.open_table(USERS)?;
     let Some(row) = users.get(name)? else { return Ok(()) };
-    let StoredUser::V1 { id, role, password_hash, created_at, disabled, .. } =
+    let StoredUser::V1 { id, role, password_hash, created_at, disabled, email, .. } =
         decode("users", row.value())?;
     drop(row);
-    let rec =
-        StoredUser::V1 { id, role, password_hash, created_at, last_login: Some(at), disabled };
+    let last_login = Some(at);
+    let rec = StoredUser::V1 { id, role, password_hash, created_at, last_login, disabled, email };
     users.insert(name, encode(&rec).as_slice())?;
     Ok(())
 }

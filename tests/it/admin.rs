@@ -443,6 +443,7 @@ async fn authorization_matrix_over_every_admin_route() {
         ("POST", "/admin/mirrors/nosuch/approval", [303, 403, 403, 404]),
         ("POST", "/admin/users", [303, 403, 403, 422]),
         ("POST", "/admin/users/ann", [303, 403, 403, 404]),
+        ("POST", "/admin/account", [303, 303, 303, 303]),
         ("POST", "/admin/sync", [303, 403, 403, 303]),
         ("POST", "/admin/crawl", [303, 403, 403, 303]),
         ("POST", "/admin/mirrors/annm/active", [303, 303, 404, 303]),
@@ -882,4 +883,37 @@ async fn blob_redirects_are_counted_by_tier_and_country_in_the_store() {
         (counts[0].tier.as_str(), counts[0].country.as_str(), counts[0].count),
         ("fallback", "--", 3)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_user_sets_where_notices_go_and_operators_see_it() {
+    let (_dir, _clock, wharf) = admin_wharf().await;
+    let (mut ann, csrf) = logged_in(&wharf, "ann").await;
+    // A bad address: the page again with the reason, and nothing stored.
+    let (status, _, page) = ann
+        .post("/admin/account", &[("csrf", &csrf), ("email", "ann@example.org\r\nBcc: x@y.org")])
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        page.contains("invalid e-mail address") && page.contains("id=\"email-error\""),
+        "{page}"
+    );
+    let (status, location, _) =
+        ann.post("/admin/account", &[("csrf", &csrf), ("email", "ann@mirror.example.org")]).await;
+    assert_eq!((status, location.as_str()), (303, "/admin/?notice=saved"));
+    let (_, _, home) = ann.get("/admin/").await;
+    assert!(home.contains("value=\"ann@mirror.example.org\""), "{home}");
+    let (mut olga, csrf) = logged_in(&wharf, "olga").await;
+    let (_, _, users) = olga.get("/admin/users").await;
+    assert!(users.contains("value=\"ann@mirror.example.org\""), "{users}");
+    // The operator changes it; a bad one is refused there too.
+    let set = |email: &'static str| {
+        vec![("csrf", csrf.clone()), ("action", "email".into()), ("email", email.into())]
+    };
+    assert_eq!(olga.post_owned("/admin/users/ann", set("not-an-address")).await.0, 422);
+    assert_eq!(olga.post_owned("/admin/users/ann", set("")).await.0, 200);
+    let (_, _, home) = ann.get("/admin/").await;
+    assert!(home.contains("id=\"email\" name=\"email\" value=\"\""), "removed: {home}");
+    let (_, _, audit) = olga.get("/admin/audit").await;
+    assert!(audit.contains("user.email") && audit.contains("ann@mirror.example.org"), "{audit}");
 }

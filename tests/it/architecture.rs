@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("control", &["model", "store", "sync", "crawl", "scheduler", "accounts", "service"]),
     ("registry", &["model", "store", "geo", "metrics", "edge"]),
     ("metrics", &["model"]),
+    ("notify", &["model", "store", "crawl"]),
     ("tls", &[]),
     ("hooks", &["model", "config", "scheduler", "edge"]),
     ("edge", &["geo"]),
@@ -51,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "tls",
             "metrics",
             "public",
+            "notify",
         ],
     ),
 ];
@@ -70,6 +72,7 @@ const FORBIDDEN_CRATES: &[(&str, &[&str])] = &[
     ("registry", &["redb", "reqwest"]),
     ("admin", &["redb", "reqwest"]),
     ("public", &["redb", "reqwest"]),
+    ("notify", &["actix_web", "askama", "redb"]),
     ("edge", &["askama", "redb", "reqwest"]),
 ];
 

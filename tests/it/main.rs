@@ -12,6 +12,7 @@ mod harness;
 mod maintenance;
 mod mirrors;
 mod mirrors_harness;
+mod notify;
 mod ops;
 mod properties;
 mod public;
