@@ -379,10 +379,7 @@ impl Running {
         for t in &self.tasks {
             t.abort();
         }
-        let last = self.redirects.drain(hour_of(self.app.clock.now()));
-        if let Err(e) = self.app.store.add_redirects(last).await {
-            tracing::warn!(error = %e, "saving the last redirect counts");
-        }
+        save_counts(&self.app.store, &self.redirects, hour_of(self.app.clock.now())).await;
         let _ = std::fs::remove_file(&self.socket_path);
     }
 }
@@ -419,15 +416,23 @@ async fn watch_geo_databases(geo: Arc<GeoDb>) {
     }
 }
 
+/// Drain the redirect counters (by tier and country, and by mirror) into the store as
+/// counts of `hour`.
+async fn save_counts(store: &Store, counters: &RedirectCounters, hour: u64) {
+    if let Err(e) = store.add_mirror_traffic(counters.drain_mirrors(hour)).await {
+        tracing::error!(error = %e, "saving mirror traffic counts");
+    }
+    if let Err(e) = store.add_redirects(counters.drain(hour)).await {
+        tracing::error!(error = %e, "saving redirect counts");
+    }
+}
+
 /// Move the redirect counters into the store once a minute: one write per minute, never
 /// one per request.
 async fn flush_redirects(store: Store, counters: Arc<RedirectCounters>, clock: Arc<dyn Clock>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tick.tick().await;
-        let batch = counters.drain(hour_of(clock.now()));
-        if let Err(e) = store.add_redirects(batch).await {
-            tracing::error!(error = %e, "saving redirect counts");
-        }
+        save_counts(&store, &counters, hour_of(clock.now())).await;
     }
 }

@@ -338,6 +338,46 @@ pub struct DetailPage {
     form: MirrorForm,
     errors: FieldErrors,
     crawls: Vec<CrawlRow>,
+    /// Redirects per hour and bytes per day (SVG).
+    traffic: Vec<String>,
+}
+
+/// Days of traffic the mirror page charts.
+const TRAFFIC_DAYS: u64 = 30;
+
+/// The mirror's traffic as charts: redirects in each of the last 48 hours, bytes of the
+/// blobs redirected on each of the last [`TRAFFIC_DAYS`] days (UTC).
+fn traffic_charts(rows: &[crate::model::MirrorTraffic], now_hour: u64) -> Vec<String> {
+    let mut hours: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut days: std::collections::BTreeMap<u64, u64> = Default::default();
+    for r in rows {
+        *hours.entry(r.hour).or_default() += r.redirects;
+        *days.entry(r.hour / 24).or_default() += r.bytes;
+    }
+    let hour_bars: Vec<(String, u64)> = (now_hour.saturating_sub(47)..=now_hour)
+        .map(|h| (format!("{:02}h", h % 24), hours.get(&h).copied().unwrap_or(0)))
+        .collect();
+    let today = now_hour / 24;
+    let day_bars: Vec<(String, u64)> = (today.saturating_sub(TRAFFIC_DAYS - 1)..=today)
+        .map(|d| {
+            let label = chrono::DateTime::from_timestamp((d * 86_400) as i64, 0)
+                .map(|t| t.format("%m-%d").to_string())
+                .unwrap_or_default();
+            (label, days.get(&d).copied().unwrap_or(0))
+        })
+        .collect();
+    vec![
+        super::charts::bars(
+            "Blob redirects to this mirror per hour (UTC), last 48 h",
+            &hour_bars,
+            |v| v.to_string(),
+        ),
+        super::charts::bars(
+            "Bytes of the blobs redirected here per day, last 30 days",
+            &day_bars,
+            super::bytes,
+        ),
+    ]
 }
 
 async fn detail_page(
@@ -350,6 +390,9 @@ async fn detail_page(
     let store = state.store();
     let generation = store.generation().await?;
     let crawls = store.crawl_history(&m.mirror.name, 50).await?;
+    let now_hour = crate::model::hour_of(state.clock.now());
+    let since = (now_hour / 24).saturating_sub(TRAFFIC_DAYS - 1) * 24;
+    let traffic = traffic_charts(&store.mirror_traffic(&m.mirror.name, since).await?, now_hour);
     let owner = match m.mirror.owner {
         Some(id) => store
             .users()
@@ -403,6 +446,7 @@ async fn detail_page(
         }),
         errors,
         crawls: crawls.iter().map(CrawlRow::from).collect(),
+        traffic,
     })
 }
 
@@ -671,4 +715,36 @@ pub async fn explain(
 
 fn state_first_repo(snapshot: &crate::geo::Snapshot) -> Option<RepoName> {
     snapshot.repo_names().min().cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MirrorTraffic;
+
+    #[test]
+    fn traffic_charts_show_hours_and_days_with_the_gaps_as_zero() {
+        let now = 500_000; // an hour since the epoch
+        let row = |hour, redirects, bytes| MirrorTraffic {
+            hour,
+            mirror: "m".parse().unwrap(),
+            redirects,
+            bytes,
+        };
+        let charts = traffic_charts(
+            &[row(now - 50, 9, 1 << 30), row(now - 1, 4, 2048), row(now, 3, 1024)],
+            now,
+        );
+        let (hours, days) = (&charts[0], &charts[1]);
+        // 48 hourly bars; the one 50 hours ago is outside them.
+        assert_eq!(hours.matches("class=\"bar\"").count(), 48, "{hours}");
+        assert!(
+            hours.contains(": 4</title>")
+                && hours.contains(": 3</title>")
+                && !hours.contains(": 9<")
+        );
+        assert_eq!(days.matches("class=\"bar\"").count(), 30, "{days}");
+        assert!(days.contains("1.0 GiB") || days.contains("1 GiB"), "{days}");
+        assert!(traffic_charts(&[], now)[0].contains("nothing to show yet"));
+    }
 }

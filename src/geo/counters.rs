@@ -1,9 +1,15 @@
 //! Blob redirects by tier and client country, counted in a fixed array of atomics (no lock,
-//! no allocation per request) and drained in batches into the store.
+//! no allocation per request), and by mirror (redirects and the blobs' bytes, in a map
+//! swapped whole when a mirror first gets one: read without a lock); both drained in batches
+//! into the store.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::model::RedirectCount;
+use arc_swap::ArcSwap;
+
+use crate::model::{MirrorName, MirrorTraffic, RedirectCount};
 
 use super::Tier;
 
@@ -37,8 +43,37 @@ impl crate::metrics::Collector for RedirectCounters {
             "wharf_fallback_redirects",
             "Blob redirects to Wharf's own tree.",
             fallback,
+        )?;
+        // One series per mirror that got a redirect since start: at most the mirrors
+        // registered, which operators approve (pending mirrors get none).
+        let mirrors = self.mirrors.load();
+        let mut names: Vec<&MirrorName> = mirrors.keys().collect();
+        names.sort();
+        let series = |f: fn(&Tally) -> u64| {
+            names.iter().map(|n| ([("mirror", n.as_str())], f(&mirrors[*n]))).collect::<Vec<_>>()
+        };
+        crate::metrics::counters(
+            &mut e,
+            "wharf_mirror_redirects",
+            "Blob redirects to each mirror.",
+            series(|t| t.total_redirects.load(Relaxed)),
+        )?;
+        crate::metrics::counters(
+            &mut e,
+            "wharf_mirror_redirected_bytes",
+            "Bytes of the blobs redirected to each mirror.",
+            series(|t| t.total_bytes.load(Relaxed)),
         )
     }
+}
+
+/// One mirror's counts: since the last drain, and since start (for `/metrics`).
+#[derive(Default)]
+struct Tally {
+    redirects: AtomicU64,
+    bytes: AtomicU64,
+    total_redirects: AtomicU64,
+    total_bytes: AtomicU64,
 }
 
 pub struct RedirectCounters {
@@ -46,6 +81,7 @@ pub struct RedirectCounters {
     cells: Box<[AtomicU64]>,
     /// Since start, by tier: never drained (for `/metrics`).
     totals: [AtomicU64; TIERS.len()],
+    mirrors: ArcSwap<HashMap<MirrorName, Arc<Tally>>>,
 }
 
 impl Default for RedirectCounters {
@@ -53,6 +89,7 @@ impl Default for RedirectCounters {
         RedirectCounters {
             cells: (0..TIERS.len() * COUNTRIES).map(|_| AtomicU64::new(0)).collect(),
             totals: Default::default(),
+            mirrors: Default::default(),
         }
     }
 }
@@ -72,6 +109,49 @@ impl RedirectCounters {
         let t = tier.map(|t| t as usize).unwrap_or(TIERS.len() - 1);
         self.cells[t * COUNTRIES + country_index(country)].fetch_add(1, Relaxed);
         self.totals[t].fetch_add(1, Relaxed);
+    }
+
+    /// Count one redirect to `mirror` of a blob of `bytes`.
+    pub fn record_mirror(&self, mirror: &MirrorName, bytes: u64) {
+        let add = |t: &Tally| {
+            t.redirects.fetch_add(1, Relaxed);
+            t.bytes.fetch_add(bytes, Relaxed);
+            t.total_redirects.fetch_add(1, Relaxed);
+            t.total_bytes.fetch_add(bytes, Relaxed);
+        };
+        if let Some(t) = self.mirrors.load().get(mirror) {
+            return add(t);
+        }
+        // A mirror's first redirect since start: a new map with it (rare; the names come
+        // from the selection state, never from a request).
+        self.mirrors.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.entry(mirror.clone()).or_default();
+            m
+        });
+        if let Some(t) = self.mirrors.load().get(mirror) {
+            add(t);
+        }
+    }
+
+    /// Take each mirror's counts since the last drain (resetting them) as rows of `hour`.
+    pub fn drain_mirrors(&self, hour: u64) -> Vec<MirrorTraffic> {
+        let mirrors = self.mirrors.load();
+        let mut out: Vec<MirrorTraffic> = mirrors
+            .iter()
+            .filter_map(|(name, t)| {
+                let redirects = t.redirects.swap(0, Relaxed);
+                let bytes = t.bytes.swap(0, Relaxed);
+                (redirects > 0).then(|| MirrorTraffic {
+                    hour,
+                    mirror: name.clone(),
+                    redirects,
+                    bytes,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.mirror.cmp(&b.mirror));
+        out
     }
 
     /// Redirects since start by tier (`fallback` last).
@@ -104,6 +184,28 @@ impl RedirectCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_redirects_and_bytes_by_mirror_and_drains_once() {
+        let c = RedirectCounters::default();
+        let (a, b): (MirrorName, MirrorName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        c.record_mirror(&a, 100);
+        c.record_mirror(&b, 7);
+        c.record_mirror(&a, 50);
+        let t = |m: &MirrorName, redirects, bytes| MirrorTraffic {
+            hour: 3,
+            mirror: m.clone(),
+            redirects,
+            bytes,
+        };
+        assert_eq!(c.drain_mirrors(3), [t(&a, 2, 150), t(&b, 1, 7)]);
+        assert_eq!(c.drain_mirrors(3), []);
+        c.record_mirror(&b, 1);
+        assert_eq!(c.drain_mirrors(3), [t(&b, 1, 1)]);
+        let text = crate::metrics::encode(vec![Box::new(c)]);
+        assert!(text.contains("wharf_mirror_redirects_total{mirror=\"a\"} 2"), "{text}");
+        assert!(text.contains("wharf_mirror_redirected_bytes_total{mirror=\"b\"} 8"), "{text}");
+    }
 
     #[test]
     fn counts_by_tier_and_country_and_drains_once() {

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::MirrorName;
+
 /// One change made by a person (through the admin UI or the command line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -25,6 +27,16 @@ pub struct RedirectCount {
     pub tier: String,
     pub country: String,
     pub count: u64,
+}
+
+/// Blob redirects to one mirror in one hour, and the bytes of the blobs redirected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorTraffic {
+    /// Hours since the Unix epoch.
+    pub hour: u64,
+    pub mirror: MirrorName,
+    pub redirects: u64,
+    pub bytes: u64,
 }
 
 /// The hour bucket of a moment.

@@ -10,7 +10,7 @@ mod names;
 mod run;
 mod user;
 
-pub use activity::{AuditEntry, RedirectCount, hour_of};
+pub use activity::{AuditEntry, MirrorTraffic, RedirectCount, hour_of};
 pub use layout::{RepoLayout, TagEntry};
 pub use manifest::{
     BlobRef, ChildManifest, MAX_MANIFEST_SIZE, ManifestError, ManifestShape, Platform, media_type,

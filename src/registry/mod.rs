@@ -324,6 +324,9 @@ async fn blob(
     let geo = state.geo.lookup(client.ip);
     let pick = snapshot.pick(&digest, facts, client.ip, &geo, client.https, &mut rand::rng());
     state.redirects.record(pick.tier, geo.country);
+    if let Some(mirror) = &pick.mirror {
+        state.redirects.record_mirror(mirror, facts.size);
+    }
     // Mirror URLs are checked when stored and again in the snapshot; should one still not
     // be a header value, the client gets Wharf's own copy, never a 500.
     let location = HeaderValue::try_from(pick.url).or_else(|e| {

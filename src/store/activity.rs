@@ -1,11 +1,12 @@
-//! The audit log and the redirect counters. Both are append-mostly and bounded: the audit log
-//! keeps the last [`AUDIT_KEPT`] entries, the counters the last [`REDIRECT_HOURS_KEPT`] hours.
+//! The audit log and the redirect counters (by tier and country, and by mirror). All are
+//! append-mostly and bounded: the audit log keeps the last [`AUDIT_KEPT`] entries, the
+//! counters the last [`REDIRECT_HOURS_KEPT`] hours (a removed mirror's go with it).
 
 use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AuditEntry, RedirectCount};
+use crate::model::{AuditEntry, MirrorName, MirrorTraffic, RedirectCount};
 
 use super::records::{decode, encode};
 use super::tables::*;
@@ -87,6 +88,57 @@ impl Store {
         .await
     }
 
+    /// Add a batch of per-mirror counts; each mirror in it keeps its last
+    /// [`REDIRECT_HOURS_KEPT`] hours.
+    pub async fn add_mirror_traffic(&self, rows: Vec<MirrorTraffic>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.blocking("add_mirror_traffic", move |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(MIRROR_TRAFFIC)?;
+                for r in &rows {
+                    let key = (r.mirror.as_str(), r.hour);
+                    let (n, b) = table.get(key)?.map(|v| v.value()).unwrap_or((0, 0));
+                    table.insert(key, (n + r.redirects, b + r.bytes))?;
+                    let horizon = r.hour.saturating_sub(REDIRECT_HOURS_KEPT);
+                    let m = r.mirror.as_str();
+                    table.retain_in((m, 0)..(m, horizon), |_, _| false)?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// One mirror's counts from hour `since` on, oldest first.
+    pub async fn mirror_traffic(
+        &self,
+        mirror: &MirrorName,
+        since: u64,
+    ) -> Result<Vec<MirrorTraffic>, StoreError> {
+        let mirror = mirror.clone();
+        self.blocking("mirror_traffic", move |db| {
+            let txn = db.begin_read()?;
+            let mut out = Vec::new();
+            let m = mirror.as_str();
+            for row in txn.open_table(MIRROR_TRAFFIC)?.range((m, since)..=(m, u64::MAX))? {
+                let (k, v) = row?;
+                let (redirects, bytes) = v.value();
+                out.push(MirrorTraffic {
+                    hour: k.value().1,
+                    mirror: mirror.clone(),
+                    redirects,
+                    bytes,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Redirect counts from hour `since` on, oldest first.
     pub async fn redirects_since(&self, since: u64) -> Result<Vec<RedirectCount>, StoreError> {
         self.blocking("redirects_since", move |db| {
@@ -142,6 +194,32 @@ mod tests {
             store.redirects_since(0).await.unwrap(),
             [c(10, "country", 5), c(10, "global", 1)]
         );
+        // Per mirror: added up per hour, read per mirror, old hours dropped.
+        let (a, b): (MirrorName, MirrorName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let t = |m: &MirrorName, hour, redirects, bytes| MirrorTraffic {
+            hour,
+            mirror: m.clone(),
+            redirects,
+            bytes,
+        };
+        store.add_mirror_traffic(vec![t(&a, 10, 2, 200), t(&b, 10, 1, 5)]).await.unwrap();
+        store.add_mirror_traffic(vec![t(&a, 10, 1, 100), t(&a, 11, 1, 1)]).await.unwrap();
+        assert_eq!(
+            store.mirror_traffic(&a, 0).await.unwrap(),
+            [t(&a, 10, 3, 300), t(&a, 11, 1, 1)]
+        );
+        assert_eq!(store.mirror_traffic(&a, 11).await.unwrap(), [t(&a, 11, 1, 1)]);
+        store.add_mirror_traffic(vec![t(&a, 11 + REDIRECT_HOURS_KEPT, 1, 1)]).await.unwrap();
+        assert_eq!(
+            store.mirror_traffic(&a, 0).await.unwrap(),
+            [t(&a, 11 + REDIRECT_HOURS_KEPT, 1, 1)]
+        );
+        assert_eq!(
+            store.mirror_traffic(&b, 0).await.unwrap(),
+            [t(&b, 10, 1, 5)],
+            "b's own horizon"
+        );
+
         // A batch far in the future drops buckets beyond the horizon.
         store.add_redirects(vec![c(10 + REDIRECT_HOURS_KEPT + 1, "netblock", 1)]).await.unwrap();
         assert_eq!(

@@ -125,7 +125,7 @@ impl Store {
         .await?
     }
 
-    /// Remove a mirror and its crawl history.
+    /// Remove a mirror, its crawl history and its traffic counts.
     pub async fn remove_mirror(&self, name: &MirrorName) -> Result<(), MirrorEditError> {
         let name = name.clone();
         self.blocking("remove_mirror", move |db| {
@@ -142,6 +142,8 @@ impl Store {
                 for k in keys {
                     crawls.remove((name.as_str(), k))?;
                 }
+                let n = name.as_str();
+                txn.open_table(MIRROR_TRAFFIC)?.retain_in((n, 0)..=(n, u64::MAX), |_, _| false)?;
             }
             txn.commit()?;
             Ok(Ok(()))

@@ -161,6 +161,7 @@ impl Store {
             txn.open_table(REDIRECTS)?;
             txn.open_table(PUBLISHED)?;
             txn.open_table(REACHED)?;
+            txn.open_table(MIRROR_TRAFFIC)?;
         }
         txn.commit()?;
         let mut db = db;

@@ -42,6 +42,10 @@ pub(super) const PUBLISHED: TableDefinition<u64, i64> = TableDefinition::new("pu
 /// newer one (ms since the epoch), for the generations `published` keeps.
 pub(super) const REACHED: TableDefinition<(u64, &str), i64> = TableDefinition::new("reached");
 
+/// (mirror name, hour since epoch) -> (blob redirects, bytes of those blobs).
+pub(super) const MIRROR_TRAFFIC: TableDefinition<(&str, u64), (u64, u64)> =
+    TableDefinition::new("mirror_traffic");
+
 /// sha256(session token) -> `StoredSession`.
 pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// user name -> `StoredUser`.

@@ -708,3 +708,48 @@ async fn per_mirror_and_total_time_bounds_hold() {
     let untouched = mirrors.iter().filter(|m| m.health.last_crawl.is_none()).count();
     assert_eq!(untouched, 3 - report.results.len(), "skipped mirrors keep their health");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_mirror_s_redirects_and_bytes_are_counted_and_kept() {
+    let (_upstream, url) = demo_upstream();
+    let mut setup = Setup::new(&url);
+    setup.extra = THOROUGH.into();
+    let wharf = Wharf::launch(setup).await;
+    assert_eq!(wharf.sync().await.outcome, RunOutcome::Ok);
+    let copy = public_tempdir();
+    copy_tree(wharf.tree(), &copy.path().join("t")).await;
+    let nginx = Nginx::start(copy.path(), None, None).await;
+    add_mirror(&wharf, "m1", &nginx.url("t/"), MirrorPatch::default()).await;
+    assert_eq!(holds(&wharf.crawl().await, "m1"), Some(1));
+    let m: serde_json::Value = wharf.get("/v2/demo/app/manifests/1.0").await.json().await.unwrap();
+    let layers: Vec<(String, u64)> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["digest"].as_str().unwrap().to_owned(), l["size"].as_u64().unwrap()))
+        .collect();
+    let mut bytes = 0;
+    for (digest, size) in &layers {
+        let r = wharf.get(&format!("/v2/demo/app/blobs/{digest}")).await;
+        assert_eq!(r.status(), 307);
+        assert!(r.headers()["location"].to_str().unwrap().starts_with(&nginx.url("t/")));
+        bytes += size;
+    }
+    // HEAD is answered by Wharf: no redirect, nothing counted.
+    let head = http().head(wharf.url(&format!("/v2/demo/app/blobs/{}", layers[0].0))).send().await;
+    assert_eq!(head.unwrap().status(), 200);
+    let metrics = wharf.get("/metrics").await.text().await.unwrap();
+    let n = layers.len();
+    assert!(
+        metrics.contains(&format!("wharf_mirror_redirects_total{{mirror=\"m1\"}} {n}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("wharf_mirror_redirected_bytes_total{{mirror=\"m1\"}} {bytes}")),
+        "{metrics}"
+    );
+    let (store, _data) = wharf.stop_and_open_store().await;
+    let kept = store.mirror_traffic(&"m1".parse().unwrap(), 0).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!((kept[0].redirects, kept[0].bytes), (n as u64, bytes));
+}
