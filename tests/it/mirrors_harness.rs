@@ -77,6 +77,12 @@ impl Nginx {
 
     /// An nginx with this `server {}` body.
     pub async fn launch(server_body: &str, port: Option<u16>) -> Nginx {
+        Nginx::launch_http("", server_body, port).await
+    }
+
+    /// An nginx with `http_extra` in its `http {}` block (e.g. a `log_format`) and this
+    /// `server {}` body.
+    pub async fn launch_http(http_extra: &str, server_body: &str, port: Option<u16>) -> Nginx {
         let bin = require("nginx");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -90,7 +96,7 @@ impl Nginx {
              worker_shutdown_timeout 2s;\nevents {{ worker_connections 256; }}\n\
              http {{\n  access_log {d}/logs/access.log;\n  client_body_temp_path {d}/tmp/body;\n  \
              proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  \
-             scgi_temp_path {d}/tmp/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n    {server_body}\n  }}\n}}\n",
+             scgi_temp_path {d}/tmp/scgi;\n  {http_extra}\n  server {{\n    listen 127.0.0.1:{port};\n    {server_body}\n  }}\n}}\n",
             d = d.display(),
         );
         std::fs::write(d.join("nginx.conf"), conf).unwrap();

@@ -97,6 +97,18 @@ async fn audit(wharf: &Wharf, action: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn mirror_admins_and_operators_hear_when_a_mirror_changes_standing() {
     let smtp = Smtp::start().await;
+    // The operators' webhook: an nginx that logs each POST's body and answers 204.
+    let hook_port = free_port();
+    let hook = Nginx::launch_http(
+        "log_format hook '$request_method $uri $content_type $request_body';",
+        &format!(
+            "location = /hook {{ access_log logs/hook.log hook; proxy_pass http://127.0.0.1:{hook_port}/ok; }}\n    \
+             location = /ok {{ return 204; }}"
+        ),
+        Some(hook_port),
+    )
+    .await;
+    let hook_log = hook.dir.path().join("logs/hook.log");
     let (upstream, url) = demo_upstream();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let mut setup = Setup::new(&url);
@@ -105,7 +117,7 @@ async fn mirror_admins_and_operators_hear_when_a_mirror_changes_standing() {
         "[crawl]\nrequest_timeout = \"2s\"\nmirror_timeout = \"4s\"\nmax_failures = 1\n\
          [notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_security = \"none\"\n\
          from = \"Wharf <wharf@example.org>\"\noperators = [\"ops@example.org\"]\n\
-         min_interval = \"1h\"\nlag_generations = 1\n",
+         min_interval = \"1h\"\nlag_generations = 1\nwebhook_url = \"http://127.0.0.1:{hook_port}/hook\"\n",
         smtp.port
     );
     let wharf = Wharf::launch(setup).await;
@@ -159,6 +171,24 @@ async fn mirror_admins_and_operators_hear_when_a_mirror_changes_standing() {
     }
     let sent = audit(&wharf, "notify.email").await;
     assert_eq!(sent.len(), 1, "{sent:?}");
+    // The webhook got the same notice as JSON.
+    let mut posted = String::new();
+    for _ in 0..100 {
+        posted = std::fs::read_to_string(&hook_log).unwrap_or_default();
+        if !posted.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(posted.starts_with("POST /hook application/json {"), "{posted}");
+    for want in [
+        "\\x22event\\x22:\\x22auto-disabled\\x22",
+        "\\x22mirror\\x22:\\x22annm\\x22",
+        "\\x22current_generation\\x22:1",
+    ] {
+        assert!(posted.contains(want), "{want} in {posted}");
+    }
+    assert_eq!(audit(&wharf, "notify.webhook").await, ["auto-disabled to the webhook"]);
     assert!(
         sent[0].starts_with("auto-disabled to ann@mirror.example.org, ops@example.org"),
         "{sent:?}"

@@ -87,7 +87,29 @@ async fn the_mirror_status_lists_public_mirrors_and_keeps_the_rest_to_itself() {
     assert_eq!((g1["generation"].as_u64(), g1["reached"].as_u64()), (Some(1), Some(1)), "{status}");
     assert!(g1["seconds_to_50"].is_u64() && g1["seconds_to_100"].is_null(), "{status}");
 
-    // Nothing anonymous shows a private or disabled mirror, a reason or a crawl error.
+    // A mirror admin with an e-mail address registers a mirror: it is pending.
+    let ann = Request::UserAdd {
+        name: "ann".into(),
+        role: "mirror-admin".into(),
+        password: Some("ann-password-123".into()),
+    };
+    assert!(matches!(wharf.control(ann).await, Reply::User { .. }));
+    let email = "ann-secret@mirror.example.org";
+    let set = Request::UserEmail { name: "ann".into(), email: email.into() };
+    assert!(matches!(wharf.control(set).await, Reply::User { .. }));
+    let (mut browser, csrf) = crate::admin::logged_in(&wharf, "ann").await;
+    let register = vec![
+        ("csrf", csrf),
+        ("name", "pend".to_owned()),
+        ("urls", good.clone()),
+        ("country", "NL".to_owned()),
+        ("bandwidth", "100".to_owned()),
+        ("content", "all".to_owned()),
+    ];
+    assert_eq!(browser.post_owned("/admin/mirrors/new", register).await.0, 303);
+
+    // Nothing anonymous shows a private, pending or disabled mirror, a reason, an e-mail
+    // address or a crawl error.
     let layer = {
         let m: serde_json::Value =
             wharf.get("/v2/demo/app/manifests/1.0").await.json().await.unwrap();
@@ -108,9 +130,10 @@ async fn the_mirror_status_lists_public_mirrors_and_keeps_the_rest_to_itself() {
     ];
     for route in &routes {
         let text = wharf.get(route).await.text().await.unwrap();
-        for hidden in
-            [secret, "10.9.0.0", ">lan<", "\"lan\"", ">off<", "\"off\"", "refused", "connect"]
-        {
+        for hidden in [
+            secret, "10.9.0.0", ">lan<", "\"lan\"", ">off<", "\"off\"", ">pend<", "\"pend\"",
+            "refused", "connect", email,
+        ] {
             assert!(!text.contains(hidden), "{hidden} is public at {route}: {text}");
         }
     }
