@@ -209,10 +209,10 @@ mod tests {
             [t(&a, 10, 3, 300), t(&a, 11, 1, 1)]
         );
         assert_eq!(store.mirror_traffic(&a, 11).await.unwrap(), [t(&a, 11, 1, 1)]);
-        store.add_mirror_traffic(vec![t(&a, 11 + REDIRECT_HOURS_KEPT, 1, 1)]).await.unwrap();
+        store.add_mirror_traffic(vec![t(&a, 12 + REDIRECT_HOURS_KEPT, 1, 1)]).await.unwrap();
         assert_eq!(
             store.mirror_traffic(&a, 0).await.unwrap(),
-            [t(&a, 11 + REDIRECT_HOURS_KEPT, 1, 1)]
+            [t(&a, 12 + REDIRECT_HOURS_KEPT, 1, 1)]
         );
         assert_eq!(
             store.mirror_traffic(&b, 0).await.unwrap(),

@@ -70,6 +70,9 @@ impl Store {
             n += copy(&src, &dst, USERS)?;
             n += copy(&src, &dst, AUDIT)?;
             n += copy(&src, &dst, REDIRECTS)?;
+            n += copy(&src, &dst, MIRROR_TRAFFIC)?;
+            n += copy(&src, &dst, PUBLISHED)?;
+            n += copy(&src, &dst, REACHED)?;
             dst.commit()?;
             drop(out);
             std::fs::rename(&tmp, &dest).map_err(io)?;

@@ -44,7 +44,10 @@ async fn the_demo_runs_a_mirror_network_that_serves_what_it_prints() {
     assert!(printed.contains("sync run #2: Ok"), "{printed}");
     assert!(printed.contains("20 synthetic pulls"), "{printed}");
     // name -> url of each mirror, and where their logs are.
-    let mirrors: BTreeMap<&str, &str> = printed
+    // The table between its heading and the pretend clients.
+    let table =
+        printed.split("copy of the tree):").nth(1).unwrap().split("Pretend").next().unwrap();
+    let mirrors: BTreeMap<&str, &str> = table
         .lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
