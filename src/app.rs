@@ -291,6 +291,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// Save the redirect counts now rather than at the next minute (the demo, after its
+    /// synthetic pulls, so the charts show them at once).
+    pub async fn save_counts(&self) {
+        save_counts(&self.app.store, &self.redirects, hour_of(self.app.clock.now())).await;
+    }
+
     /// Serve until SIGTERM or SIGINT, reloading on SIGHUP; then stop gracefully.
     pub async fn run_until_signalled(self) -> Result<(), AppError> {
         use tokio::signal::unix::{SignalKind, signal};

@@ -531,6 +531,7 @@ async fn demo(port: Option<u16>, traffic: u32, cli: &Cli) -> anyhow::Result<Exit
     let running = app.start(listener).await?;
     let host = addr.to_string();
     let tally = network.traffic(&format!("http://{host}"), traffic, rand::random()).await?;
+    running.save_counts().await;
     let spread: Vec<String> = tally.iter().map(|(to, n)| format!("{to} {n}")).collect();
     println!(
         "\n{traffic} synthetic pulls from the pretend clients: blob redirects to {}.",
@@ -539,7 +540,7 @@ async fn demo(port: Option<u16>, traffic: u32, cli: &Cli) -> anyhow::Result<Exit
     println!(
         "{}\nWharf demo serving on http://{host} (tree: {tree})\n\
          Admin UI: http://{host}/admin/ (user demo, password {password}): the dashboard's \
-         redirect charts fill within a minute.\n\n\
+         charts show the pulls by tier, country and hour; each mirror's page its traffic.\n\n\
          Ctrl-C stops the demo and removes its files.",
         network.instructions(&host),
         tree = tree.display(),

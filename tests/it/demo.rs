@@ -202,6 +202,21 @@ async fn the_demo_runs_a_mirror_network_that_serves_what_it_prints() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "the demo's operator logs in");
+    // The synthetic pulls are in the dashboard's charts and on each mirror's page at once.
+    let session = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = |path: String| {
+        let session = session.clone();
+        async move {
+            let r = http().get(path).header("Cookie", session).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let home = page(format!("{base}/")).await;
+    assert!(home.contains("Blob redirects by client country"), "{home}");
+    assert!(!home.contains("Blob redirects by tier, last 24 h: nothing to show yet"), "{home}");
+    let de = page(format!("{base}/mirrors/eu-de")).await;
+    assert!(!de.contains("last 48 h: nothing to show yet"), "{de}");
     // Ctrl-C removes everything the demo wrote.
     let pid = demo.id().unwrap().to_string();
     run(Command::new("kill").args(["-INT", &pid])).await;
