@@ -71,6 +71,9 @@ pub struct RawNotify {
     pub smtp_password_file: String,
     /// The sender, e.g. `Wharf <wharf@example.org>`.
     pub from: String,
+    /// CA certificates (PEM) the SMTP server's certificate may also chain to, besides the
+    /// system's: a relay with an internal CA.
+    pub smtp_ca_file: String,
 }
 
 impl Default for RawNotify {
@@ -86,6 +89,7 @@ impl Default for RawNotify {
             smtp_username: String::new(),
             smtp_password_file: String::new(),
             from: String::new(),
+            smtp_ca_file: String::new(),
         }
     }
 }
@@ -387,6 +391,8 @@ pub struct SmtpSettings {
     /// (user name, password).
     pub credentials: Option<(String, Secret)>,
     pub from: lettre::message::Mailbox,
+    /// Extra trusted CA certificates (PEM), checked to parse at start.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SmtpSettings {
@@ -463,7 +469,20 @@ fn notify_settings(raw: RawNotify) -> Result<NotifySettings, ConfigError> {
                     format!("{:?}: {e} (e.g. \"Wharf <wharf@example.org>\")", raw.from),
                 )
             })?;
-            Some(SmtpSettings { host: host.to_owned(), port, security, credentials, from })
+            let ca_pem = match raw.smtp_ca_file.trim() {
+                "" => None,
+                path => {
+                    let pem = read_secret("notify.smtp_ca_file", Path::new(path))?.into_bytes();
+                    lettre::transport::smtp::client::Certificate::from_pem(&pem).map_err(|e| {
+                        key_err(
+                            "notify.smtp_ca_file",
+                            format!("{path}: not a PEM certificate: {e}"),
+                        )
+                    })?;
+                    Some(pem)
+                }
+            };
+            Some(SmtpSettings { host: host.to_owned(), port, security, credentials, from, ca_pem })
         }
     };
     Ok(NotifySettings {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Serialize;
 
@@ -147,10 +148,19 @@ type Smtp = AsyncSmtpTransport<Tokio1Executor>;
 
 fn transport(ctx: &NotifyCtx) -> Result<Option<Smtp>, lettre::transport::smtp::Error> {
     let Some(s) = &ctx.settings.smtp else { return Ok(None) };
+    // The server's certificate is checked against the system's CAs and `smtp_ca_file`.
+    let tls = || {
+        let mut params = TlsParameters::builder(s.host.clone());
+        if let Some(pem) = &s.ca_pem {
+            params = params.add_root_certificate(Certificate::from_pem(pem)?);
+        }
+        params.build_rustls()
+    };
+    let builder = Smtp::builder_dangerous(&s.host);
     let builder = match s.security {
-        SmtpSecurity::StartTls => Smtp::starttls_relay(&s.host)?,
-        SmtpSecurity::Tls => Smtp::relay(&s.host)?,
-        SmtpSecurity::None => Smtp::builder_dangerous(&s.host),
+        SmtpSecurity::StartTls => builder.tls(Tls::Required(tls()?)),
+        SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls()?)),
+        SmtpSecurity::None => builder,
     };
     let mut builder = builder.port(s.port).timeout(Some(SEND_TIMEOUT));
     if let Some((user, password)) = &s.credentials {

@@ -24,6 +24,12 @@ struct Smtp {
 
 impl Smtp {
     async fn start() -> Smtp {
+        Smtp::start_with(&[]).await
+    }
+
+    /// With these options too (`--tlscert C --tlskey K`: STARTTLS required;
+    /// `--smtpscert C --smtpskey K`: implicit TLS).
+    async fn start_with(options: &[&std::ffi::OsStr]) -> Smtp {
         // The Debian/Fedora package installs it for the system Python.
         let python = ["/usr/bin/python3", "python3"]
             .into_iter()
@@ -41,6 +47,7 @@ impl Smtp {
         let port = free_port();
         let child = Command::new(python)
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(options)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .kill_on_drop(true)
@@ -237,4 +244,68 @@ async fn mirror_admins_and_operators_hear_when_a_mirror_changes_standing() {
         failed[0].starts_with("auto-disabled to ") && failed[0].contains("failed"),
         "{failed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notices_go_over_starttls_and_implicit_tls_to_a_server_whose_certificate_is_checked() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = issue(certs.path(), "smtp");
+    let ca_file = certs.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let (_upstream, url) = demo_upstream();
+    let dead = format!("http://127.0.0.1:{}/", free_port());
+    for (security, cert_flag, key_flag, trusted) in [
+        ("starttls", "--tlscert", "--tlskey", true),
+        ("tls", "--smtpscert", "--smtpskey", true),
+        ("starttls", "--tlscert", "--tlskey", false),
+    ] {
+        let smtp = Smtp::start_with(&[
+            cert_flag.as_ref(),
+            cert.as_os_str(),
+            key_flag.as_ref(),
+            key.as_os_str(),
+        ])
+        .await;
+        let ca_line = if trusted {
+            format!("smtp_ca_file = \"{}\"\n", ca_file.display())
+        } else {
+            String::new()
+        };
+        let mut setup = Setup::new(&url);
+        setup.extra = format!(
+            "[crawl]\nrequest_timeout = \"1s\"\nmax_failures = 1\n\
+             [notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_security = \"{security}\"\n\
+             from = \"wharf@example.org\"\noperators = [\"ops@example.org\"]\n{ca_line}",
+            smtp.port
+        );
+        let wharf = Wharf::launch(setup).await;
+        assert_eq!(wharf.sync().await.outcome, RunOutcome::Ok);
+        let patch = MirrorPatch { urls: Some(vec![dead.clone()]), ..MirrorPatch::default() };
+        assert!(matches!(
+            wharf.control(Request::MirrorAdd { name: "gone".into(), patch }).await,
+            Reply::Mirror(_)
+        ));
+        wharf.crawl().await;
+        let mut sent = Vec::new();
+        for _ in 0..100 {
+            sent = audit(&wharf, "notify.email").await;
+            if !sent.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(sent.len(), 1, "{security}: {sent:?}");
+        if trusted {
+            assert_eq!(sent[0], "auto-disabled to ops@example.org", "{security}");
+            let mail = smtp.wait_for(1).await;
+            assert_eq!(
+                header(&mail[0], "Subject"),
+                "[Wharf] mirror gone was disabled automatically"
+            );
+        } else {
+            // Without the CA the server's certificate is not trusted: nothing is sent.
+            assert!(sent[0].contains("failed") && sent[0].contains("certificate"), "{sent:?}");
+            assert!(smtp.messages().is_empty());
+        }
+    }
 }
