@@ -2,7 +2,6 @@
 //! notification, readiness, metrics, request limits, push-triggered sync, JSON logs.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
 use tokio::process::Command;
