@@ -136,25 +136,8 @@ async fn the_demo_runs_a_mirror_network_that_serves_what_it_prints() {
     require("runc");
     let root = tempfile::tempdir().unwrap();
     let image = format!("127.0.0.1:{port}/demo/multi:latest");
-    let said = run(Command::new(require("podman"))
-        .arg("--root")
-        .arg(root.path().join("root"))
-        .arg("--runroot")
-        .arg(root.path().join("run"))
-        .arg("--tmpdir")
-        .arg(root.path().join("tmp"))
-        .args([
-            "--events-backend",
-            "none",
-            "run",
-            "--rm",
-            "--tls-verify=false",
-            "--runtime",
-            "runc",
-        ])
-        .args(["--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
-        .arg(&image))
-    .await;
+    let run_args = ["run", "--rm", "--tls-verify=false"];
+    let said = run(podman(root.path()).args(run_args).args(PODMAN_RUN).arg(&image)).await;
     assert_eq!(said, wharf::demo::greeting("amd64"));
 
     // The public status shows the network as it is.

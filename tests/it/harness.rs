@@ -52,6 +52,32 @@ pub async fn run_failing(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
 }
 
+/// podman with storage of its own under `root`: no system state is touched.
+pub fn podman(root: &Path) -> Command {
+    let mut c = Command::new(require("podman"));
+    c.arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .arg("--tmpdir")
+        .arg(root.join("tmp"))
+        .args(["--events-backend", "none"]);
+    c
+}
+
+/// What `podman run` needs on these machines: runc (crun fails on this cgroup setup), no
+/// network, explicit limits (root lacks CAP_SYS_RESOURCE).
+pub const PODMAN_RUN: [&str; 8] = [
+    "--runtime",
+    "runc",
+    "--network",
+    "none",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
 pub fn skopeo() -> Command {
     let mut c = Command::new(require("skopeo"));
     c.arg("--insecure-policy");

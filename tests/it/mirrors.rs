@@ -216,14 +216,8 @@ async fn clients_pull_from_the_nearest_verified_mirror() {
     // podman too.
     let de_before = de.requests().len();
     let root = tempfile::tempdir().unwrap();
-    run(tokio::process::Command::new(require("podman"))
-        .arg("--root")
-        .arg(root.path().join("root"))
-        .arg("--runroot")
-        .arg(root.path().join("run"))
-        .arg("--tmpdir")
-        .arg(root.path().join("tmp"))
-        .args(["--events-backend", "none", "pull", "--tls-verify=false"])
+    run(podman(root.path())
+        .args(["pull", "--tls-verify=false"])
         .arg(format!("{}/multi:v1", wharf.host())))
     .await;
     assert!(blob_gets(&de, de_before) >= 3, "podman's blobs came from the DE mirror");

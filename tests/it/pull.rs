@@ -72,44 +72,14 @@ async fn skopeo_copies_every_image_kind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn podman_pulls_and_runs() {
     let (_reg, wharf) = synced_pair().await;
-    let podman = require("podman");
     require("runc");
     let root = tempfile::tempdir().unwrap();
-    let base = |c: &mut tokio::process::Command| {
-        c.arg("--root")
-            .arg(root.path().join("root"))
-            .arg("--runroot")
-            .arg(root.path().join("run"))
-            .arg("--tmpdir")
-            .arg(root.path().join("tmp"))
-            .args(["--events-backend", "none"]);
-    };
     let image = format!("{}/multi:v1", wharf.host());
-    let mut pull = tokio::process::Command::new(&podman);
-    base(&mut pull);
-    run(pull.args(["pull", "--tls-verify=false", &image])).await;
-
-    let mut inspect = tokio::process::Command::new(&podman);
-    base(&mut inspect);
-    let digests = run(inspect.args(["image", "inspect", "--format", "{{.Digest}}", &image])).await;
+    run(podman(root.path()).args(["pull", "--tls-verify=false", &image])).await;
+    let inspect = ["image", "inspect", "--format", "{{.Digest}}", &image];
+    let digests = run(podman(root.path()).args(inspect)).await;
     assert_eq!(digests.trim(), layout_digest(&fixtures().join("multi"), "v1"));
-
-    let mut runc = tokio::process::Command::new(&podman);
-    base(&mut runc);
-    let out = run(runc.args([
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        &image,
-    ]))
-    .await;
+    let out = run(podman(root.path()).args(["run", "--rm"]).args(PODMAN_RUN).arg(&image)).await;
     assert_eq!(out.trim(), "hello from wharf");
     assert_blob_gets_redirected(&wharf).await;
 }
