@@ -2,7 +2,7 @@
 //! repository's tags with digest, platforms, size and last change, and the commands and
 //! client configuration to pull them. What they show changes only with the generation, so
 //! each is read from the store at most once per generation (bounded: the repository list
-//! and the most recently viewed repositories' tags), answered with an ETag of the
+//! and up to [`TAGS_KEPT`] tags of the most recently viewed repositories), answered with an ETag of the
 //! generation, and 304 to a client that has it.
 
 use std::sync::{Arc, Mutex};
@@ -19,8 +19,9 @@ use crate::store::TagDetail;
 
 /// Repositories and tags on one page.
 pub const PAGE: usize = 100;
-/// Repositories whose tags are kept between requests.
-const TAG_LISTS_KEPT: usize = 256;
+/// Tags (over all repositories) whose details are kept between requests: some tens of MB
+/// at most, and every repository of a catalog of 10,000 with 10 tags each.
+const TAGS_KEPT: u64 = 100_000;
 /// The longest search accepted (repository names are at most 255 characters).
 const MAX_QUERY: usize = 255;
 
@@ -35,7 +36,17 @@ pub struct CatalogCache {
 struct Cached {
     generation: Generation,
     repos: Option<Arc<Vec<RepoName>>>,
-    tags: quick_cache::unsync::Cache<RepoName, Arc<Vec<TagDetail>>>,
+    tags: quick_cache::unsync::Cache<RepoName, Arc<Vec<TagDetail>>, ByTags>,
+}
+
+/// A repository's weight in the cache: its number of tags.
+#[derive(Clone)]
+struct ByTags;
+
+impl quick_cache::Weighter<RepoName, Arc<Vec<TagDetail>>> for ByTags {
+    fn weight(&self, _: &RepoName, tags: &Arc<Vec<TagDetail>>) -> u64 {
+        tags.len().max(1) as u64
+    }
 }
 
 impl Default for CatalogCache {
@@ -45,7 +56,7 @@ impl Default for CatalogCache {
             state: Mutex::new(Cached {
                 generation: 0,
                 repos: None,
-                tags: quick_cache::unsync::Cache::new(TAG_LISTS_KEPT),
+                tags: quick_cache::unsync::Cache::with_weighter(1024, TAGS_KEPT, ByTags),
             }),
         }
     }
