@@ -96,9 +96,19 @@ fn header<'a>(message: &'a str, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-async fn audit(wharf: &Wharf, action: &str) -> Vec<String> {
-    let log = wharf.app().store.audit_log(100).await.unwrap();
-    log.into_iter().filter(|e| e.action == action).map(|e| e.detail).collect()
+/// The audit log's details of `action`, newest first, once it has at least `n` (the sender
+/// writes them after the SMTP server or webhook answered: wait for it).
+async fn audit(wharf: &Wharf, action: &str, n: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        let log = wharf.app().store.audit_log(100).await.unwrap();
+        found = log.into_iter().filter(|e| e.action == action).map(|e| e.detail).collect();
+        if found.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    found
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,7 +186,7 @@ async fn mirror_admins_and_operators_hear_when_a_mirror_changes_standing() {
             assert!(m.contains(want), "{want} in {m}");
         }
     }
-    let sent = audit(&wharf, "notify.email").await;
+    let sent = audit(&wharf, "notify.email", 1).await;
     assert_eq!(sent.len(), 1, "{sent:?}");
     // The webhook got the same notice as JSON.
     let mut posted = String::new();
@@ -195,7 +205,7 @@ async fn mirror_admins_and_operators_hear_when_a_mirror_changes_standing() {
     ] {
         assert!(posted.contains(want), "{want} in {posted}");
     }
-    assert_eq!(audit(&wharf, "notify.webhook").await, ["auto-disabled to the webhook"]);
+    assert_eq!(audit(&wharf, "notify.webhook", 1).await, ["auto-disabled to the webhook"]);
     assert!(
         sent[0].starts_with("auto-disabled to ann@mirror.example.org, ops@example.org"),
         "{sent:?}"
@@ -204,13 +214,7 @@ async fn mirror_admins_and_operators_hear_when_a_mirror_changes_standing() {
     // Back within the hour: re-enabled, but the notice is held back (one per hour).
     let nginx = Nginx::start(copy.path(), Some(port), None).await;
     wharf.crawl().await;
-    for _ in 0..40 {
-        if !audit(&wharf, "notify.held").await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(audit(&wharf, "notify.held").await, ["re-enabled: within notify.min_interval"]);
+    assert_eq!(audit(&wharf, "notify.held", 1).await, ["re-enabled: within notify.min_interval"]);
     assert_eq!(smtp.messages().len(), 2);
 
     // Two hours on, a new generation the mirror does not have: it is one behind.
@@ -232,14 +236,7 @@ async fn mirror_admins_and_operators_hear_when_a_mirror_changes_standing() {
     drop(nginx);
     clock.advance(chrono::Duration::hours(2));
     tokio::time::timeout(Duration::from_secs(20), wharf.crawl()).await.expect("the crawl ends");
-    let mut failed = Vec::new();
-    for _ in 0..100 {
-        failed = audit(&wharf, "notify.email").await;
-        if failed.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let failed = audit(&wharf, "notify.email", 3).await;
     assert!(
         failed[0].starts_with("auto-disabled to ") && failed[0].contains("failed"),
         "{failed:?}"
@@ -286,14 +283,7 @@ async fn notices_go_over_starttls_and_implicit_tls_to_a_server_whose_certificate
             Reply::Mirror(_)
         ));
         wharf.crawl().await;
-        let mut sent = Vec::new();
-        for _ in 0..100 {
-            sent = audit(&wharf, "notify.email").await;
-            if !sent.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let sent = audit(&wharf, "notify.email", 1).await;
         assert_eq!(sent.len(), 1, "{security}: {sent:?}");
         if trusted {
             assert_eq!(sent[0], "auto-disabled to ops@example.org", "{security}");
