@@ -228,10 +228,7 @@ async fn execute_unaudited(jobs: &Jobs, request: Request) -> Reply {
             }
             Request::UserEmail { name: n, email } => {
                 let name = n.parse::<UserName>().map_err(|e| e.to_string())?;
-                let email = match email.trim() {
-                    "" => None,
-                    e => Some(e.parse::<EmailAddress>().map_err(|e| e.to_string())?),
-                };
+                let email = EmailAddress::optional(&email).map_err(|e| e.to_string())?;
                 let user =
                     accounts::set_email(store, &name, email).await.map_err(|e| e.to_string())?;
                 Ok(Reply::User { user, generated_password: None })

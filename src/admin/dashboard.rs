@@ -101,16 +101,12 @@ pub async fn set_own_email(
 ) -> Result<HttpResponse, AdminError> {
     session.check_csrf(&form.csrf)?;
     let typed = form.into_inner().email;
-    let email = match typed.trim() {
-        "" => None,
-        e => match e.parse::<EmailAddress>() {
-            Ok(e) => Some(e),
-            Err(err) => {
-                let mut page = home_page(&session, &state, Some((typed, err.to_string()))).await?;
-                page.frame.notice = None;
-                return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
-            }
-        },
+    let email = match EmailAddress::optional(&typed) {
+        Ok(e) => e,
+        Err(err) => {
+            let page = home_page(&session, &state, Some((typed, err.to_string()))).await?;
+            return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
+        }
     };
     let detail = email.as_ref().map(EmailAddress::to_string).unwrap_or_default();
     crate::accounts::set_email(state.store(), &session.session.user, email)

@@ -177,12 +177,9 @@ pub async fn change(
             format!("role={role}")
         }
         "email" => {
-            let email = match form.email.trim() {
-                "" => None,
-                e => match e.parse::<EmailAddress>() {
-                    Ok(e) => Some(e),
-                    Err(e) => return refuse(e.to_string()).await,
-                },
+            let email = match EmailAddress::optional(&form.email) {
+                Ok(e) => e,
+                Err(e) => return refuse(e.to_string()).await,
             };
             let detail = email.as_ref().map(EmailAddress::to_string).unwrap_or_default();
             accounts::set_email(store, &name, email)

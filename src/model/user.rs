@@ -47,6 +47,15 @@ impl EmailAddress {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// What every surface's address field means: empty (or blanks) removes the address,
+    /// anything else must be one.
+    pub fn optional(s: &str) -> Result<Option<EmailAddress>, MirrorError> {
+        match s.trim() {
+            "" => Ok(None),
+            s => s.parse().map(Some),
+        }
+    }
 }
 
 impl FromStr for EmailAddress {
@@ -125,6 +134,9 @@ mod tests {
     fn email_addresses_are_one_plain_address() {
         let ok: EmailAddress = " admin@mirror.example.org ".parse().unwrap();
         assert_eq!(ok.as_str(), "admin@mirror.example.org");
+        assert_eq!(EmailAddress::optional("  "), Ok(None));
+        assert_eq!(EmailAddress::optional(" admin@mirror.example.org"), Ok(Some(ok)));
+        assert!(EmailAddress::optional("admin").is_err());
         for bad in [
             "",
             "admin",

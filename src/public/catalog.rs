@@ -74,6 +74,20 @@ impl CatalogCache {
         c
     }
 
+    /// The repositories, sorted: read from the store once per generation.
+    async fn repos(
+        &self,
+        state: &RegistryState,
+        generation: Generation,
+    ) -> Result<Arc<Vec<RepoName>>, RegistryError> {
+        if let Some(r) = self.at(generation).repos.clone() {
+            return Ok(r);
+        }
+        let r = Arc::new(state.store.catalog().await?);
+        self.at(generation).repos = Some(r.clone());
+        Ok(r)
+    }
+
     fn etag(&self, generation: Generation) -> String {
         format!("\"g{generation}-{:x}\"", self.boot)
     }
@@ -114,6 +128,14 @@ struct ListQuery {
     q: String,
     #[serde(default)]
     page: usize,
+}
+
+/// Page `page` (from 0) of `items`, and whether more follow.
+fn paged<T>(items: impl Iterator<Item = T>, page: usize) -> (Vec<T>, bool) {
+    let mut shown: Vec<T> = items.skip(page.saturating_mul(PAGE)).take(PAGE + 1).collect();
+    let more = shown.len() > PAGE;
+    shown.truncate(PAGE);
+    (shown, more)
 }
 
 /// 304 when the client's copy is of this generation, else `None`.
@@ -169,29 +191,18 @@ pub async fn index(
     if let Some(r) = unchanged(&req, &etag) {
         return Ok(r);
     }
-    let cached = cache.at(generation).repos.clone();
-    let repos = match cached {
-        Some(r) => r,
-        None => {
-            let r = Arc::new(state.store.catalog().await?);
-            cache.at(generation).repos = Some(r.clone());
-            r
-        }
-    };
+    let repos = cache.repos(state.get_ref(), generation).await?;
     let needle = q.q.trim().to_ascii_lowercase();
-    let matching: Vec<&RepoName> =
-        repos.iter().filter(|r| r.as_str().contains(needle.as_str())).collect();
-    let total = matching.len();
-    let shown: Vec<&RepoName> =
-        matching.into_iter().skip(q.page.saturating_mul(PAGE)).take(PAGE + 1).collect();
-    let more = shown.len() > PAGE;
+    let matching = repos.iter().filter(|r| r.as_str().contains(needle.as_str()));
+    let total = matching.clone().count();
+    let (shown, more) = paged(matching, q.page);
     let page = CatalogPage {
         css: &crate::admin::CSS.name,
         site: &site,
         address: Address::of(&state.public_url),
         query: q.q.trim(),
         total,
-        repos: shown.into_iter().take(PAGE).collect(),
+        repos: shown,
         page: q.page,
         more,
     };
@@ -245,6 +256,10 @@ pub async fn repository(
     if let Some(r) = unchanged(&req, &etag) {
         return Ok(r);
     }
+    // An unknown name is answered from the cached list, never with a store read.
+    if cache.repos(state.get_ref(), generation).await?.binary_search(&name).is_err() {
+        return not_found(&site, name.as_str());
+    }
     let cached = cache.at(generation).tags.get(&name).cloned();
     let tags = match cached {
         Some(t) => t,
@@ -259,9 +274,7 @@ pub async fn repository(
         }
     };
     let example = tags.iter().find(|t| t.tag == "latest").or(tags.first());
-    let shown: Vec<&TagDetail> =
-        tags.iter().skip(q.page.saturating_mul(PAGE)).take(PAGE + 1).collect();
-    let more = shown.len() > PAGE;
+    let (shown, more) = paged(tags.iter(), q.page);
     let page = RepoPage {
         css: &crate::admin::CSS.name,
         site: &site,
@@ -269,7 +282,7 @@ pub async fn repository(
         name: &name,
         example,
         total: tags.len(),
-        tags: shown.into_iter().take(PAGE).collect(),
+        tags: shown,
         page: q.page,
         more,
     };
