@@ -201,16 +201,7 @@ fn show(d: &MirrorDetail) {
     }
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
+pub use wharf::model::human_bytes;
 
 /// A crawl in which some mirror failed exits 2 (like a partial sync), so cron and
 /// monitoring notice.

@@ -25,7 +25,7 @@ use askama::Template;
 use crate::accounts::{LoginThrottle, SessionPolicy};
 use crate::clock::Clock;
 use crate::geo::GeoDb;
-use crate::model::{AuditEntry, Role};
+use crate::model::{AuditEntry, Role, human_bytes as bytes};
 use crate::scheduler::Jobs;
 use crate::service::{self, MirrorChange};
 use crate::store::{MirrorEditError, Store};
@@ -168,18 +168,6 @@ fn when(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// Sizes as people read them.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
-}
-
 /// For `fuzzing`: the mirror patch a posted mirror form yields (`None`: refused).
 #[doc(hidden)]
 pub fn mirror_form_patch(body: &[u8], operator: bool) -> Option<crate::model::MirrorPatch> {
@@ -214,15 +202,4 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/users/{name}", web::post().to(users::change))
         .route("/audit", web::get().to(audit::list))
         .route("/assets/{name}", web::get().to(serve_asset));
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(super::bytes(0), "0 B");
-        assert_eq!(super::bytes(1023), "1023 B");
-        assert_eq!(super::bytes(1536), "1.5 KiB");
-        assert_eq!(super::bytes(5 << 30), "5.0 GiB");
-    }
 }

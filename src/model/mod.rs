@@ -8,6 +8,7 @@ mod manifest;
 mod mirror;
 mod names;
 mod run;
+mod units;
 mod user;
 
 pub use activity::{AuditEntry, MirrorTraffic, RedirectCount, hour_of};
@@ -23,6 +24,7 @@ pub use mirror::{
 };
 pub use names::{Digest, NameError, Reference, RepoName, Tag};
 pub use run::{RepoReport, RunOutcome, SyncRun};
+pub use units::human_bytes;
 pub use user::{EmailAddress, Role, User, UserName};
 
 /// The tree's content generation: increases exactly when the published tree changes.

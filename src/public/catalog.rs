@@ -296,18 +296,6 @@ fn not_found(site: &PublicSite, name: &str) -> Result<HttpResponse, RegistryErro
     Ok(HttpResponse::NotFound().content_type("text/html; charset=utf-8").body(body))
 }
 
-/// `1.4 MiB`.
-pub fn human_size(bytes: &u64) -> String {
-    let mut v = *bytes as f64;
-    for unit in ["B", "KiB", "MiB", "GiB"] {
-        if v < 1024.0 {
-            return if unit == "B" { format!("{bytes} B") } else { format!("{v:.1} {unit}") };
-        }
-        v /= 1024.0;
-    }
-    format!("{v:.1} TiB")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,11 +306,5 @@ mod tests {
         assert_eq!((a.host.as_str(), a.plain_http), ("registry.example.org", false));
         let a = Address::of("http://127.0.0.1:5000");
         assert_eq!((a.host.as_str(), a.plain_http, a.scheme()), ("127.0.0.1:5000", true, "http"));
-    }
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human_size(&512), "512 B");
-        assert_eq!(human_size(&(3 * 1024 * 1024 / 2)), "1.5 MiB");
     }
 }
