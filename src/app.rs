@@ -195,6 +195,7 @@ impl App {
             stopping: stopping.clone(),
             ready: ready.clone(),
             manifests: Default::default(),
+            signatures: self.config.upstream.lookaside.is_some(),
         });
         let hooks = web::Data::new(crate::hooks::HookState {
             secret: self.config.hook_secret.clone(),

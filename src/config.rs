@@ -208,6 +208,9 @@ pub struct RawUpstream {
     pub tags: Option<String>,
     pub username: String,
     pub password_file: String,
+    /// The upstream's simple-signing signature store (`<repo>@sha256=<hex>/signature-N`),
+    /// an http(s) URL; empty: none.
+    pub lookaside: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -305,6 +308,26 @@ pub struct RawSync {
     pub blob_timeout: String,
     /// `n` asked for per page of the upstream's `_catalog` and `tags/list`.
     pub page_size: u32,
+    /// Sync what refers to each synced manifest (signatures, attestations, SBOMs): the
+    /// upstream's referrers API, the OCI fallback tag and cosign's tags.
+    pub referrers: bool,
+    /// Only referrers of these artifact types; empty: all.
+    pub referrer_artifact_types: Vec<String>,
+    /// `[sync.policy]`: publish only signed tags.
+    pub policy: RawPolicy,
+}
+
+/// `[sync.policy]`: which tags may be published.
+#[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    /// Publish a tag only when a signature of its manifest verifies against one of `keys`.
+    pub require_signature: bool,
+    /// Public key files: PEM ECDSA P-256 (cosign) and/or OpenPGP (simple signing).
+    pub keys: Vec<PathBuf>,
+    /// The identity signatures must name (`host[:port][/path]`, the repository appended);
+    /// default: the upstream registry's host.
+    pub identity: String,
 }
 
 impl Default for RawSync {
@@ -315,6 +338,9 @@ impl Default for RawSync {
             request_timeout: "30s".into(),
             blob_timeout: "30min".into(),
             page_size: 1000,
+            referrers: true,
+            referrer_artifact_types: Vec::new(),
+            policy: RawPolicy::default(),
         }
     }
 }
@@ -564,6 +590,8 @@ pub struct UpstreamConfig {
     /// `None`: every repository in the catalog.
     pub repositories: Option<Vec<globset::GlobMatcher>>,
     pub tags: regex::Regex,
+    /// The upstream's lookaside signature store, with a trailing slash.
+    pub lookaside: Option<reqwest::Url>,
 }
 
 impl UpstreamConfig {
@@ -598,6 +626,27 @@ pub struct SyncSettings {
     pub request_timeout: Duration,
     pub blob_timeout: Duration,
     pub page_size: u32,
+    pub referrers: bool,
+    /// Referrers of these artifact types only; empty: every type.
+    pub referrer_artifact_types: Vec<String>,
+    /// Publish only tags with a verified signature.
+    pub policy: Option<SignaturePolicy>,
+}
+
+impl SyncSettings {
+    /// Whether referrers of `artifact_type` are synced.
+    pub fn wants_artifact(&self, artifact_type: Option<&str>) -> bool {
+        self.referrer_artifact_types.is_empty()
+            || artifact_type.is_some_and(|t| self.referrer_artifact_types.iter().any(|w| w == t))
+    }
+}
+
+/// `[sync.policy]` validated: the keys parsed and the identity signatures must name.
+#[derive(Debug, Clone)]
+pub struct SignaturePolicy {
+    pub keys: crate::model::signature::TrustedKeys,
+    /// `host[:port][/path]`; a repository `r` is signed as `<identity>/r`.
+    pub identity: String,
 }
 
 impl Config {
@@ -799,12 +848,27 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if s.retries == 0 || s.retries > 20 {
         return Err(key_err("sync.retries", "must be between 1 and 20"));
     }
+    for t in &s.referrer_artifact_types {
+        let ok = t.len() <= 255
+            && t.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+            && t.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(key_err(
+                "sync.referrer_artifact_types",
+                format!("{t:?} is not a media type (type/subtype)"),
+            ));
+        }
+    }
+    let policy = signature_policy(s.policy, &upstream)?;
     let sync = SyncSettings {
         concurrency: s.concurrency,
         retries: s.retries,
         request_timeout: duration("sync.request_timeout", &s.request_timeout)?,
         blob_timeout: duration("sync.blob_timeout", &s.blob_timeout)?,
         page_size: s.page_size,
+        referrers: s.referrers,
+        referrer_artifact_types: s.referrer_artifact_types,
+        policy,
     };
     let trusted_proxies = raw
         .server
@@ -973,6 +1037,46 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
+/// `[sync.policy]`: the keys read and parsed now, so a bad key file stops the start.
+fn signature_policy(
+    p: RawPolicy,
+    upstream: &UpstreamConfig,
+) -> Result<Option<SignaturePolicy>, ConfigError> {
+    if !p.require_signature {
+        return Ok(None);
+    }
+    if p.keys.is_empty() {
+        return Err(key_err("sync.policy.keys", "require_signature needs at least one key file"));
+    }
+    let keys: Vec<PathBuf> = p.keys.iter().map(|k| absolute(k)).collect();
+    let keys = crate::model::signature::TrustedKeys::load(&keys)
+        .map_err(|e| key_err("sync.policy.keys", e))?;
+    let identity = match (p.identity.trim(), &upstream.source) {
+        ("", UpstreamSource::Registry { url, .. }) => match (url.host_str(), url.port()) {
+            (Some(h), Some(port)) => format!("{h}:{port}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => return Err(key_err("sync.policy.identity", "the upstream has no host")),
+        },
+        ("", UpstreamSource::OciDir(_)) => {
+            return Err(key_err(
+                "sync.policy.identity",
+                "required with an oci: upstream: the host[/path] signatures name",
+            ));
+        }
+        (id, _) => id.trim_end_matches('/').to_owned(),
+    };
+    let ok = !identity.is_empty()
+        && identity.len() <= 255
+        && identity.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:/".contains(&b));
+    if !ok {
+        return Err(key_err(
+            "sync.policy.identity",
+            format!("{identity:?} is not host[:port][/path]"),
+        ));
+    }
+    Ok(Some(SignaturePolicy { keys, identity }))
+}
+
 fn validate_upstream(u: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
     let source = if let Some(path) = u.url.strip_prefix("oci:") {
         if path.is_empty() {
@@ -1018,7 +1122,24 @@ fn validate_upstream(u: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
     let tags_src = u.tags.unwrap_or_else(|| ".*".into());
     let tags = regex::Regex::new(&format!("^(?:{tags_src})$"))
         .map_err(|e| key_err("upstream.tags", format!("{tags_src:?}: {e}")))?;
-    Ok(UpstreamConfig { source, repositories, tags })
+    let lookaside = match u.lookaside.trim() {
+        "" => None,
+        l => {
+            let mut url = reqwest::Url::parse(l)
+                .map_err(|e| key_err("upstream.lookaside", format!("{l:?}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
+                return Err(key_err(
+                    "upstream.lookaside",
+                    "must be an http(s) URL without a query",
+                ));
+            }
+            if !url.path().ends_with('/') {
+                url.set_path(&format!("{}/", url.path()));
+            }
+            Some(url)
+        }
+    };
+    Ok(UpstreamConfig { source, repositories, tags, lookaside })
 }
 
 #[cfg(test)]
@@ -1118,6 +1239,23 @@ mod tests {
                 "[upstream]\nurl = \"http://r\"\n[notify]\nmin_interval = \"soon\"\n",
                 "notify.min_interval",
             ),
+            ("[upstream]\nurl = \"http://r\"\nlookaside = \"file:///x\"\n", "upstream.lookaside"),
+            (
+                "[upstream]\nurl = \"http://r\"\n[sync]\nreferrer_artifact_types = [\"sbom\"]\n",
+                "sync.referrer_artifact_types",
+            ),
+            (
+                "[upstream]\nurl = \"http://r\"\n[sync.policy]\nrequire_signature = true\n",
+                "sync.policy.keys",
+            ),
+            (
+                "[upstream]\nurl = \"http://r\"\n[sync.policy]\nrequire_signature = true\nkeys = [\"/nonexistent/k.pub\"]\n",
+                "/nonexistent/k.pub",
+            ),
+            (
+                "[upstream]\nurl = \"oci:/x\"\n[sync.policy]\nrequire_signature = true\nkeys = [\"src/model/testdata/cosign.pub\"]\n",
+                "sync.policy.identity",
+            ),
         ];
         for (toml, needle) in cases {
             let err = load_str(toml, &[]).unwrap_err().to_string();
@@ -1128,6 +1266,22 @@ mod tests {
             "x".repeat(301)
         );
         assert!(load_str(&long, &[]).unwrap_err().to_string().contains("public.description"));
+        // A key file that does not parse stops the start, named.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad-key.pem");
+        std::fs::write(&bad, "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+            .unwrap();
+        let toml = format!(
+            "[upstream]\nurl = \"http://r:5000\"\n[sync.policy]\nrequire_signature = true\nkeys = [\"{}\"]\n",
+            bad.display()
+        );
+        let err = load_str(&toml, &[]).unwrap_err().to_string();
+        assert!(err.contains("sync.policy.keys") && err.contains("bad-key.pem"), "{err}");
+        let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/model/testdata/cosign.pub");
+        let c =
+            load_str(&toml.replace(&bad.display().to_string(), &good.display().to_string()), &[])
+                .unwrap();
+        assert_eq!(c.sync.policy.unwrap().identity, "r:5000");
         let err =
             load_str("[upstream]\nurl = \"http://r\"\n", &[("WHARF__NOPE", "1")]).unwrap_err();
         assert!(err.to_string().contains("WHARF__NOPE"), "{err}");

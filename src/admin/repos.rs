@@ -45,6 +45,8 @@ pub struct TagRow {
     platforms: String,
     size: String,
     changed: String,
+    /// Signatures, attestations, SBOMs.
+    attached: String,
 }
 
 #[derive(Template)]
@@ -66,7 +68,8 @@ fn kind(mt: &str) -> String {
     }
 }
 
-/// One repository's tags: digest, media type, platforms, size, last change.
+/// One repository's tags: digest, media type, platforms, size, last change, and what is
+/// attached to each (signatures, attestations, SBOMs).
 pub async fn detail(
     session: OperatorSession,
     state: web::Data<AdminState>,
@@ -83,6 +86,7 @@ pub async fn detail(
             platforms: t.platforms.join(", "),
             size: bytes(t.size),
             changed: when(t.updated_at),
+            attached: t.attachments.join(", "),
         })
         .collect();
     let page = DetailPage { frame: Frame::of(&session.0), name: name.to_string(), tags };

@@ -1,18 +1,22 @@
 //! Domain types shared by every layer: names, references, digests, media types, the parsed
-//! shape of a manifest and sync-run reports. Leaf module: imports nothing from the crate.
+//! shape of a manifest, what is attached to one and how its signatures verify, and sync-run
+//! reports. Leaf module: imports nothing from the crate.
 
 mod activity;
+pub mod attachment;
 pub mod geography;
 mod layout;
 mod manifest;
 mod mirror;
 mod names;
 mod run;
+pub mod signature;
 mod units;
 mod user;
 
 pub use activity::{AuditEntry, MirrorTraffic, RedirectCount, hour_of};
-pub use layout::{RepoLayout, TagEntry};
+pub use attachment::{AttachmentTag, LookasidePath, Referrer, TagScheme};
+pub use layout::{RepoLayout, TagEntry, UntaggedEntry};
 pub use manifest::{
     BlobRef, ChildManifest, MAX_MANIFEST_SIZE, ManifestError, ManifestShape, Platform, media_type,
     platform_of_config,

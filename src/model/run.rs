@@ -25,6 +25,8 @@ pub struct RepoReport {
     pub tags_moved: u32,
     pub tags_removed: u32,
     pub tags_unchanged: u32,
+    /// Untagged referrers and simple-signing signatures that came or went.
+    pub attachments_changed: u32,
     pub manifests_fetched: u32,
     pub blobs_fetched: u32,
     pub bytes_fetched: u64,

@@ -3,6 +3,7 @@
 //! Architecture invariant: no request here opens a write transaction.
 //! Imports `model`, `store`; never `admin`.
 
+mod attachments;
 mod cache;
 mod errors;
 mod mirrors;
@@ -55,6 +56,9 @@ pub struct RegistryState {
     /// Set once the selection state is loaded at start; until then `/readyz` and blob
     /// requests answer 503 (the listener answers from the first moment).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Simple-signing signatures are synced (`[upstream] lookaside`): `/v2/` says so, and
+    /// containers/image reads them through the signatures API extension.
+    pub signatures: bool,
 }
 
 impl RegistryState {
@@ -166,6 +170,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, tree_dir: &Path) {
                 .default_service(web::to(dispatch)),
         )
         .service(
+            web::scope("/extensions/v2")
+                .wrap(DefaultHeaders::new().add(API_VERSION))
+                .default_service(web::to(attachments::signatures_api)),
+        )
+        .service(web::scope("/sigstore").default_service(web::to(attachments::lookaside)))
+        .service(
             // No listing (not enabled), Range and HEAD supported, `..` rejected by actix-files.
             actix_files::Files::new("/tree", tree_dir),
         );
@@ -200,9 +210,16 @@ fn read_method(req: &HttpRequest) -> Result<bool, RegistryError> {
     }
 }
 
-async fn base(req: HttpRequest) -> Result<HttpResponse, RegistryError> {
+async fn base(
+    req: HttpRequest,
+    state: web::Data<RegistryState>,
+) -> Result<HttpResponse, RegistryError> {
     read_method(&req)?;
-    Ok(HttpResponse::Ok().content_type("application/json").body("{}"))
+    let mut res = HttpResponse::Ok();
+    if state.signatures {
+        res.insert_header(("X-Registry-Supports-Signatures", "1"));
+    }
+    Ok(res.content_type("application/json").body("{}"))
 }
 
 async fn dispatch(
@@ -216,7 +233,10 @@ async fn dispatch(
         V2Route::Catalog => catalog(&req, &state).await,
         V2Route::Tags(name) => tags(&req, &state, name).await,
         V2Route::Manifest(name, reference) => manifest(&req, &state, name, reference).await,
-        V2Route::Blob(name, digest) => blob(&req, &state, name, digest, head).await,
+        V2Route::Blob(name, digest) => redirect_blob(&req, &state, &name, &digest, head).await,
+        V2Route::Referrers(name, digest) => {
+            attachments::referrers(&req, &state, name, digest).await
+        }
         V2Route::Upload => Err(RegistryError::Unsupported),
         V2Route::Unknown => Err(RegistryError::NotFound),
     }
@@ -300,15 +320,16 @@ fn manifest_response(req: &HttpRequest, hit: &ManifestHit) -> HttpResponse {
 }
 
 /// The hot path: one snapshot read, one GeoIP lookup, one pick. No store access, no lock.
-async fn blob(
+/// (Blobs, and the lookaside store's signature files, which are pool files too.)
+async fn redirect_blob(
     req: &HttpRequest,
     state: &RegistryState,
-    name: RepoName,
-    digest: Digest,
+    name: &RepoName,
+    digest: &Digest,
     head: bool,
 ) -> Result<HttpResponse, RegistryError> {
     let snapshot = state.snapshot()?;
-    let facts = match snapshot.blob(&name, &digest) {
+    let facts = match snapshot.blob(name, digest) {
         BlobLookup::Found(b) => b,
         BlobLookup::NameUnknown => return Err(RegistryError::NameUnknown),
         BlobLookup::BlobUnknown => return Err(RegistryError::BlobUnknown),
@@ -322,7 +343,7 @@ async fn blob(
     }
     let client = crate::edge::Client::of(req);
     let geo = state.geo.lookup(client.ip);
-    let pick = snapshot.pick(&digest, facts, client.ip, &geo, client.https, &mut rand::rng());
+    let pick = snapshot.pick(digest, facts, client.ip, &geo, client.https, &mut rand::rng());
     state.redirects.record(pick.tier, geo.country);
     if let Some(mirror) = &pick.mirror {
         state.redirects.record_mirror(mirror, facts.size);
@@ -331,7 +352,7 @@ async fn blob(
     // be a header value, the client gets Wharf's own copy, never a 500.
     let location = HeaderValue::try_from(pick.url).or_else(|e| {
         tracing::error!(mirror = ?pick.mirror, error = %e, "mirror URL is not a header value");
-        HeaderValue::try_from(snapshot.fallback_url(&digest))
+        HeaderValue::try_from(snapshot.fallback_url(digest))
     });
     let location = location.map_err(|e| RegistryError::Bug(e.to_string()))?;
     Ok(HttpResponse::TemporaryRedirect()

@@ -10,6 +10,8 @@ pub enum V2Route {
     Tags(RepoName),
     Manifest(RepoName, Reference),
     Blob(RepoName, Digest),
+    /// The OCI 1.1 referrers API.
+    Referrers(RepoName, Digest),
     /// Upload endpoints: Wharf is read-only.
     Upload,
     Unknown,
@@ -37,6 +39,10 @@ pub fn parse(rest: &str) -> Result<V2Route, NameError> {
             let name: RepoName = name.parse()?;
             Ok(V2Route::Blob(name, last.parse()?))
         }
+        "referrers" => {
+            let name: RepoName = name.parse()?;
+            Ok(V2Route::Referrers(name, last.parse()?))
+        }
         _ => Ok(V2Route::Unknown),
     }
 }
@@ -58,6 +64,11 @@ mod tests {
             Ok(V2Route::Manifest(_, Reference::Digest(_)))
         ));
         assert!(matches!(parse(&format!("x/blobs/{d}")), Ok(V2Route::Blob(..))));
+        assert!(
+            matches!(parse(&format!("a/b/referrers/{d}")), Ok(V2Route::Referrers(n, _)) if n.as_str() == "a/b")
+        );
+        assert!(matches!(parse("x/referrers/sha256:short"), Err(NameError::Digest(_))));
+        assert!(matches!(parse("x/referrers/latest"), Err(NameError::Digest(_))));
         assert_eq!(parse("x/blobs/uploads/"), Ok(V2Route::Upload));
         assert_eq!(parse("x/whatever"), Ok(V2Route::Unknown));
         assert!(matches!(parse("../x/tags/list"), Err(NameError::Repo(_))));

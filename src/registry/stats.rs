@@ -5,8 +5,19 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::metrics::{Collector, counters};
 
-const KINDS: [&str; 9] =
-    ["base", "catalog", "tags", "manifest", "blob", "tree", "metrics", "public", "other"];
+const KINDS: [&str; 11] = [
+    "base",
+    "catalog",
+    "tags",
+    "manifest",
+    "blob",
+    "referrers",
+    "signatures",
+    "tree",
+    "metrics",
+    "public",
+    "other",
+];
 const METHODS: [&str; 3] = ["GET", "HEAD", "other"];
 /// Every status code from 100 to 599 has its own counter: a 5xx is counted as itself.
 const STATUSES: usize = 500;
@@ -42,9 +53,13 @@ pub fn kind_of(path: &str) -> usize {
             "manifest"
         } else if rest.contains("/blobs/") {
             "blob"
+        } else if rest.contains("/referrers/") {
+            "referrers"
         } else {
             "other"
         }
+    } else if path.starts_with("/extensions/") || path.starts_with("/sigstore/") {
+        "signatures"
     } else if path.starts_with("/tree/") {
         "tree"
     } else if path == "/metrics" {

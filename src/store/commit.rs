@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
-use crate::model::{BlobRef, ChildManifest, Digest, Generation, Platform, RepoName, Tag};
+use crate::model::{BlobRef, ChildManifest, Digest, Generation, Platform, Referrer, RepoName, Tag};
 
 use super::records::{
     Released, StoredBlob, StoredManifest, StoredRepo, StoredTag, decode, encode, pack_manifest,
@@ -51,23 +51,37 @@ pub struct SyncCommit {
     /// Pool files written by this run and not staged yet (blobs; manifests are added from
     /// `manifests`).
     pub blobs: Vec<(Digest, u64)>,
+    /// What repositories publish besides their tags. A repository named here gets exactly
+    /// these; one that is not keeps what it had (until it is removed).
+    pub attachments: BTreeMap<RepoName, Attachments>,
     pub now: DateTime<Utc>,
     /// How long an unreferenced pool file stays before it is collected.
     pub grace: chrono::Duration,
 }
 
-/// How a repository's tags changed.
+/// What a repository publishes besides its tags: manifests without a tag (referrers the
+/// upstream's referrers API or fallback index lists) and each manifest's simple-signing
+/// signatures (pool files, `signature-1` first). Everything here is in the pool already.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attachments {
+    pub untagged: BTreeSet<Digest>,
+    pub signatures: BTreeMap<Digest, Vec<(Digest, u64)>>,
+}
+
+/// How a repository's tags (and attachments) changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TagDiff {
     pub added: u32,
     pub moved: u32,
     pub removed: u32,
     pub unchanged: u32,
+    /// Untagged manifests and signature lists that came, went or changed.
+    pub attachments: u32,
 }
 
 impl TagDiff {
     pub fn changed(&self) -> bool {
-        self.added + self.moved + self.removed > 0
+        self.added + self.moved + self.removed + self.attachments > 0
     }
 }
 
@@ -125,6 +139,7 @@ struct Tables<'t> {
     manifest_bytes: Table<'t, &'static [u8; 32], &'static [u8]>,
     pool: Table<'t, &'static [u8; 32], &'static [u8]>,
     released: Table<'t, (i64, &'static [u8; 32]), ()>,
+    subjects: Table<'t, &'static [u8; 32], &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -137,7 +152,13 @@ impl<'t> Tables<'t> {
             manifest_bytes: txn.open_table(MANIFEST_BYTES)?,
             pool: txn.open_table(POOL)?,
             released: txn.open_table(RELEASED)?,
+            subjects: txn.open_table(SUBJECTS)?,
         })
+    }
+
+    /// The subject manifest `digest` names, if it is a manifest that names one.
+    fn subject_of(&self, digest: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self.subjects.get(digest)?.and_then(|v| v.value().get(..32)?.try_into().ok()))
     }
 
     fn generation(&self) -> Result<Generation, StoreError> {
@@ -203,6 +224,9 @@ impl<'t> Tables<'t> {
             let key = m.digest.raw();
             self.manifests.insert(&key, rec.encode().as_slice())?;
             self.manifest_bytes.insert(&key, pack_manifest(&m.bytes).as_slice())?;
+            if let Some(r) = Referrer::of(&m.bytes, &m.media_type) {
+                self.subjects.insert(&key, subject_record(&r).as_slice())?;
+            }
             pool.push((key, m.bytes.len() as u64));
         }
         let mut added = 0;
@@ -305,6 +329,9 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
         let mut repos = txn.open_table(REPOS)?;
         let mut tags = txn.open_table(TAGS)?;
         let mut content = txn.open_table(REPO_CONTENT)?;
+        let mut untagged = txn.open_table(UNTAGGED)?;
+        let mut signatures = txn.open_table(SIGNATURES)?;
+        let mut referrers = txn.open_table(REFERRERS)?;
         t.stage(&c.manifests, &c.blobs, c.now)?;
 
         let before = t.generation()?;
@@ -342,16 +369,31 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                 tags.remove((repo.as_str(), tag.as_str()))?;
                 diff.removed += 1;
             }
+            // Attachments: what the run found, else what there was; none without tags.
+            let had = super::attachments::read(&untagged, &signatures, repo.as_str())?;
+            let has = match c.attachments.get(repo) {
+                _ if new_tags.is_empty() => Attachments::default(),
+                Some(a) => a.clone(),
+                None => had.clone(),
+            };
+            diff.attachments =
+                write_attachments(&mut untagged, &mut signatures, repo.as_str(), &had, &has)?;
             if !diff.changed() {
                 // Same tags, same digests: the same content (manifests are immutable).
                 diffs.insert(repo.clone(), diff);
                 continue;
             }
 
-            // What the repository reaches now against what it reached.
+            // What the repository reaches now against what it reached: its tags, its untagged
+            // manifests, and its signature files (which every content set carries).
             let mut reach = BTreeMap::new();
-            for digest in new_tags.values() {
+            for digest in new_tags.values().chain(&has.untagged) {
                 reach_from(&t.manifests, digest.raw(), &mut reach)?;
+            }
+            let mut signature_files = BTreeSet::new();
+            for (d, size) in has.signatures.values().flatten() {
+                reach.insert(d.raw(), *size);
+                signature_files.insert(d.raw());
             }
             let mut gone = Vec::new();
             for row in content.range(repo_keys(repo.as_str()))? {
@@ -363,16 +405,26 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
             for d in gone {
                 content.remove((repo.as_str(), &d))?;
                 t.unreference(&d, before, c.now)?;
+                if let Some(subject) = t.subject_of(&d)? {
+                    referrers.remove((repo.as_str(), &subject, &d))?;
+                }
             }
             // `reach` now holds only what is new to this repository.
             for (d, size) in &reach {
                 content.insert((repo.as_str(), d), *size)?;
                 t.reference(d, *size, candidate)?;
+                if let Some(subject) = t.subject_of(d)? {
+                    referrers.insert((repo.as_str(), &subject, d), ())?;
+                }
             }
             // Content sets that carry a blob from now on: those of every manifest this
             // repository reaches for the first time, for it and its blobs. (A repository
             // reaching something new changed its tags: the generation is `candidate`.)
             for d in reach.keys() {
+                if signature_files.contains(d) {
+                    t.grow_set(d, selection::EVERY_SET, candidate)?;
+                    continue;
+                }
                 let rec = match t.manifests.get(d)? {
                     Some(v) => StoredManifest::decode(v.value())?,
                     None => continue,
@@ -421,6 +473,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                 t.pool.remove(&d)?;
                 t.manifests.remove(&d)?;
                 t.manifest_bytes.remove(&d)?;
+                t.subjects.remove(&d)?;
                 collected.push(Digest::from_sha256(&d));
             }
         }
@@ -450,6 +503,82 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
     };
     txn.commit()?;
     Ok(outcome)
+}
+
+/// A `subjects` value: the subject's 32 bytes, then the descriptor.
+fn subject_record(r: &Referrer) -> Vec<u8> {
+    let mut v = r.subject.raw().to_vec();
+    v.extend_from_slice(&r.descriptor);
+    v
+}
+
+/// Make a repository's stored attachments `has` (they were `had`); returns how many entries
+/// changed.
+fn write_attachments(
+    untagged: &mut Table<(&str, &[u8; 32]), ()>,
+    signatures: &mut Table<(&str, &[u8; 32]), &[u8]>,
+    repo: &str,
+    had: &Attachments,
+    has: &Attachments,
+) -> Result<u32, StoreError> {
+    let mut changed = 0;
+    for d in had.untagged.difference(&has.untagged) {
+        untagged.remove((repo, &d.raw()))?;
+        changed += 1;
+    }
+    for d in has.untagged.difference(&had.untagged) {
+        untagged.insert((repo, &d.raw()), ())?;
+        changed += 1;
+    }
+    for d in had.signatures.keys().filter(|d| !has.signatures.contains_key(*d)) {
+        signatures.remove((repo, &d.raw()))?;
+        changed += 1;
+    }
+    for (d, sigs) in &has.signatures {
+        if had.signatures.get(d) != Some(sigs) {
+            if sigs.is_empty() {
+                signatures.remove((repo, &d.raw()))?;
+            } else {
+                signatures.insert((repo, &d.raw()), encode_signatures(sigs).as_slice())?;
+            }
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// Index the subjects of every stored manifest and each repository's referrers (the schema 5
+/// migration). Returns how many referrer rows it wrote.
+pub(super) fn index_subjects(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut subjects = std::collections::HashMap::new();
+    {
+        let records = txn.open_table(MANIFESTS)?;
+        let mut table = txn.open_table(SUBJECTS)?;
+        for row in txn.open_table(MANIFEST_BYTES)?.iter()? {
+            let (k, v) = row?;
+            let key = *k.value();
+            let Some(rec) = records.get(&key)? else { continue };
+            let media_type = StoredManifest::decode(rec.value())?.media_type;
+            let bytes = super::records::unpack_manifest(v.value())?;
+            if let Some(r) = Referrer::of(&bytes, &media_type) {
+                table.insert(&key, subject_record(&r).as_slice())?;
+                subjects.insert(key, r.subject.raw());
+            }
+        }
+    }
+    let mut n = 0;
+    if !subjects.is_empty() {
+        let mut referrers = txn.open_table(REFERRERS)?;
+        for row in txn.open_table(REPO_CONTENT)?.iter()? {
+            let (k, _) = row?;
+            let (repo, d) = k.value();
+            if let Some(subject) = subjects.get(d) {
+                referrers.insert((repo, subject, d), ())?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// Build reference counts and the released index from `repo_content` and `blobs` (the
@@ -621,6 +750,17 @@ mod tests {
             staged: &[&NewManifest],
             hours_later: i64,
         ) -> CommitOutcome {
+            self.commit_with(repos, staged, &BTreeMap::new(), hours_later).await
+        }
+
+        /// [`Self::commit`] with attachments.
+        async fn commit_with(
+            &self,
+            repos: &[(&str, &[(&str, &NewManifest)])],
+            staged: &[&NewManifest],
+            attachments: &BTreeMap<RepoName, Attachments>,
+            hours_later: i64,
+        ) -> CommitOutcome {
             let blobs = staged
                 .iter()
                 .flat_map(|m| m.blobs.iter().map(|b| (b.digest.clone(), b.size)))
@@ -636,6 +776,7 @@ mod tests {
                 removed_repos: Vec::new(),
                 manifests: staged.iter().map(|m| (*m).clone()).collect(),
                 blobs,
+                attachments: attachments.clone(),
                 now: self.now + chrono::Duration::hours(hours_later),
                 grace: chrono::Duration::hours(24),
             };
@@ -753,5 +894,182 @@ mod tests {
             facts.sets_of(base),
             BTreeMap::from([("amd64".to_owned(), 1), ("arm64".to_owned(), 2)])
         );
+    }
+
+    /// An artifact manifest naming `subject`, of `artifact_type`, with one layer.
+    fn referrer(subject: &NewManifest, artifact_type: &str, layer: &str) -> NewManifest {
+        let l = Digest::of(layer.as_bytes());
+        let bytes = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"{artifact_type}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{l}","size":2}},"layers":[{{"mediaType":"{artifact_type}","digest":"{l}","size":{}}}],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1}}}}"#,
+            layer.len(),
+            subject.digest
+        )
+        .into_bytes();
+        NewManifest {
+            digest: Digest::of(&bytes),
+            media_type: crate::model::media_type::OCI_MANIFEST.into(),
+            children: Vec::new(),
+            blobs: vec![BlobRef { digest: l, size: layer.len() as u64 }],
+            platform: None,
+            bytes,
+        }
+    }
+
+    async fn referrer_digests(f: &Fixture, repo: &str, subject: &NewManifest) -> Vec<Digest> {
+        let page = f
+            .store
+            .referrers(&repo.parse().unwrap(), &subject.digest, None, None, 100, 1 << 20)
+            .await
+            .unwrap();
+        let crate::store::Lookup::Found(page) = page else { panic!("repo unknown") };
+        page.descriptors
+            .iter()
+            .map(|d| {
+                let v: serde_json::Value = serde_json::from_slice(d).unwrap();
+                v["digest"].as_str().unwrap().parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn attachments_are_reached_listed_by_subject_and_released_when_they_go() {
+        let f = Fixture::new();
+        let img = image(&["base", "a"], "amd64");
+        let sbom = referrer(&img, "application/spdx+json", "sbom");
+        let sig = referrer(&img, crate::model::attachment::artifact_type::COSIGN_SIGNATURE, "sig");
+        let lookaside = layer("a simple-signing signature");
+        f.store
+            .stage(
+                vec![sbom.clone(), sig.clone()],
+                vec![layer("sbom"), layer("sig"), lookaside.clone()],
+                f.now,
+            )
+            .await
+            .unwrap();
+        let repo: RepoName = "r".parse().unwrap();
+        let both = Attachments {
+            untagged: BTreeSet::from([sbom.digest.clone(), sig.digest.clone()]),
+            signatures: BTreeMap::from([(img.digest.clone(), vec![lookaside.clone()])]),
+        };
+        let out = f
+            .commit_with(
+                &[("r", &[("v1", &img)])],
+                &[&img],
+                &BTreeMap::from([(repo.clone(), both.clone())]),
+                0,
+            )
+            .await;
+        assert_eq!(out.generation, 1);
+        let mut want = vec![sbom.digest.clone(), sig.digest.clone()];
+        want.sort();
+        assert_eq!(referrer_digests(&f, "r", &img).await, want);
+        // The repository serves them: untagged manifests, their layers, the signature file;
+        // the signature is in every content set.
+        let facts = f.store.pool_facts().await.unwrap();
+        let content: BTreeSet<Digest> = facts.repo_content(&repo).map(|(d, _)| d).collect();
+        for d in [&sbom.digest, &sig.digest, &layer("sbom").0, &lookaside.0] {
+            assert!(content.contains(d), "{d:?}");
+        }
+        assert!(facts.in_set(facts.get(&lookaside.0).unwrap(), "arm64"));
+        assert_eq!(f.store.attachments(&repo).await.unwrap(), both);
+        let layouts = f.store.layouts(Some(vec![repo.clone()])).await.unwrap();
+        assert_eq!(layouts[0].untagged.len(), 2);
+        assert_eq!(layouts[0].signatures, vec![(img.digest.clone(), vec![lookaside.0.clone()])]);
+        // The same again: nothing changes, not even the generation.
+        let out = f
+            .commit_with(
+                &[("r", &[("v1", &img)])],
+                &[],
+                &BTreeMap::from([(repo.clone(), both.clone())]),
+                1,
+            )
+            .await;
+        assert_eq!((out.generation, out.changed_repos().count()), (1, 0));
+        // Not named: kept as it is.
+        let out = f.commit(&[("r", &[("v1", &img)])], &[], 2).await;
+        assert_eq!(out.generation, 1);
+        assert_eq!(f.store.attachments(&repo).await.unwrap(), both);
+        // The SBOM and the signature file go: a new generation, released, no longer listed.
+        let only_sig = Attachments {
+            untagged: BTreeSet::from([sig.digest.clone()]),
+            ..Attachments::default()
+        };
+        let out = f
+            .commit_with(
+                &[("r", &[("v1", &img)])],
+                &[],
+                &BTreeMap::from([(repo.clone(), only_sig)]),
+                3,
+            )
+            .await;
+        assert_eq!(out.generation, 2);
+        assert_eq!(out.diffs[&repo].attachments, 2);
+        assert_eq!(referrer_digests(&f, "r", &img).await, vec![sig.digest.clone()]);
+        let released = f.released().await;
+        for d in [&sbom.digest, &layer("sbom").0, &lookaside.0] {
+            assert!(released.contains(d), "{d:?}");
+        }
+        // After the grace they are collected, and so is the subject index entry.
+        f.commit(&[("r", &[("v1", &img)])], &[], 30).await;
+        assert!(f.store.known_manifests(vec![sbom.digest.clone()]).await.unwrap().is_empty());
+        // The repository goes: everything attached goes with it.
+        f.commit(&[("r", &[])], &[], 31).await;
+        assert_eq!(f.store.attachments(&repo).await.unwrap(), Attachments::default());
+        let gone = f.store.referrers(&repo, &img.digest, None, None, 10, 1 << 20).await.unwrap();
+        assert!(matches!(gone, crate::store::Lookup::NameUnknown));
+    }
+
+    #[tokio::test]
+    async fn referrers_come_in_pages_and_filter_by_artifact_type() {
+        let f = Fixture::new();
+        let img = image(&["base"], "amd64");
+        let refs: Vec<NewManifest> = (0..5)
+            .map(|i| {
+                referrer(
+                    &img,
+                    if i % 2 == 0 { "application/spdx+json" } else { "text/x-note" },
+                    &format!("l{i}"),
+                )
+            })
+            .collect();
+        let blobs = (0..5).map(|i| layer(&format!("l{i}"))).collect();
+        f.store.stage(refs.clone(), blobs, f.now).await.unwrap();
+        let repo: RepoName = "r".parse().unwrap();
+        let a = Attachments {
+            untagged: refs.iter().map(|r| r.digest.clone()).collect(),
+            ..Attachments::default()
+        };
+        f.commit_with(&[("r", &[("v1", &img)])], &[&img], &BTreeMap::from([(repo.clone(), a)]), 0)
+            .await;
+        let page = |after: Option<Digest>, t: Option<&str>| {
+            let (store, repo, img) = (f.store.clone(), repo.clone(), img.digest.clone());
+            let t = t.map(str::to_owned);
+            async move {
+                match store.referrers(&repo, &img, after, t, 2, 1 << 20).await.unwrap() {
+                    crate::store::Lookup::Found(p) => p,
+                    _ => panic!(),
+                }
+            }
+        };
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let p = page(after.clone(), None).await;
+            assert!(p.descriptors.len() <= 2);
+            seen.extend(p.descriptors);
+            match p.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 5);
+        let sboms = page(None, Some("application/spdx+json")).await;
+        assert_eq!(sboms.descriptors.len(), 2);
+        let rest = page(sboms.next.clone(), Some("application/spdx+json")).await;
+        assert_eq!((rest.descriptors.len(), rest.next), (1, None));
+        // A digest nothing refers to: an empty page, not an unknown.
+        let none =
+            f.store.referrers(&repo, &Digest::of(b"x"), None, None, 2, 1 << 20).await.unwrap();
+        assert!(matches!(none, crate::store::Lookup::Found(p) if p.descriptors.is_empty()));
     }
 }

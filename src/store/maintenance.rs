@@ -73,6 +73,10 @@ impl Store {
             n += copy(&src, &dst, MIRROR_TRAFFIC)?;
             n += copy(&src, &dst, PUBLISHED)?;
             n += copy(&src, &dst, REACHED)?;
+            n += copy(&src, &dst, SUBJECTS)?;
+            n += copy(&src, &dst, REFERRERS)?;
+            n += copy(&src, &dst, UNTAGGED)?;
+            n += copy(&src, &dst, SIGNATURES)?;
             dst.commit()?;
             drop(out);
             std::fs::rename(&tmp, &dest).map_err(io)?;

@@ -3,6 +3,7 @@
 //! Imports `model` only (and `clock` types by value); never actix, askama or reqwest.
 
 mod activity;
+mod attachments;
 mod browse;
 mod commit;
 mod maintenance;
@@ -21,11 +22,12 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::model::{
-    ChildManifest, Digest, Generation, RepoLayout, RepoName, SyncRun, Tag, TagEntry,
+    ChildManifest, Digest, Generation, RepoLayout, RepoName, SyncRun, Tag, TagEntry, UntaggedEntry,
 };
 
+pub use attachments::ReferrerPage;
 pub use browse::TagDetail;
-pub use commit::{CommitOutcome, FactsDelta, NewManifest, SyncCommit, TagDiff};
+pub use commit::{Attachments, CommitOutcome, FactsDelta, NewManifest, SyncCommit, TagDiff};
 pub use maintenance::{PoolRecord, restore};
 pub use mirrors::{CRAWL_HISTORY, MirrorEditError};
 pub use propagation::GenerationReach;
@@ -45,8 +47,10 @@ pub use users::{UserChange, UserEditError};
 ///    (`released`), so a commit costs what changed, not a scan of the catalog;
 /// 4. compact: digests keyed by their 32 bytes, pool-file and manifest records in a binary
 ///    encoding, the reference count inside the pool file's record (`pool`): about a third
-///    of the bytes per pool file.
-pub const SCHEMA_VERSION: u64 = 4;
+///    of the bytes per pool file;
+/// 5. attachments: `subjects` (manifests that name a subject), `referrers` (per repository),
+///    `untagged` (referrers published without a tag) and `signatures` (simple signing).
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// redb's page cache unless configured (`storage.cache_mib`).
 pub const DEFAULT_CACHE: usize = 64 * 1024 * 1024;
@@ -162,6 +166,10 @@ impl Store {
             txn.open_table(PUBLISHED)?;
             txn.open_table(REACHED)?;
             txn.open_table(MIRROR_TRAFFIC)?;
+            txn.open_table(SUBJECTS)?;
+            txn.open_table(REFERRERS)?;
+            txn.open_table(UNTAGGED)?;
+            txn.open_table(SIGNATURES)?;
         }
         txn.commit()?;
         let mut db = db;
@@ -346,13 +354,35 @@ impl Store {
                     });
                 }
             }
+            let (untagged, signatures) = (txn.open_table(UNTAGGED)?, txn.open_table(SIGNATURES)?);
             let mut out = Vec::new();
             for (repo, tags) in by_repo {
                 let mut digests = Vec::new();
                 for row in content.range(repo_keys(repo.as_str()))? {
                     digests.push(Digest::from_sha256(row?.0.value().1));
                 }
-                out.push(RepoLayout { repo: parse_key("tags", &repo)?, tags, content: digests });
+                let attached = attachments::read(&untagged, &signatures, &repo)?;
+                let mut entries = Vec::new();
+                for digest in attached.untagged {
+                    let m = manifests.get(&digest.raw())?.ok_or_else(|| {
+                        StoreError::Corrupt(format!("untagged {repo}@{digest} not stored"))
+                    })?;
+                    let StoredManifest { media_type, size, .. } =
+                        StoredManifest::decode(m.value())?;
+                    entries.push(UntaggedEntry { digest, media_type, size });
+                }
+                let signatures = attached
+                    .signatures
+                    .into_iter()
+                    .map(|(m, sigs)| (m, sigs.into_iter().map(|(d, _)| d).collect()))
+                    .collect();
+                out.push(RepoLayout {
+                    repo: parse_key("tags", &repo)?,
+                    tags,
+                    untagged: entries,
+                    signatures,
+                    content: digests,
+                });
             }
             Ok(out)
         })
@@ -448,6 +478,10 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<bool, StoreError> 
     if from < 4 {
         commit::compact_tables(txn)?;
         tracing::info!("store migrated to schema 4 (binary keys and records)");
+    }
+    if from < 5 {
+        let n = commit::index_subjects(txn)?;
+        tracing::info!(referrers = n, "store migrated to schema 5 (referrers, signatures)");
     }
     Ok(from < 4)
 }

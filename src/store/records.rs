@@ -229,6 +229,8 @@ enum OutcomeV1 {
 struct RepoReportV1 {
     repo: String,
     tags: [u32; 4],
+    #[serde(default)]
+    attachments: u32,
     manifests_fetched: u32,
     blobs_fetched: u32,
     bytes_fetched: u64,
@@ -254,6 +256,7 @@ impl From<SyncRun> for StoredRun {
                 .map(|p| RepoReportV1 {
                     repo: p.repo,
                     tags: [p.tags_added, p.tags_moved, p.tags_removed, p.tags_unchanged],
+                    attachments: p.attachments_changed,
                     manifests_fetched: p.manifests_fetched,
                     blobs_fetched: p.blobs_fetched,
                     bytes_fetched: p.bytes_fetched,
@@ -290,6 +293,7 @@ impl StoredRun {
                     tags_moved: p.tags[1],
                     tags_removed: p.tags[2],
                     tags_unchanged: p.tags[3],
+                    attachments_changed: p.attachments,
                     manifests_fetched: p.manifests_fetched,
                     blobs_fetched: p.blobs_fetched,
                     bytes_fetched: p.bytes_fetched,

@@ -28,6 +28,23 @@ pub(super) const REPO_CONTENT: TableDefinition<(&str, &[u8; 32]), u64> =
 /// expire, so garbage collection reads only what is due.
 pub(super) const RELEASED: TableDefinition<(i64, &[u8; 32]), ()> =
     TableDefinition::new("released_at");
+/// manifest digest -> subject digest (32 bytes) ++ the descriptor the referrers API lists
+/// (JSON): every stored manifest that names a `subject`. Removed with the manifest.
+pub(super) const SUBJECTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("subjects");
+/// (repository, subject, referrer) -> (): the manifests a repository reaches that name each
+/// subject, kept by the commit from the changes of `repo_reach`, so the referrers API is one
+/// range read.
+pub(super) const REFERRERS: TableDefinition<(&str, &[u8; 32], &[u8; 32]), ()> =
+    TableDefinition::new("referrers");
+/// (repository, manifest) -> (): manifests a repository publishes without a tag: referrers
+/// found through the upstream's referrers API or its fallback index.
+pub(super) const UNTAGGED: TableDefinition<(&str, &[u8; 32]), ()> =
+    TableDefinition::new("untagged");
+/// (repository, manifest) -> the manifest's simple-signing signatures in order
+/// (`signature-1` ...): 32-byte digest ++ 8-byte size (little endian) each; the files are
+/// pool files the repository reaches.
+pub(super) const SIGNATURES: TableDefinition<(&str, &[u8; 32]), &[u8]> =
+    TableDefinition::new("signatures");
 /// run id -> `StoredRun`.
 pub(super) const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("sync_runs");
 
@@ -84,7 +101,40 @@ pub(super) const KEY_END: &str = "\u{7f}";
 const DIGEST_MIN: [u8; 32] = [0; 32];
 const DIGEST_MAX: [u8; 32] = [0xff; 32];
 
-/// Every `repo_content` key of `repo`.
+/// Every `repo_content` (or `untagged`, `signatures`) key of `repo`.
 pub(super) fn repo_keys(repo: &str) -> std::ops::RangeInclusive<(&str, &'static [u8; 32])> {
     (repo, &DIGEST_MIN)..=(repo, &DIGEST_MAX)
+}
+
+/// Every `referrers` key of `subject` in `repo`.
+pub(super) fn referrer_keys<'a>(
+    repo: &'a str,
+    subject: &'a [u8; 32],
+) -> std::ops::RangeInclusive<(&'a str, &'a [u8; 32], &'static [u8; 32])> {
+    (repo, subject, &DIGEST_MIN)..=(repo, subject, &DIGEST_MAX)
+}
+
+/// A `signatures` value: each signature's digest and size.
+pub(super) fn encode_signatures(sigs: &[(crate::model::Digest, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sigs.len() * 40);
+    for (d, size) in sigs {
+        out.extend_from_slice(&d.raw());
+        out.extend_from_slice(&size.to_le_bytes());
+    }
+    out
+}
+
+pub(super) fn decode_signatures(
+    bytes: &[u8],
+) -> Result<Vec<(crate::model::Digest, u64)>, super::StoreError> {
+    if bytes.len() % 40 != 0 {
+        return Err(super::StoreError::Corrupt("signatures: bad record length".into()));
+    }
+    Ok(bytes
+        .chunks_exact(40)
+        .map(|c| {
+            let size = u64::from_le_bytes(c[32..].try_into().expect("8 bytes"));
+            (crate::model::Digest::from_sha256(&c[..32]), size)
+        })
+        .collect())
 }

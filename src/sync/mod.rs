@@ -7,7 +7,9 @@
 //! previous tags; neither stops the others.
 //! Imports `model`, `store`, `tree`, `config`, `clock`; never actix or askama.
 
+mod attach;
 mod auth;
+mod lookaside;
 mod oci_dir;
 mod progress;
 mod registry_client;
@@ -24,8 +26,8 @@ use futures_util::{StreamExt, stream};
 use crate::clock::Clock;
 use crate::config::{Config, SyncSettings, UpstreamConfig};
 use crate::model::{
-    BlobRef, Digest, ManifestError, ManifestShape, RepoName, RepoReport, RunOutcome, SyncRun, Tag,
-    media_type, platform_of_config,
+    AttachmentTag, BlobRef, Digest, ManifestError, ManifestShape, RepoName, RepoReport, RunOutcome,
+    SyncRun, Tag, media_type, platform_of_config,
 };
 use crate::store::{
     CommitOutcome, ContentSource, NewManifest, PoolFacts, Store, StoreError, SyncCommit,
@@ -33,7 +35,7 @@ use crate::store::{
 use crate::tree::{Marker, MirrorTree, TreeError};
 
 pub use progress::{ProgressSnapshot, SyncProgress};
-pub use upstream::{FetchedManifest, Upstream, UpstreamError};
+pub use upstream::{FetchedManifest, ReferrerEntry, Upstream, UpstreamError, parse_referrers};
 pub use verify::{VerifyReport, verify};
 
 /// Index nesting deeper than this is refused (an index of indexes of images is the most seen).
@@ -88,6 +90,10 @@ pub enum TagError {
     BlobSize { digest: Digest, on_disk: u64, declared: u64 },
     #[error("blob {0} missing")]
     BlobMissing(Digest),
+    #[error("{referrer} is listed as a referrer of {subject} but does not name it as its subject")]
+    NotAReferrer { referrer: Digest, subject: Digest },
+    #[error("not published: no signature verifies ([sync.policy] require_signature): {0}")]
+    Unsigned(String),
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
     #[error("sync task failed: {0}")]
@@ -128,6 +134,10 @@ pub struct SyncCtx {
     /// Tag lookups in flight at once (`[sync] concurrency`), over all the repositories a
     /// run is resolving.
     lookups: tokio::sync::Semaphore,
+    /// The upstream's lookaside signature store, if configured.
+    lookaside: Option<lookaside::Lookaside>,
+    /// Whether the upstream answers the OCI referrers API (found out once a run).
+    referrers_api: std::sync::atomic::AtomicU8,
 }
 
 /// Which repositories a run looks at.
@@ -165,6 +175,13 @@ impl SyncCtx {
             content: None,
             stop: Arc::default(),
             lookups: tokio::sync::Semaphore::new(config.sync.concurrency),
+            lookaside: config
+                .upstream
+                .lookaside
+                .clone()
+                .map(|url| lookaside::Lookaside::new(url, &config.sync))
+                .transpose()?,
+            referrers_api: attach::API_UNKNOWN.into(),
         })
     }
 }
@@ -179,6 +196,7 @@ pub async fn run_once(ctx: &SyncCtx) -> Result<SyncRun, SyncError> {
 pub async fn run_scoped(ctx: &SyncCtx, scope: &Scope) -> Result<SyncRun, SyncError> {
     let started_at = ctx.clock.now();
     ctx.progress.start();
+    ctx.referrers_api.store(attach::API_UNKNOWN, std::sync::atomic::Ordering::Relaxed);
     let generation_before = ctx.store.generation().await?;
     let mut run = SyncRun {
         id: 0,
@@ -284,6 +302,9 @@ async fn sync_and_publish(
                 .map_err(|e| SyncError::Task(e.to_string()))??;
             ctx.store.stage(out.manifests, out.blobs, commit.now).await?;
         }
+        if let Some(a) = out.attachments {
+            commit.attachments.insert(repo.clone(), a);
+        }
         commit.repos.insert(repo, out.tags);
         run.repos.push(out.report);
         ctx.progress.repo_done();
@@ -311,6 +332,7 @@ async fn sync_and_publish(
             report.tags_moved = d.moved;
             report.tags_removed = d.removed;
             report.tags_unchanged = d.unchanged;
+            report.attachments_changed = d.attachments;
         }
     }
     run.generation_after = outcome.generation;
@@ -358,12 +380,13 @@ pub async fn publish(
     // layouts are read).
     if rewrite_sets {
         let facts = current_facts(ctx, generation).await?;
+        let signatures = ctx.store.all_signatures().await?;
         errors.extend(
             blocking(Box::new(move |tree| {
                 let mut repos: Vec<&RepoName> = facts.repo_names().collect();
                 repos.sort();
                 let written = tree.write_content_sets(&content_set_arches(&facts), |arch, out| {
-                    write_content_set(&facts, &repos, arch, out)
+                    write_content_set(&facts, &repos, &signatures, arch, out)
                 });
                 written.err().map(|e| format!("content sets: {e}")).into_iter().collect()
             }))
@@ -445,11 +468,12 @@ fn content_set_arches(facts: &PoolFacts) -> Vec<String> {
 
 /// Write the content set of `arch`: the tree paths a mirror carrying only it needs, one a
 /// line: the pool files and layout links of its blobs and of everything every set carries
-/// (indexes, platform-less images), each layout's `oci-layout` and `index.json`, and the
-/// marker, last.
+/// (indexes, platform-less images, referrers, signatures), each layout's `oci-layout` and
+/// `index.json`, the lookaside store's signatures, and the marker, last.
 fn write_content_set(
     facts: &PoolFacts,
     repos: &[&RepoName],
+    signatures: &[(RepoName, Digest, usize)],
     arch: &str,
     out: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
@@ -462,6 +486,16 @@ fn write_content_set(
         writeln!(out, "repositories/{repo}/index.json")?;
         for (d, _) in facts.repo_content(repo).filter(|(_, b)| facts.in_set(b, arch)) {
             writeln!(out, "repositories/{repo}/blobs/sha256/{}", d.hex())?;
+        }
+    }
+    for (repo, manifest, n) in signatures {
+        for i in 1..=*n {
+            let path = crate::model::LookasidePath {
+                repo: repo.clone(),
+                manifest: manifest.clone(),
+                index: i as u32,
+            };
+            writeln!(out, "{}/{path}", crate::tree::SIGSTORE)?;
         }
     }
     writeln!(out, "{}", crate::tree::MARKER_FILE)
@@ -555,6 +589,8 @@ async fn wanted_repositories(ctx: &SyncCtx) -> Result<Vec<RepoName>, SyncError> 
 /// What one repository contributes to the commit.
 struct RepoOutcome {
     tags: BTreeMap<Tag, Digest>,
+    /// `None`: keep what the repository has.
+    attachments: Option<crate::store::Attachments>,
     manifests: Vec<NewManifest>,
     blobs: Vec<(Digest, u64)>,
     report: RepoReport,
@@ -570,17 +606,20 @@ enum Resolution {
     Skipped(String),
 }
 
-/// A repository's tags as upstream has them now, each compared with what was synced.
+/// A repository's tags as upstream has them now, each compared with what was synced, and
+/// what is attached to their manifests.
 struct ResolvedRepo {
     started: Instant,
     outcome: RepoOutcome,
     resolved: Vec<(Tag, Result<Resolution, TagError>)>,
+    found: attach::Found,
 }
 
 async fn resolve_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest>) -> ResolvedRepo {
     let started = Instant::now();
     let mut out = RepoOutcome {
         tags: old.clone(),
+        attachments: None,
         manifests: Vec::new(),
         blobs: Vec::new(),
         report: RepoReport { repo: repo.to_string(), ..RepoReport::default() },
@@ -594,20 +633,26 @@ async fn resolve_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest
         Err(UpstreamError::NotFound(_)) => Vec::new(),
         Err(e) => {
             out.report.errors.push(format!("listing tags: {e}"));
-            return ResolvedRepo { started, outcome: out, resolved: Vec::new() };
+            // Everything it had stays, attachments too.
+            let found = attach::Found { keep_all: true, ..attach::Found::default() };
+            return ResolvedRepo { started, outcome: out, resolved: Vec::new(), found };
         }
     };
-    let wanted: Vec<Tag> = listed
-        .iter()
+    // Attachment tags (`sha256-<hex>[.sig|.att|.sbom]`) are not images: they are published
+    // with what they are attached to, or not at all.
+    let (attachment_tags, ordinary): (Vec<&String>, Vec<&String>) =
+        listed.iter().partition(|t| AttachmentTag::parse(t).is_some());
+    let attachment_tags: Vec<AttachmentTag> =
+        attachment_tags.into_iter().filter_map(|t| AttachmentTag::parse(t)).collect();
+    let wanted: Vec<Tag> = ordinary
+        .into_iter()
         .filter(|t| ctx.filter.tags.is_match(t))
         .filter_map(|t| {
             t.parse().map_err(|e| tracing::warn!(%repo, error = %e, "skipping tag")).ok()
         })
         .collect();
-    let wanted_set: HashSet<&Tag> = wanted.iter().collect();
-    out.tags.retain(|t, _| wanted_set.contains(t));
 
-    let resolved = stream::iter(wanted.iter().cloned())
+    let resolved: Vec<(Tag, Result<Resolution, TagError>)> = stream::iter(wanted.iter().cloned())
         .map(|tag| async move {
             let _permit = ctx.lookups.acquire().await;
             let r = resolve_tag(ctx, repo, &tag, old.get(&tag)).await;
@@ -616,22 +661,38 @@ async fn resolve_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest
         .buffer_unordered(ctx.settings.concurrency)
         .collect()
         .await;
-    ResolvedRepo { started, outcome: out, resolved }
+    // Nothing to look for (no lookaside, no attachment tags, an upstream without the
+    // referrers API): nothing is attached, at no cost.
+    let api = ctx.referrers_api.load(std::sync::atomic::Ordering::Relaxed);
+    let found = if ctx.lookaside.is_some()
+        || (ctx.settings.referrers && (!attachment_tags.is_empty() || api != attach::API_NO))
+    {
+        attach::discover(ctx, repo, old, &resolved, &attachment_tags).await
+    } else {
+        attach::Found::default()
+    };
+    let wanted_set: HashSet<&Tag> =
+        wanted.iter().chain(found.tags.iter().map(|(t, _)| t)).collect();
+    out.tags.retain(|t, _| wanted_set.contains(t));
+    ResolvedRepo { started, outcome: out, resolved, found }
 }
 
 /// Fetch the blobs a repository's changed tags need and settle each tag.
 async fn fetch_repo(ctx: &SyncCtx, repo: &RepoName, r: ResolvedRepo) -> RepoOutcome {
-    let ResolvedRepo { started, outcome: mut out, resolved } = r;
+    let ResolvedRepo { started, outcome: mut out, mut resolved, mut found } = r;
+    out.report.errors.append(&mut found.errors);
     // Every blob the new manifests need that the pool does not have yet, fetched once.
     let mut needed: BTreeMap<Digest, BlobRef> = BTreeMap::new();
-    for (_, r) in &resolved {
-        if let Ok(Resolution::Changed { manifests, .. }) = r {
-            for m in manifests {
-                out.report.manifests_fetched += 1;
-                for b in &m.blobs {
-                    if !ctx.tree.has(&b.digest) {
-                        needed.insert(b.digest.clone(), b.clone());
-                    }
+    let changed = resolved.iter().chain(&found.tags).filter_map(|(_, r)| match r {
+        Ok(Resolution::Changed { manifests, .. }) => Some(manifests),
+        _ => None,
+    });
+    for manifests in changed.chain(found.untagged.iter().filter_map(|(_, _, r)| r.as_ref().ok())) {
+        for m in manifests {
+            out.report.manifests_fetched += 1;
+            for b in &m.blobs {
+                if !ctx.tree.has(&b.digest) {
+                    needed.insert(b.digest.clone(), b.clone());
                 }
             }
         }
@@ -659,6 +720,75 @@ async fn fetch_repo(ctx: &SyncCtx, repo: &RepoName, r: ResolvedRepo) -> RepoOutc
         }
     }
 
+    // The signed-only policy looks at what was found, before any tag moves.
+    if let Some(policy) = &ctx.settings.policy {
+        for (tag, r) in &mut resolved {
+            if let Ok(Resolution::Changed { digest, .. }) = r
+                && let Err(e) = attach::verify_tag(ctx, policy, repo, tag, digest, &found).await
+            {
+                *r = Err(e);
+            }
+        }
+    }
+    settle_tags(ctx, repo, &mut out, resolved, &fetched).await;
+    // What the tags publish now decides what of the attachments found is published: none of
+    // a manifest a tag did not move to (refused, or a blob missing).
+    if found.discovered {
+        let roots = out
+            .tags
+            .iter()
+            .filter(|(t, _)| AttachmentTag::parse(t.as_str()).is_none())
+            .map(|t| t.1);
+        match attach::published_manifests(ctx, roots.collect(), out.manifests.iter().collect())
+            .await
+        {
+            Ok(published) => found.keep_attached_to(published),
+            Err(e) => out.report.errors.push(format!("reading manifests: {e}")),
+        }
+    }
+    // Signature files new to the store get their records with the batch.
+    let known: HashSet<&Digest> =
+        found.before.signatures.values().flatten().map(|(d, _)| d).collect();
+    for (d, size) in found.signatures.values().flatten() {
+        if !known.contains(d) {
+            out.blobs.push((d.clone(), *size));
+        }
+    }
+    // Untagged referrers: each published whole or not at all (then what was there stays).
+    let mut published = BTreeSet::new();
+    for (digest, _, r) in std::mem::take(&mut found.untagged) {
+        let r = match r {
+            Ok(ms) => finish_tag(ctx, ms, &fetched).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(ms) => {
+                out.manifests.extend(ms);
+                published.insert(digest);
+            }
+            Err(e) => {
+                found.untagged_incomplete = true;
+                out.report.errors.push(format!("referrer {digest}: {e}"));
+            }
+        }
+    }
+    let attachment_tags = std::mem::take(&mut found.tags);
+    settle_tags(ctx, repo, &mut out, attachment_tags, &fetched).await;
+    out.attachments = found.attachments(published);
+    out.report.duration_ms = started.elapsed().as_millis() as u64;
+    out
+}
+
+/// Settle each tag: an unchanged one stays, a changed one whose manifests and blobs are all
+/// in place moves, a failed one keeps its previous digest (the error is reported), a
+/// skipped one goes.
+async fn settle_tags(
+    ctx: &SyncCtx,
+    repo: &RepoName,
+    out: &mut RepoOutcome,
+    resolved: Vec<(Tag, Result<Resolution, TagError>)>,
+    fetched: &HashMap<Digest, Result<u64, Arc<TagError>>>,
+) {
     for (tag, r) in resolved {
         match r {
             Ok(Resolution::Unchanged(d)) => {
@@ -669,7 +799,7 @@ async fn fetch_repo(ctx: &SyncCtx, repo: &RepoName, r: ResolvedRepo) -> RepoOutc
                 out.tags.remove(&tag);
             }
             Ok(Resolution::Changed { digest, manifests }) => {
-                match finish_tag(ctx, manifests, &fetched).await {
+                match finish_tag(ctx, manifests, fetched).await {
                     Ok(ms) => {
                         out.manifests.extend(ms);
                         out.tags.insert(tag, digest);
@@ -680,8 +810,6 @@ async fn fetch_repo(ctx: &SyncCtx, repo: &RepoName, r: ResolvedRepo) -> RepoOutc
             Err(e) => out.report.errors.push(format!("{tag}: {e}")),
         }
     }
-    out.report.duration_ms = started.elapsed().as_millis() as u64;
-    out
 }
 
 /// Check a changed tag's blobs all arrived, fill in platforms, and put its manifests in the
@@ -759,6 +887,34 @@ async fn resolve_tag(
     if Some(&digest) == old {
         return Ok(Resolution::Unchanged(digest));
     }
+    let manifests = fetch_children(ctx, repo, top).await?;
+    Ok(Resolution::Changed { digest, manifests })
+}
+
+/// A manifest by digest and everything below it the store does not have yet: nothing when
+/// the store has it.
+async fn resolve_digest(
+    ctx: &SyncCtx,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Vec<NewManifest>, TagError> {
+    if !ctx.store.known_manifests(vec![digest.clone()]).await?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let top =
+        fetch_manifest(ctx, repo, digest.as_str(), Some(digest)).await.map_err(|e| match e {
+            FetchError::Schema1 => TagError::Schema1Child(digest.clone()),
+            FetchError::Other(e) => e,
+        })?;
+    fetch_children(ctx, repo, top).await
+}
+
+/// `top` and the manifests below it (an index's children, theirs, ...) the store lacks.
+async fn fetch_children(
+    ctx: &SyncCtx,
+    repo: &RepoName,
+    top: NewManifest,
+) -> Result<Vec<NewManifest>, TagError> {
     let mut manifests = vec![top];
     let mut level = 0;
     let mut frontier: Vec<Digest> =
@@ -785,7 +941,7 @@ async fn resolve_tag(
         }
         frontier = next;
     }
-    Ok(Resolution::Changed { digest, manifests })
+    Ok(manifests)
 }
 
 enum FetchError {

@@ -12,10 +12,12 @@ use crate::model::{BlobRef, Digest, MAX_MANIFEST_SIZE, media_type};
 use crate::tree::{MirrorTree, TreeError};
 
 use super::auth::{Challenge, TokenCache, TokenResponse};
-use super::{FetchedManifest, UpstreamError};
+use super::{FetchedManifest, ReferrerEntry, UpstreamError, parse_referrers};
 
 /// Guard against a server whose `Link` never ends.
 const MAX_PAGES: usize = 10_000;
+/// Pages of one subject's referrers followed at most.
+const MAX_REFERRER_PAGES: usize = 100;
 
 pub struct RegistryClient {
     http: reqwest::Client,
@@ -307,6 +309,59 @@ impl RegistryClient {
             Ok(FetchedManifest { bytes: bytes.to_vec(), content_type, claimed_digest })
         })
         .await
+    }
+
+    /// The referrers of `digest` from the OCI 1.1 referrers API, every page; `None` when the
+    /// registry does not have the API (404 or another refusal, or an answer that is not an
+    /// image index).
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<Vec<ReferrerEntry>>, UpstreamError> {
+        let mut url = self.url(&format!("v2/{repo}/referrers/{digest}"));
+        let mut out = Vec::new();
+        for _ in 0..MAX_REFERRER_PAGES {
+            let accept = Some(media_type::OCI_INDEX);
+            let timeout = self.settings.request_timeout;
+            let resp = match self.send(Method::GET, &url, &pull_scope(repo), accept, timeout).await
+            {
+                Ok(r) => r,
+                Err(UpstreamError::NotFound(_)) => return Ok(None),
+                Err(UpstreamError::Status { status: 400 | 405 | 406 | 501, .. }) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let is_index =
+                resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| {
+                    t.split(';').next().unwrap_or(t).trim() == media_type::OCI_INDEX
+                });
+            if !is_index {
+                return Ok(None);
+            }
+            let next = resp
+                .headers()
+                .get(LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link)
+                .and_then(|l| url.join(&l).ok());
+            if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE) {
+                return Err(UpstreamError::Invalid(format!("{url}: referrers larger than 4 MiB")));
+            }
+            let bytes = resp.bytes().await.map_err(|e| interrupted(&url, e))?;
+            out.extend(
+                parse_referrers(&bytes)
+                    .map_err(|e| UpstreamError::Invalid(format!("{url}: {e}")))?,
+            );
+            match next {
+                Some(n) => url = n,
+                None => return Ok(Some(out)),
+            }
+        }
+        Err(UpstreamError::Invalid(format!(
+            "{url}: more than {MAX_REFERRER_PAGES} pages of referrers"
+        )))
     }
 
     /// Download a blob into the pool, verifying its digest and size. Retries restart it.

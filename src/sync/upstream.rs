@@ -16,6 +16,38 @@ pub struct FetchedManifest {
     pub claimed_digest: Option<Digest>,
 }
 
+/// One descriptor of a referrers list (the API's answer, or a fallback-tag index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferrerEntry {
+    pub digest: Digest,
+    pub artifact_type: Option<String>,
+}
+
+/// The descriptors of an image index listing referrers.
+pub fn parse_referrers(bytes: &[u8]) -> Result<Vec<ReferrerEntry>, String> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        manifests: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Entry {
+        digest: Digest,
+        #[serde(default)]
+        artifact_type: Option<String>,
+    }
+    let index: Index =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a referrers index: {e}"))?;
+    Ok(index
+        .manifests
+        .into_iter()
+        .map(|e| ReferrerEntry {
+            digest: e.digest,
+            artifact_type: e.artifact_type.filter(|t| !t.is_empty()),
+        })
+        .collect())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("{url}: {source}")]
@@ -97,6 +129,19 @@ impl Upstream {
         match self {
             Upstream::Registry(c) => c.manifest(repo, reference).await,
             Upstream::OciDir(d) => d.manifest(repo, reference).await,
+        }
+    }
+
+    /// The referrers of `digest` from the upstream's OCI referrers API; `None` when it has
+    /// none (an `oci:` directory never has).
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<Vec<ReferrerEntry>>, UpstreamError> {
+        match self {
+            Upstream::Registry(c) => c.referrers(repo, digest).await,
+            Upstream::OciDir(_) => Ok(None),
         }
     }
 

@@ -5,6 +5,8 @@
 //! <tree>/repositories/<repo>/oci-layout       one OCI image layout per repository
 //! <tree>/repositories/<repo>/index.json       one descriptor per tag (ref.name annotation)
 //! <tree>/repositories/<repo>/blobs/sha256/<hex>   hardlinks into the pool
+//! <tree>/sigstore/<repo>@sha256=<hex>/signature-<n>  simple-signing signatures (a lookaside
+//!                                             store), hardlinks into the pool
 //! <tree>/wharf-generation.json                the generation marker, written last
 //! ```
 //!
@@ -30,6 +32,8 @@ pub use writer::BlobWriter;
 pub const MARKER_FILE: &str = "wharf-generation.json";
 /// The directory of per-architecture file lists.
 pub const CONTENT_SETS: &str = "content-sets";
+/// The lookaside store of simple-signing signatures, laid out as containers/image reads one.
+pub const SIGSTORE: &str = "sigstore";
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Entries of a layout directory; no repository name component may equal one.
 const RESERVED: [&str; 3] = ["blobs", "index.json", "oci-layout"];
@@ -70,6 +74,7 @@ impl MirrorTree {
         std::fs::create_dir_all(tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
         public_dirs(root, Path::new("blobs/sha256"))?;
         public_dirs(root, Path::new("repositories"))?;
+        public_dirs(root, Path::new(SIGSTORE))?;
         std::fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(io_err(tmp.display()))?;
         let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
@@ -256,7 +261,109 @@ impl MirrorTree {
                 changed = true;
             }
         }
+        changed |= self.publish_signatures(&layout.repo, &layout.signatures)?;
         Ok(changed)
+    }
+
+    /// The directory holding the signature directories of `repo` (its parent path under
+    /// `sigstore/`), and the prefix of their names (`<last component>@sha256=`).
+    fn signature_dirs(&self, repo: &RepoName) -> (PathBuf, String) {
+        let (parent, last) = match repo.as_str().rsplit_once('/') {
+            Some((p, l)) => (self.root.join(SIGSTORE).join(p), l),
+            None => (self.root.join(SIGSTORE), repo.as_str()),
+        };
+        (parent, format!("{last}@sha256="))
+    }
+
+    /// Make `sigstore/<repo>@sha256=<hex>/signature-<n>` match `signed`: each a hardlink to
+    /// its pool file, replaced by a rename (a reader sees the old file or the new one), the
+    /// ones beyond the count and the directories of manifests no longer signed removed.
+    fn publish_signatures(
+        &self,
+        repo: &RepoName,
+        signed: &[(Digest, Vec<Digest>)],
+    ) -> Result<bool, TreeError> {
+        let (parent, prefix) = self.signature_dirs(repo);
+        let mut changed = false;
+        let mut wanted = HashSet::new();
+        for (manifest, sigs) in signed.iter().filter(|(_, s)| !s.is_empty()) {
+            let name = format!("{prefix}{}", manifest.hex());
+            let rel = parent.strip_prefix(&self.root).unwrap_or(&parent).join(&name);
+            public_dirs(&self.root, &rel)?;
+            let dir = parent.join(&name);
+            for (i, sig) in sigs.iter().enumerate() {
+                let pool = self.pool_path(sig);
+                let link = dir.join(format!("signature-{}", i + 1));
+                let pool_ino =
+                    std::fs::metadata(&pool).map_err(io_err(format!("pool file {sig}")))?.ino();
+                if std::fs::metadata(&link).is_ok_and(|m| m.ino() == pool_ino) {
+                    continue;
+                }
+                let tmp = dir.join(format!(".signature-{}.new", i + 1));
+                let _ = std::fs::remove_file(&tmp);
+                std::fs::hard_link(&pool, &tmp)
+                    .map_err(io_err(format!("linking {}", tmp.display())))?;
+                std::fs::rename(&tmp, &link).map_err(io_err(link.display()))?;
+                changed = true;
+            }
+            for e in std::fs::read_dir(&dir).map_err(io_err(dir.display()))?.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let keep = n
+                    .strip_prefix("signature-")
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| i >= 1 && i <= sigs.len());
+                if !keep {
+                    std::fs::remove_file(e.path()).map_err(io_err(e.path().display()))?;
+                    changed = true;
+                }
+            }
+            wanted.insert(name);
+        }
+        let Ok(rd) = std::fs::read_dir(&parent) else { return Ok(changed) };
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&prefix) && !wanted.contains(&n) {
+                remove_dir_files(&e.path())?;
+                changed = true;
+            }
+        }
+        // Directories left empty (a nested repository's last signature gone), up to
+        // `sigstore/` itself.
+        let base = self.root.join(SIGSTORE);
+        let mut d = parent.as_path();
+        while d != base && d.starts_with(&base) && std::fs::remove_dir(d).is_ok() {
+            d = d.parent().unwrap_or(&base);
+        }
+        Ok(changed)
+    }
+
+    /// Remove the signature directories of repositories not in `keep`.
+    fn remove_other_signatures(&self, keep: &HashSet<RepoName>) -> Result<(), TreeError> {
+        let base = self.root.join(SIGSTORE);
+        let mut todo = vec![base.clone()];
+        while let Some(dir) = todo.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let rel = e
+                    .path()
+                    .strip_prefix(&base)
+                    .unwrap_or(&e.path())
+                    .to_string_lossy()
+                    .into_owned();
+                match rel.split_once("@sha256=") {
+                    Some((repo, _)) => {
+                        if !repo.parse::<RepoName>().is_ok_and(|r| keep.contains(&r)) {
+                            remove_dir_files(&e.path())?;
+                        }
+                    }
+                    None => todo.push(e.path()),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Remove the layouts of repositories not in `keep`. Returns how many were removed.
@@ -271,6 +378,7 @@ impl MirrorTree {
             self.remove_layout_dir(&dir)?;
             removed += 1;
         }
+        self.remove_other_signatures(keep)?;
         Ok(removed)
     }
 
@@ -283,6 +391,7 @@ impl MirrorTree {
                 self.remove_layout_dir(&dir)?;
                 removed += 1;
             }
+            self.publish_signatures(repo, &[])?;
         }
         Ok(removed)
     }
@@ -401,30 +510,39 @@ fn find_layouts(base: &Path) -> Result<Vec<PathBuf>, TreeError> {
     Ok(out)
 }
 
+/// Remove a directory of files (a signature directory) and the directory.
+fn remove_dir_files(dir: &Path) -> Result<(), TreeError> {
+    for e in std::fs::read_dir(dir).map_err(io_err(dir.display()))?.flatten() {
+        std::fs::remove_file(e.path()).map_err(io_err(e.path().display()))?;
+    }
+    std::fs::remove_dir(dir).map_err(io_err(dir.display()))
+}
+
 fn sync_parent(path: &Path) {
     if let Some(dir) = path.parent().and_then(|p| std::fs::File::open(p).ok()) {
         let _ = dir.sync_all();
     }
 }
 
-/// The layout's `index.json`: one descriptor per tag, sorted by tag.
+/// The layout's `index.json`: one descriptor per tag, sorted by tag, then one per untagged
+/// manifest (a referrer), sorted by digest, without a ref name.
 fn index_json(layout: &RepoLayout) -> Vec<u8> {
-    let manifests: Vec<serde_json::Value> = layout
-        .tags
-        .iter()
-        .map(|t| {
-            let mut d = serde_json::json!({
-                "mediaType": t.media_type,
-                "digest": t.digest.as_str(),
-                "size": t.size,
-                "annotations": { ANNOTATION_REF_NAME: t.tag.as_str() },
-            });
-            if let Some(p) = &t.platform {
-                d["platform"] = serde_json::to_value(p).expect("platform serializes");
-            }
-            d
-        })
-        .collect();
+    let tagged = layout.tags.iter().map(|t| {
+        let mut d = serde_json::json!({
+            "mediaType": t.media_type,
+            "digest": t.digest.as_str(),
+            "size": t.size,
+            "annotations": { ANNOTATION_REF_NAME: t.tag.as_str() },
+        });
+        if let Some(p) = &t.platform {
+            d["platform"] = serde_json::to_value(p).expect("platform serializes");
+        }
+        d
+    });
+    let untagged = layout.untagged.iter().map(|u| {
+        serde_json::json!({ "mediaType": u.media_type, "digest": u.digest.as_str(), "size": u.size })
+    });
+    let manifests: Vec<serde_json::Value> = tagged.chain(untagged).collect();
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": crate::model::media_type::OCI_INDEX,
