@@ -2,12 +2,13 @@
 # Install what the tests need, then run the whole test suite: `./test.sh [cargo test args]`.
 # The tests use real components: docker-registry (CNCF distribution), skopeo, podman, runc,
 # containerd, busybox-static (test images), jq, htpasswd, nginx and rsync (mirrors),
-# chromium and chromedriver (the admin UI in a real browser); aiosmtpd (mail); rpm (rpmbuild) and systemd
+# chromium and chromedriver (the admin UI in a real browser); gpg and openssl (signing images as
+# their publishers do); aiosmtpd (mail); rpm (rpmbuild) and systemd
 # (systemd-analyze) for packaging/check-rpm.sh, which .ci/run runs after the tests.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-tools=(docker-registry skopeo podman runc containerd ctr busybox jq htpasswd nginx rsync chromium chromedriver rpmbuild systemd-analyze pgrep)
+tools=(docker-registry skopeo podman runc containerd ctr busybox jq htpasswd nginx rsync chromium chromedriver gpg gpgconf openssl rpmbuild systemd-analyze pgrep)
 missing=()
 for t in "${tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] || missing+=("$t")
@@ -27,10 +28,10 @@ if [ -n "${missing[*]// /}" ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
       docker-registry skopeo podman runc containerd busybox-static jq apache2-utils \
-      nginx rsync uidmap ca-certificates chromium chromium-driver rpm systemd procps \
-      python3-aiosmtpd >/dev/null
+      nginx rsync uidmap ca-certificates chromium chromium-driver gnupg openssl rpm systemd \
+      procps python3-aiosmtpd >/dev/null
   elif command -v dnf >/dev/null 2>&1; then
-    $sudo dnf install -y -q docker-distribution skopeo podman runc containerd busybox jq httpd-tools nginx rsync chromium chromedriver rpm-build systemd procps-ng python3-aiosmtpd
+    $sudo dnf install -y -q docker-distribution skopeo podman runc containerd busybox jq httpd-tools nginx rsync chromium chromedriver gnupg2 openssl rpm-build systemd procps-ng python3-aiosmtpd
   else
     echo "test.sh: install these and run again: ${missing[*]}" >&2
     exit 1

@@ -146,6 +146,28 @@ impl Store {
         .await
     }
 
+    /// A repository and manifest that have the signature file `digest`, if any (for
+    /// `verify --repair`; scans the signature lists).
+    pub async fn signature_owner(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(RepoName, Digest)>, StoreError> {
+        let digest = digest.clone();
+        self.blocking("signature_owner", move |db| {
+            let txn = db.begin_read()?;
+            for row in txn.open_table(SIGNATURES)?.iter()? {
+                let (k, v) = row?;
+                if decode_signatures(v.value())?.iter().any(|(d, _)| *d == digest) {
+                    let (repo, manifest) = k.value();
+                    let Ok(repo) = repo.parse() else { continue };
+                    return Ok(Some((repo, Digest::from_sha256(manifest))));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
     /// Every signature file as (repository, manifest, its signatures), for the content-set
     /// lists. As many rows as signed manifests.
     pub async fn all_signatures(&self) -> Result<Vec<(RepoName, Digest, usize)>, StoreError> {

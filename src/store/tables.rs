@@ -127,7 +127,7 @@ pub(super) fn encode_signatures(sigs: &[(crate::model::Digest, u64)]) -> Vec<u8>
 pub(super) fn decode_signatures(
     bytes: &[u8],
 ) -> Result<Vec<(crate::model::Digest, u64)>, super::StoreError> {
-    if bytes.len() % 40 != 0 {
+    if !bytes.len().is_multiple_of(40) {
         return Err(super::StoreError::Corrupt("signatures: bad record length".into()));
     }
     Ok(bytes

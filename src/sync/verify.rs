@@ -94,13 +94,25 @@ pub async fn verify(ctx: &SyncCtx, repair: bool) -> Result<VerifyReport, SyncErr
     Ok(report)
 }
 
-/// Fetch one pool file again: a manifest from the store's bytes, a blob from upstream.
+/// Fetch one pool file again: a manifest from the store's bytes, a signature from the
+/// lookaside store, a blob from upstream.
 async fn put_back(ctx: &SyncCtx, digest: &Digest, size: Option<u64>) -> Result<(), String> {
     let path = ctx.tree.pool_path(digest);
     if path.exists() {
         std::fs::remove_file(&path).map_err(|e| format!("removing the damaged copy: {e}"))?;
     }
     if let Some(bytes) = ctx.store.manifest_bytes(digest).await.map_err(|e| e.to_string())? {
+        return ctx.tree.put_bytes(digest, &bytes).map_err(|e| e.to_string());
+    }
+    if let Some((repo, manifest)) =
+        ctx.store.signature_owner(digest).await.map_err(|e| e.to_string())?
+    {
+        let lookaside =
+            ctx.lookaside.as_ref().ok_or("a signature, and no lookaside is configured")?;
+        let files = lookaside.signatures(&repo, &manifest).await.map_err(|e| e.to_string())?;
+        let bytes = files.into_iter().find(|f| Digest::of(f) == *digest).ok_or_else(|| {
+            format!("the lookaside store no longer has this signature of {repo}@{manifest}")
+        })?;
         return ctx.tree.put_bytes(digest, &bytes).map_err(|e| e.to_string());
     }
     let repo = ctx

@@ -192,6 +192,16 @@ async fn a_lookaside_serving_garbage_or_huge_files_changes_nothing() {
     assert!(errors.iter().any(|e| e.contains("not a signature")), "{errors:?}");
     assert_eq!(std::fs::read(wharf.tree().join("sigstore").join(&rel)).unwrap(), good);
     assert_eq!(wharf.get(&format!("/sigstore/{rel}")).await.status(), 307);
+
+    // A damaged signature file is found by verify and put back from the lookaside store.
+    std::fs::write(lookaside.path().join(&rel), &good).unwrap();
+    let pool = wharf.tree().join("blobs/sha256").join(&sha256(&good)[7..]);
+    std::fs::remove_file(&pool).unwrap();
+    std::fs::write(&pool, vec![0u8; good.len()]).unwrap();
+    let reply = wharf.control(Request::Verify { repair: true }).await;
+    let Reply::Verified(report) = reply else { panic!("{reply:?}") };
+    assert_eq!(report.repaired, vec![sha256(&good)], "{report:?}");
+    assert_eq!(std::fs::read(wharf.tree().join("sigstore").join(&rel)).unwrap(), good);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -285,6 +295,9 @@ async fn cosign_signatures_come_through_wharf_and_verify_with_openssl() {
     assert_eq!(wharf.get(&format!("/v2/app/manifests/{sig_tag}")).await.status(), 404);
 }
 
+/// A tag of the policy test: name, fixture image, how it is pushed, signed by, signed as.
+type Case<'a> = (&'a str, &'a str, &'a [&'a str], Option<&'a EcKey>, String);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn only_tags_with_a_verified_signature_are_published_under_the_policy() {
     let reg = Registry::start().await;
@@ -294,7 +307,7 @@ async fn only_tags_with_a_verified_signature_are_published_under_the_policy() {
     let mut layout = Layout::default();
     let id = format!("{}/app", reg.host());
     // (tag, image, how it is pushed, signed by, signed as): each a different digest.
-    let cases: [(&str, &str, &[&str], Option<&EcKey>, String); 4] = [
+    let cases: [Case; 4] = [
         ("signed", "single:v1", &[], Some(&trusted), id.clone()),
         ("other-key", "single2:v2", &[], Some(&stranger), id.clone()),
         (
