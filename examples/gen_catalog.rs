@@ -11,6 +11,8 @@
 //!   Docker schema 2 media types, the rest are OCI image manifests. Blobs are tens of bytes
 //!   (not real tars: the catalog exercises sync, store and redirects, not unpacking); with the
 //!   default 8 layers, 10,000 repositories x 10 tags make about 930,000 pool files.
+//!   With `--sboms`, every tag also gets an SBOM (an artifact manifest naming the tag's
+//!   manifest as its subject) listed by the OCI referrers fallback tag `sha256-<hex>`.
 //! - `touch` moves the first tag of the I-th repository (by name) to a new manifest with a
 //!   new unique top layer (another on every call), for "one tag changed" measurements.
 //! - `mirrors` prints mirror records as TSV: name, url, country, bandwidth, netblock.
@@ -75,6 +77,9 @@ enum Command {
         /// Layers per image: 1 base, 1 middle, the rest unique to the tag.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
         layers: u32,
+        /// Give every tag an SBOM behind the OCI referrers fallback tag.
+        #[arg(long)]
+        sboms: bool,
     },
     /// Move the first tag of repository number I (sorted by name) to a new manifest.
     Touch {
@@ -96,8 +101,8 @@ enum Command {
 fn main() -> Result<()> {
     let Cli { command, seed } = Cli::parse();
     match command {
-        Command::Catalog { out, repos, tags, layers } => {
-            catalog(&out, repos, tags, layers as usize, seed)
+        Command::Catalog { out, repos, tags, layers, sboms } => {
+            catalog(&out, repos, tags, layers as usize, sboms, seed)
         }
         Command::Touch { out, repo_index } => touch(&out, repo_index, seed),
         Command::Mirrors { count, base_url } => {
@@ -116,6 +121,7 @@ struct Totals {
     manifests: AtomicU64,
     multi_arch: AtomicU64,
     docker: AtomicU64,
+    sboms: AtomicU64,
 }
 
 /// What every layout of a catalog shares.
@@ -123,6 +129,7 @@ struct Catalog {
     shared: PathBuf,
     seed: u64,
     layers: usize,
+    sboms: bool,
     totals: Totals,
 }
 
@@ -217,14 +224,47 @@ impl Layout<'_> {
         desc["annotations"] = json!({ REF_NAME: tag });
         Ok(desc)
     }
+
+    /// An SBOM of the manifest `subject` (an artifact with one layer) and the OCI fallback
+    /// tag's index listing it; returns the index's descriptor, tagged `sha256-<hex>`.
+    fn sbom(&mut self, subject: &Value, tag: &str) -> Result<Value> {
+        const SPDX: &str = "application/spdx+json";
+        let doc = format!("{{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"{}:{tag}\"}}", self.name);
+        let layer = self.put(doc.as_bytes(), SPDX, false)?;
+        let config = self.put(b"{}", "application/vnd.oci.empty.v1+json", false)?;
+        let mut subject = subject.clone();
+        subject.as_object_mut().map(|s| s.remove("annotations"));
+        let sbom = json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SPDX,
+            "config": config, "layers": [layer], "subject": subject,
+            "annotations": { "org.opencontainers.image.created": "2026-01-01T00:00:00Z" },
+        });
+        let mut sbom = self.put(&serde_json::to_vec(&sbom)?, OCI_MANIFEST, false)?;
+        sbom["artifactType"] = json!(SPDX);
+        let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [sbom] });
+        let mut desc = self.put(&serde_json::to_vec(&index)?, OCI_INDEX, false)?;
+        count(&self.cat.totals.manifests, 2);
+        count(&self.cat.totals.sboms, 1);
+        let hex = subject["digest"].as_str().unwrap_or_default().trim_start_matches("sha256:");
+        desc["annotations"] = json!({ REF_NAME: format!("sha256-{hex}") });
+        Ok(desc)
+    }
 }
 
-fn catalog(out: &Path, repos: usize, tags: usize, layers: usize, seed: u64) -> Result<()> {
+fn catalog(
+    out: &Path,
+    repos: usize,
+    tags: usize,
+    layers: usize,
+    sboms: bool,
+    seed: u64,
+) -> Result<()> {
     let started = Instant::now();
     if out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
         anyhow::bail!("{} is not empty", out.display());
     }
-    let cat = Catalog { shared: out.join(".shared"), seed, layers, totals: Totals::default() };
+    let cat =
+        Catalog { shared: out.join(".shared"), seed, layers, sboms, totals: Totals::default() };
     std::fs::create_dir_all(&cat.shared)?;
     let width = repos.to_string().len();
     let write_repo = |r: usize| -> Result<()> {
@@ -236,7 +276,11 @@ fn catalog(out: &Path, repos: usize, tags: usize, layers: usize, seed: u64) -> R
         let mut descs = Vec::new();
         for t in 0..tags {
             let tag = if t == 0 { "latest".to_owned() } else { format!("v{t}") };
-            descs.push(layout.tag(&mut rng, &tag)?);
+            let desc = layout.tag(&mut rng, &tag)?;
+            if cat.sboms {
+                descs.push(layout.sbom(&desc, &tag)?);
+            }
+            descs.push(desc);
         }
         let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descs });
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -252,12 +296,12 @@ fn catalog(out: &Path, repos: usize, tags: usize, layers: usize, seed: u64) -> R
         workers.into_iter().try_for_each(|h| h.join().expect("worker panicked"))
     })?;
     let t = &cat.totals;
-    let [multi, docker, manifests, files, bytes] =
-        [&t.multi_arch, &t.docker, &t.manifests, &t.pool_files, &t.bytes]
+    let [multi, docker, manifests, files, bytes, sboms] =
+        [&t.multi_arch, &t.docker, &t.manifests, &t.pool_files, &t.bytes, &t.sboms]
             .map(|c| c.load(Ordering::Relaxed));
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "catalog {}: {repos} repos, {} tags ({multi} multi-arch, {docker} docker), {manifests} manifests, {files} pool files, {bytes} bytes, {secs:.1} s",
+        "catalog {}: {repos} repos, {} tags ({multi} multi-arch, {docker} docker, {sboms} with an SBOM), {manifests} manifests, {files} pool files, {bytes} bytes, {secs:.1} s",
         out.display(),
         repos * tags,
     );

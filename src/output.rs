@@ -217,8 +217,9 @@ pub fn report(run: &SyncRun, json: bool) -> anyhow::Result<ExitCode> {
             .repos
             .iter()
             .fold((0, 0, 0), |a, r| (a.0 + r.tags_added, a.1 + r.tags_moved, a.2 + r.tags_removed));
+        let attached: u32 = run.repos.iter().map(|r| r.attachments_changed).sum();
         println!(
-            "sync run #{}: {:?} in {:.1}s — generation {} -> {}; {} repositories; tags +{added} ~{moved} -{removed}; {} blobs fetched ({}); {} collected",
+            "sync run #{}: {:?} in {:.1}s — generation {} -> {}; {} repositories; tags +{added} ~{moved} -{removed}; {attached} attachments changed; {} blobs fetched ({}); {} collected",
             run.id,
             run.outcome,
             (run.finished_at - run.started_at).num_milliseconds() as f64 / 1000.0,

@@ -77,8 +77,8 @@ impl From<&RepoReport> for RepoRow {
         RepoRow {
             repo: r.repo.clone(),
             tags: format!(
-                "+{} added, {} moved, −{} removed, {} unchanged",
-                r.tags_added, r.tags_moved, r.tags_removed, r.tags_unchanged
+                "+{} added, {} moved, −{} removed, {} unchanged; {} attachments changed",
+                r.tags_added, r.tags_moved, r.tags_removed, r.tags_unchanged, r.attachments_changed
             ),
             manifests: r.manifests_fetched,
             blobs: r.blobs_fetched,

@@ -146,6 +146,23 @@ impl Store {
         .await
     }
 
+    /// The subject and artifact type of a stored manifest that names a subject.
+    pub async fn referrer_of(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(Digest, Option<String>)>, StoreError> {
+        let digest = digest.raw();
+        self.blocking("referrer_of", move |db| {
+            let txn = db.begin_read()?;
+            let Some(v) = txn.open_table(SUBJECTS)?.get(&digest)? else { return Ok(None) };
+            let v = v.value();
+            let Some(subject) = v.get(..32) else { return Ok(None) };
+            let t = crate::model::Referrer::artifact_type_of(v.get(32..).unwrap_or_default());
+            Ok(Some((Digest::from_sha256(subject), t)))
+        })
+        .await
+    }
+
     /// A repository and manifest that have the signature file `digest`, if any (for
     /// `verify --repair`; scans the signature lists).
     pub async fn signature_owner(

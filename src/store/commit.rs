@@ -92,6 +92,9 @@ pub struct CommitOutcome {
     pub diffs: BTreeMap<RepoName, TagDiff>,
     /// Pool files whose records were removed: the caller deletes the files.
     pub collected: Vec<Digest>,
+    /// Manifests whose simple-signing signatures all went, by repository: the caller removes
+    /// their signature directories.
+    pub unsigned: Vec<(RepoName, Digest)>,
     /// What changed for selection: applied to the facts of `generation_before` it gives
     /// those of `generation` (see `PoolFacts::patched`); `None` when the commit changed
     /// too much to be worth it (read the facts again).
@@ -341,6 +344,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
 
         let mut diffs = BTreeMap::new();
         let mut changed_content: Vec<RepoName> = Vec::new();
+        let mut unsigned = Vec::new();
         let mut wanted = c.repos;
         for r in c.removed_repos {
             wanted.insert(r, BTreeMap::new());
@@ -378,6 +382,9 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
             };
             diff.attachments =
                 write_attachments(&mut untagged, &mut signatures, repo.as_str(), &had, &has)?;
+            for d in had.signatures.keys().filter(|d| !has.signatures.contains_key(*d)) {
+                unsigned.push((repo.clone(), d.clone()));
+            }
             if !diff.changed() {
                 // Same tags, same digests: the same content (manifests are immutable).
                 diffs.insert(repo.clone(), diff);
@@ -499,7 +506,7 @@ pub(super) fn apply(db: &Database, c: SyncCommit) -> Result<CommitOutcome, Store
                 delta.repos.push((repo, reach));
             }
         }
-        CommitOutcome { generation_before: before, generation, diffs, collected, delta }
+        CommitOutcome { generation_before: before, generation, diffs, collected, unsigned, delta }
     };
     txn.commit()?;
     Ok(outcome)

@@ -118,6 +118,8 @@ impl Found {
 struct Candidates {
     tags: Vec<TagScheme>,
     untagged: Vec<(Digest, Option<String>)>,
+    /// Listing its referrers failed (its cosign tags, from the tag list, are still known).
+    error: Option<UpstreamError>,
 }
 
 /// Find what is attached to the manifests `resolved` tags publish (`old`: the repository's
@@ -213,14 +215,10 @@ pub(super) async fn discover(
             .await;
         let mut next = Vec::new();
         for (subject, c) in lists {
-            let c = match c {
-                Ok(c) => c,
-                Err(e) => {
-                    found.errors.push(format!("referrers of {subject}: {e}"));
-                    found.untagged_incomplete = true;
-                    continue;
-                }
-            };
+            if let Some(e) = &c.error {
+                found.errors.push(format!("referrers of {subject}: {e}"));
+                found.untagged_incomplete = true;
+            }
             for scheme in
                 c.tags.into_iter().filter(|s| ctx.settings.wants_artifact(s.artifact_type()))
             {
@@ -250,7 +248,10 @@ pub(super) async fn discover(
                     let _permit = ctx.lookups.acquire().await;
                     super::resolve_digest(ctx, repo, &digest).await
                 };
-                let r = r.and_then(|ms| check_referrer(ctx, &digest, &subject, ms));
+                let r = match r {
+                    Ok(ms) => check_referrer(ctx, &digest, &subject, ms).await,
+                    Err(e) => Err(e),
+                };
                 match r {
                     Ok(None) => {}
                     Ok(Some(ms)) => {
@@ -271,20 +272,23 @@ pub(super) async fn discover(
     found
 }
 
-/// A referrer fetched by digest must name `subject`; one of an unwanted artifact type (only
-/// known once fetched, when the listing did not say) is left out (`None`).
-fn check_referrer(
+/// A referrer must name `subject` (whatever the listing said); one of an unwanted artifact
+/// type is left out (`None`). Its facts come from the bytes just fetched, or from the store.
+async fn check_referrer(
     ctx: &SyncCtx,
     digest: &Digest,
     subject: &Digest,
     manifests: Vec<NewManifest>,
 ) -> Result<Option<Vec<NewManifest>>, TagError> {
-    let Some(top) = manifests.iter().find(|m| &m.digest == digest) else {
-        return Ok(Some(manifests)); // already stored: checked when it was fetched
+    let facts = match manifests.iter().find(|m| &m.digest == digest) {
+        Some(top) => {
+            Referrer::of(&top.bytes, &top.media_type).map(|r| (r.subject, r.artifact_type))
+        }
+        None => ctx.store.referrer_of(digest).await?,
     };
-    match Referrer::of(&top.bytes, &top.media_type) {
-        Some(r) if &r.subject == subject => {
-            Ok(ctx.settings.wants_artifact(r.artifact_type.as_deref()).then_some(manifests))
+    match facts {
+        Some((s, t)) if &s == subject => {
+            Ok(ctx.settings.wants_artifact(t.as_deref()).then_some(manifests))
         }
         _ => Err(TagError::NotAReferrer { referrer: digest.clone(), subject: subject.clone() }),
     }
@@ -325,11 +329,28 @@ async fn candidates(
     repo: &RepoName,
     manifest: &Digest,
     listed: &[TagScheme],
-) -> Result<Candidates, UpstreamError> {
-    let mut c = Candidates::default();
+) -> Candidates {
+    let tags = listed.iter().copied().filter(|s| *s != TagScheme::Fallback).collect();
+    let mut c = Candidates { tags, ..Candidates::default() };
+    if let Err(e) = referrer_candidates(ctx, repo, manifest, listed, &mut c.untagged).await {
+        c.error = Some(e);
+    }
+    c.untagged.sort();
+    c.untagged.dedup_by(|a, b| a.0 == b.0);
+    c
+}
+
+/// The referrers of `manifest` the OCI fallback tag (if `listed`) and the referrers API
+/// list, into `out`.
+async fn referrer_candidates(
+    ctx: &SyncCtx,
+    repo: &RepoName,
+    manifest: &Digest,
+    listed: &[TagScheme],
+    out: &mut Vec<(Digest, Option<String>)>,
+) -> Result<(), UpstreamError> {
     for scheme in listed {
         if *scheme != TagScheme::Fallback {
-            c.tags.push(*scheme);
             continue;
         }
         let tag = AttachmentTag { subject: manifest.clone(), scheme: *scheme }.tag();
@@ -341,7 +362,7 @@ async fn candidates(
             Ok(f) => {
                 let entries = parse_referrers(&f.bytes)
                     .map_err(|e| UpstreamError::Invalid(format!("{repo}:{tag}: {e}")))?;
-                c.untagged.extend(entries.into_iter().map(|e| (e.digest, e.artifact_type)));
+                out.extend(entries.into_iter().map(|e| (e.digest, e.artifact_type)));
             }
             Err(UpstreamError::NotFound(_)) => {} // gone since the listing
             Err(e) => return Err(e),
@@ -355,7 +376,7 @@ async fn candidates(
         match answer {
             Some(entries) => {
                 ctx.referrers_api.store(API_YES, Ordering::Relaxed);
-                c.untagged.extend(entries.into_iter().map(|e| (e.digest, e.artifact_type)));
+                out.extend(entries.into_iter().map(|e| (e.digest, e.artifact_type)));
             }
             None => {
                 // A registry with the API never answers a well-formed request with 404.
@@ -368,9 +389,7 @@ async fn candidates(
             }
         }
     }
-    c.untagged.sort();
-    c.untagged.dedup_by(|a, b| a.0 == b.0);
-    Ok(c)
+    Ok(())
 }
 
 /// Put verified signature files in the pool; their digests and sizes in order.

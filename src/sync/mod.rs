@@ -337,8 +337,11 @@ async fn sync_and_publish(
     }
     run.generation_after = outcome.generation;
     run.blobs_collected = outcome.collected.len() as u32;
-    let changed =
-        Changes { repos: outcome.changed_repos().cloned().collect(), content: outcome.changed() };
+    let changed = Changes {
+        repos: outcome.changed_repos().cloned().collect(),
+        content: outcome.changed(),
+        unsigned: outcome.unsigned.clone(),
+    };
     publish(ctx, outcome.generation, outcome.collected.clone(), Some(changed)).await
 }
 
@@ -348,6 +351,8 @@ pub struct Changes {
     pub repos: Vec<RepoName>,
     /// Whether the generation changed (the content-set lists are rewritten).
     pub content: bool,
+    /// Manifests whose signatures all went (their signature directories are removed).
+    pub unsigned: Vec<(RepoName, Digest)>,
 }
 
 /// Bring the tree in line with the store: layouts, collected pool files, marker (last).
@@ -362,9 +367,9 @@ pub async fn publish(
     changes: Option<Changes>,
 ) -> Result<(), SyncError> {
     let everything = changes.is_none();
-    let (repos, rewrite_sets) = match changes {
-        None => (ctx.store.catalog().await?, true),
-        Some(c) => (c.repos, c.content),
+    let (repos, rewrite_sets, unsigned) = match changes {
+        None => (ctx.store.catalog().await?, true, Vec::new()),
+        Some(c) => (c.repos, c.content, c.unsigned),
     };
     let blocking = |f: TreeWork| {
         let tree = ctx.tree.clone();
@@ -396,9 +401,16 @@ pub async fn publish(
     // Layouts a batch of repositories at a time: a full sync publishes every one, and
     // holding all their layouts at once would cost memory in proportion to the catalog.
     let mut kept: HashSet<RepoName> = HashSet::new();
+    let mut signed: HashSet<(RepoName, Digest)> = HashSet::new();
     for batch in repos.chunks(LAYOUT_BATCH) {
         let layouts = ctx.store.layouts(Some(batch.to_vec())).await?;
         kept.extend(layouts.iter().map(|l| l.repo.clone()));
+        if everything {
+            let pairs = layouts
+                .iter()
+                .flat_map(|l| l.signatures.iter().map(|s| (l.repo.clone(), s.0.clone())));
+            signed.extend(pairs);
+        }
         errors.extend(
             blocking(Box::new(move |tree| {
                 let failed = layouts.iter().filter_map(|l| {
@@ -422,6 +434,14 @@ pub async fn publish(
             };
             if let Err(e) = gone {
                 errors.push(e.to_string());
+            }
+            let unsigned = if everything {
+                tree.remove_other_signatures(&signed)
+            } else {
+                tree.remove_signatures(&unsigned)
+            };
+            if let Err(e) = unsigned {
+                errors.push(format!("signatures: {e}"));
             }
             for d in &collected {
                 if let Err(e) = tree.remove_pool_file(d) {

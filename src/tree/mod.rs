@@ -265,32 +265,24 @@ impl MirrorTree {
         Ok(changed)
     }
 
-    /// The directory holding the signature directories of `repo` (its parent path under
-    /// `sigstore/`), and the prefix of their names (`<last component>@sha256=`).
-    fn signature_dirs(&self, repo: &RepoName) -> (PathBuf, String) {
-        let (parent, last) = match repo.as_str().rsplit_once('/') {
-            Some((p, l)) => (self.root.join(SIGSTORE).join(p), l),
-            None => (self.root.join(SIGSTORE), repo.as_str()),
-        };
-        (parent, format!("{last}@sha256="))
+    /// The directory of `manifest`'s signatures in `repo`: `sigstore/<repo>@sha256=<hex>`.
+    fn signature_dir(&self, repo: &RepoName, manifest: &Digest) -> PathBuf {
+        self.root.join(SIGSTORE).join(crate::model::LookasidePath::dir(repo, manifest))
     }
 
     /// Make `sigstore/<repo>@sha256=<hex>/signature-<n>` match `signed`: each a hardlink to
-    /// its pool file, replaced by a rename (a reader sees the old file or the new one), the
-    /// ones beyond the count and the directories of manifests no longer signed removed.
+    /// its pool file, put in place by a rename (a reader sees the old file or the new one),
+    /// the ones beyond the count removed. Directories of manifests no longer signed are
+    /// removed by [`Self::remove_signatures`] (the commit says which).
     fn publish_signatures(
         &self,
         repo: &RepoName,
         signed: &[(Digest, Vec<Digest>)],
     ) -> Result<bool, TreeError> {
-        let (parent, prefix) = self.signature_dirs(repo);
         let mut changed = false;
-        let mut wanted = HashSet::new();
         for (manifest, sigs) in signed.iter().filter(|(_, s)| !s.is_empty()) {
-            let name = format!("{prefix}{}", manifest.hex());
-            let rel = parent.strip_prefix(&self.root).unwrap_or(&parent).join(&name);
-            public_dirs(&self.root, &rel)?;
-            let dir = parent.join(&name);
+            let dir = self.signature_dir(repo, manifest);
+            public_dirs(&self.root, dir.strip_prefix(&self.root).unwrap_or(&dir))?;
             for (i, sig) in sigs.iter().enumerate() {
                 let pool = self.pool_path(sig);
                 let link = dir.join(format!("signature-{}", i + 1));
@@ -299,7 +291,7 @@ impl MirrorTree {
                 if std::fs::metadata(&link).is_ok_and(|m| m.ino() == pool_ino) {
                     continue;
                 }
-                let tmp = dir.join(format!(".signature-{}.new", i + 1));
+                let tmp = self.tmp.join(format!("signature-{}-{}", sig.hex(), i + 1));
                 let _ = std::fs::remove_file(&tmp);
                 std::fs::hard_link(&pool, &tmp)
                     .map_err(io_err(format!("linking {}", tmp.display())))?;
@@ -317,29 +309,34 @@ impl MirrorTree {
                     changed = true;
                 }
             }
-            wanted.insert(name);
-        }
-        let Ok(rd) = std::fs::read_dir(&parent) else { return Ok(changed) };
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(&prefix) && !wanted.contains(&n) {
-                remove_dir_files(&e.path())?;
-                changed = true;
-            }
-        }
-        // Directories left empty (a nested repository's last signature gone), up to
-        // `sigstore/` itself.
-        let base = self.root.join(SIGSTORE);
-        let mut d = parent.as_path();
-        while d != base && d.starts_with(&base) && std::fs::remove_dir(d).is_ok() {
-            d = d.parent().unwrap_or(&base);
         }
         Ok(changed)
     }
 
-    /// Remove the signature directories of repositories not in `keep`.
-    fn remove_other_signatures(&self, keep: &HashSet<RepoName>) -> Result<(), TreeError> {
+    /// Remove the signature directories of these (repository, manifest) pairs, and the
+    /// directories that leaves empty. Missing is fine.
+    pub fn remove_signatures(&self, gone: &[(RepoName, Digest)]) -> Result<(), TreeError> {
         let base = self.root.join(SIGSTORE);
+        for (repo, manifest) in gone {
+            let dir = self.signature_dir(repo, manifest);
+            if dir.is_dir() {
+                remove_dir_files(&dir)?;
+            }
+            let mut d = dir.parent().unwrap_or(&base);
+            while d != base && d.starts_with(&base) && std::fs::remove_dir(d).is_ok() {
+                d = d.parent().unwrap_or(&base);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove every signature directory that is not one of `keep` (a full republish).
+    pub fn remove_other_signatures(
+        &self,
+        keep: &HashSet<(RepoName, Digest)>,
+    ) -> Result<(), TreeError> {
+        let base = self.root.join(SIGSTORE);
+        let mut gone = Vec::new();
         let mut todo = vec![base.clone()];
         while let Some(dir) = todo.pop() {
             let Ok(rd) = std::fs::read_dir(&dir) else { continue };
@@ -347,23 +344,21 @@ impl MirrorTree {
                 if !e.file_type().is_ok_and(|t| t.is_dir()) {
                     continue;
                 }
-                let rel = e
-                    .path()
-                    .strip_prefix(&base)
-                    .unwrap_or(&e.path())
-                    .to_string_lossy()
-                    .into_owned();
-                match rel.split_once("@sha256=") {
-                    Some((repo, _)) => {
-                        if !repo.parse::<RepoName>().is_ok_and(|r| keep.contains(&r)) {
-                            remove_dir_files(&e.path())?;
-                        }
-                    }
-                    None => todo.push(e.path()),
+                let path = e.path();
+                let rel = path.strip_prefix(&base).unwrap_or(&path).to_string_lossy().into_owned();
+                let Some((repo, hex)) = rel.rsplit_once("@sha256=") else {
+                    todo.push(path);
+                    continue;
+                };
+                let pair = repo.parse().ok().zip(format!("sha256:{hex}").parse().ok());
+                match pair {
+                    Some(p) if keep.contains(&p) => {}
+                    Some(p) => gone.push(p),
+                    None => remove_dir_files(&path)?,
                 }
             }
         }
-        Ok(())
+        self.remove_signatures(&gone)
     }
 
     /// Remove the layouts of repositories not in `keep`. Returns how many were removed.
@@ -378,7 +373,6 @@ impl MirrorTree {
             self.remove_layout_dir(&dir)?;
             removed += 1;
         }
-        self.remove_other_signatures(keep)?;
         Ok(removed)
     }
 
@@ -391,7 +385,6 @@ impl MirrorTree {
                 self.remove_layout_dir(&dir)?;
                 removed += 1;
             }
-            self.publish_signatures(repo, &[])?;
         }
         Ok(removed)
     }
