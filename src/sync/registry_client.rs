@@ -234,12 +234,7 @@ impl RegistryClient {
         for _ in 0..MAX_PAGES {
             let resp =
                 self.send(Method::GET, &url, scope, None, self.settings.request_timeout).await?;
-            let next = resp
-                .headers()
-                .get(LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(next_link)
-                .and_then(|l| url.join(&l).ok());
+            let next = next_page(&resp, &url);
             let body: serde_json::Value = resp
                 .json()
                 .await
@@ -340,12 +335,7 @@ impl RegistryClient {
             if !is_index {
                 return Ok(None);
             }
-            let next = resp
-                .headers()
-                .get(LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(next_link)
-                .and_then(|l| url.join(&l).ok());
+            let next = next_page(&resp, &url);
             if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE) {
                 return Err(UpstreamError::Invalid(format!("{url}: referrers larger than 4 MiB")));
             }
@@ -436,6 +426,12 @@ fn header_digest(resp: &reqwest::Response) -> Option<Digest> {
 fn backoff(attempt: u32) -> Duration {
     let base = 250u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)).min(10_000);
     Duration::from_millis(base + rand::random_range(0..=base / 4))
+}
+
+/// The next page a response's `Link` header names, resolved against `url`.
+fn next_page(resp: &reqwest::Response, url: &Url) -> Option<Url> {
+    let link = resp.headers().get(LINK)?.to_str().ok()?;
+    url.join(&next_link(link)?).ok()
 }
 
 /// The target of `rel="next"` in a `Link` header.

@@ -77,12 +77,7 @@ async fn sboms_behind_the_fallback_tag_are_listed_by_the_referrers_api() {
         );
         assert_eq!(m["annotations"]["org.opencontainers.image.created"], "2026-12-01T00:00:00Z");
         // Each is served by digest, byte for byte, its layer redirected like any blob.
-        let r = http()
-            .get(wharf.url(&format!("/v2/app/manifests/{d}")))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
+        let r = get_oci_manifest(&wharf, "app", d).await;
         assert_eq!(r.status(), 200);
         let bytes = r.bytes().await.unwrap();
         assert_eq!(sha256(&bytes), *d);
@@ -165,12 +160,7 @@ async fn sboms_behind_the_fallback_tag_are_listed_by_the_referrers_api() {
     let (_, index) = referrers(&wharf, &path).await;
     assert_eq!(digests(&index).len(), 2);
     assert!(!digests(&index).contains(&refs[0].0));
-    let r = http()
-        .get(wharf.url(&format!("/v2/app/manifests/{}", refs[0].0)))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = get_oci_manifest(&wharf, "app", &refs[0].0).await;
     assert_eq!(r.status(), 404);
 }
 
@@ -216,12 +206,7 @@ async fn a_referrers_index_naming_what_is_not_there_publishes_nothing_of_it() {
     let (_, bad) = referrers(&wharf, &format!("/v2/app/referrers/{second}")).await;
     assert_eq!(bad["manifests"], serde_json::json!([]));
     for d in [&gone, &wrong] {
-        let r = http()
-            .get(wharf.url(&format!("/v2/app/manifests/{d}")))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
+        let r = get_oci_manifest(&wharf, "app", d).await;
         assert_eq!(r.status(), 404, "{d}");
     }
 }

@@ -48,6 +48,13 @@ async fn podman_pull(image: &str, policy: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// What the signatures API extension answers for `repo@digest`.
+async fn signatures_of(wharf: &Wharf, repo: &str, digest: &str) -> serde_json::Value {
+    let r = wharf.get(&format!("/extensions/v2/{repo}/signatures/{digest}")).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn simple_signing_signatures_reach_podman_through_wharf() {
     let reg = Registry::start().await;
@@ -72,12 +79,7 @@ async fn simple_signing_signatures_reach_podman_through_wharf() {
     // Served: `/v2/` says so; the extension and the lookaside store have it.
     let base = wharf.get("/v2/").await;
     assert_eq!(base.headers()["x-registry-supports-signatures"], "1");
-    let ext: serde_json::Value = wharf
-        .get(&format!("/extensions/v2/signed/signatures/{digest}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ext = signatures_of(&wharf, "signed", &digest).await;
     assert_eq!(ext["signatures"].as_array().unwrap().len(), 1, "{ext}");
     assert_eq!(
         (ext["signatures"][0]["schemaVersion"].as_u64(), ext["signatures"][0]["type"].as_str()),
@@ -86,8 +88,7 @@ async fn simple_signing_signatures_reach_podman_through_wharf() {
     let content: String = ext["signatures"][0]["content"].as_str().unwrap().into();
     use base64::Engine;
     assert_eq!(base64::engine::general_purpose::STANDARD.decode(content).unwrap(), signature);
-    let none: serde_json::Value =
-        wharf.get(&format!("/extensions/v2/plain/signatures/{digest}")).await.json().await.unwrap();
+    let none = signatures_of(&wharf, "plain", &digest).await;
     assert_eq!(none, serde_json::json!({ "signatures": [] }));
     let r = wharf.get(&format!("/sigstore/{rel}")).await;
     assert_eq!(r.status(), 307);
@@ -145,12 +146,7 @@ async fn simple_signing_signatures_reach_podman_through_wharf() {
     assert_eq!(synced.outcome, RunOutcome::Ok, "{synced:#?}");
     assert_eq!(synced.repos.iter().map(|r| r.attachments_changed).sum::<u32>(), 1);
     assert!(!wharf.tree().join("sigstore").join(&rel).exists());
-    let ext: serde_json::Value = wharf
-        .get(&format!("/extensions/v2/signed/signatures/{digest}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ext = signatures_of(&wharf, "signed", &digest).await;
     assert_eq!(ext, serde_json::json!({ "signatures": [] }));
     let (ok, out) = podman_pull(&image, &trusts).await;
     assert!(!ok && out.contains("signature"), "{out}");
@@ -248,12 +244,7 @@ async fn cosign_signatures_come_through_wharf_and_verify_with_openssl() {
     let report = wharf.crawl().await;
     assert_eq!(report.results[0].credited, Some(wharf.generation().await), "{report:?}");
 
-    let r = http()
-        .get(wharf.url(&format!("/v2/app/manifests/{sig_tag}")))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = get_oci_manifest(&wharf, "app", &sig_tag).await;
     assert_eq!(r.headers()["docker-content-digest"], sig_digest.as_str());
     let manifest: serde_json::Value = r.json().await.unwrap();
     let layer = &manifest["layers"][0];

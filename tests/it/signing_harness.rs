@@ -267,6 +267,16 @@ impl Layout {
     }
 }
 
+/// GET a manifest through Wharf as an OCI client asks for one.
+pub async fn get_oci_manifest(wharf: &Wharf, repo: &str, reference: &str) -> reqwest::Response {
+    http()
+        .get(wharf.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// `skopeo delete` a manifest upstream (every tag pointing to it goes).
 pub async fn delete_upstream(reg: &Registry, reference: &str) {
     run(skopeo()
