@@ -543,3 +543,83 @@ fn index_json(layout: &RepoLayout) -> Vec<u8> {
     });
     serde_json::to_vec(&index).expect("index serializes")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{TagEntry, UntaggedEntry};
+
+    fn layout(tree: &MirrorTree, repo: &str, signed: &[(&Digest, &[&[u8]])]) -> RepoLayout {
+        let image = br#"{"schemaVersion":2}"#;
+        let d = Digest::of(image);
+        tree.put_bytes(&d, image).unwrap();
+        let mut content = vec![d.clone()];
+        let signatures = signed
+            .iter()
+            .map(|(m, sigs)| {
+                let sigs: Vec<Digest> = sigs
+                    .iter()
+                    .map(|s| {
+                        let sd = Digest::of(s);
+                        tree.put_bytes(&sd, s).unwrap();
+                        content.push(sd.clone());
+                        sd
+                    })
+                    .collect();
+                ((*m).clone(), sigs)
+            })
+            .collect();
+        let entry = TagEntry {
+            tag: "v1".parse().unwrap(),
+            digest: d.clone(),
+            media_type: crate::model::media_type::OCI_MANIFEST.into(),
+            size: image.len() as u64,
+            platform: None,
+        };
+        let untagged =
+            vec![UntaggedEntry { digest: d, media_type: entry.media_type.clone(), size: 1 }];
+        RepoLayout { repo: repo.parse().unwrap(), tags: vec![entry], untagged, signatures, content }
+    }
+
+    #[test]
+    fn signatures_are_linked_where_a_lookaside_store_has_them_and_removed_when_they_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = MirrorTree::open(&dir.path().join("tree"), &dir.path().join("tmp")).unwrap();
+        let (m1, m2) = (Digest::of(b"m1"), Digest::of(b"m2"));
+        let at = |repo: &str, m: &Digest, n: u32| {
+            let p = crate::model::LookasidePath {
+                repo: repo.parse().unwrap(),
+                manifest: m.clone(),
+                index: n,
+            };
+            dir.path().join("tree").join(SIGSTORE).join(p.to_string())
+        };
+        let l = layout(&tree, "lib/app", &[(&m1, &[b"one", b"two"]), (&m2, &[b"three"])]);
+        tree.publish_layout(&l).unwrap();
+        assert_eq!(std::fs::read(at("lib/app", &m1, 2)).unwrap(), b"two");
+        assert_eq!(std::fs::read(at("lib/app", &m2, 1)).unwrap(), b"three");
+        // The untagged manifest is in index.json without a ref name.
+        let index: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("tree/repositories/lib/app/index.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(index["manifests"][1].get("annotations").is_none());
+        // Fewer signatures: the extra file goes; a replaced one is the new file.
+        let l = layout(&tree, "lib/app", &[(&m1, &[b"uno"]), (&m2, &[b"three"])]);
+        tree.publish_layout(&l).unwrap();
+        assert_eq!(std::fs::read(at("lib/app", &m1, 1)).unwrap(), b"uno");
+        assert!(!at("lib/app", &m1, 2).exists());
+        // What the commit says went is removed, and the directories it leaves empty.
+        tree.remove_signatures(&[("lib/app".parse().unwrap(), m2.clone())]).unwrap();
+        assert!(!at("lib/app", &m2, 1).parent().unwrap().exists());
+        assert!(at("lib/app", &m1, 1).exists());
+        // A full republish keeps only what the layouts name.
+        tree.publish_layout(&layout(&tree, "other", &[(&m2, &[b"x"])])).unwrap();
+        let keep = HashSet::from([("other".parse().unwrap(), m2.clone())]);
+        tree.remove_other_signatures(&keep).unwrap();
+        assert!(at("other", &m2, 1).exists());
+        assert!(!dir.path().join("tree/sigstore/lib").exists());
+        // Nothing of the links is left in the tree's temp dir.
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}
