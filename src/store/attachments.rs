@@ -146,19 +146,31 @@ impl Store {
         .await
     }
 
-    /// The subject and artifact type of a stored manifest that names a subject.
-    pub async fn referrer_of(
+    /// For each of `digests`: `None` if the store has no such manifest, else what it names as
+    /// its subject and its artifact type (`Some(None)`: it names none). One read.
+    #[allow(clippy::type_complexity)]
+    pub async fn referrer_facts(
         &self,
-        digest: &Digest,
-    ) -> Result<Option<(Digest, Option<String>)>, StoreError> {
-        let digest = digest.raw();
-        self.blocking("referrer_of", move |db| {
+        digests: Vec<Digest>,
+    ) -> Result<Vec<Option<Option<(Digest, Option<String>)>>>, StoreError> {
+        self.blocking("referrer_facts", move |db| {
             let txn = db.begin_read()?;
-            let Some(v) = txn.open_table(SUBJECTS)?.get(&digest)? else { return Ok(None) };
-            let v = v.value();
-            let Some(subject) = v.get(..32) else { return Ok(None) };
-            let t = crate::model::Referrer::artifact_type_of(v.get(32..).unwrap_or_default());
-            Ok(Some((Digest::from_sha256(subject), t)))
+            let (manifests, subjects) = (txn.open_table(MANIFESTS)?, txn.open_table(SUBJECTS)?);
+            let mut out = Vec::with_capacity(digests.len());
+            for d in digests {
+                let key = d.raw();
+                if manifests.get(&key)?.is_none() {
+                    out.push(None);
+                    continue;
+                }
+                let facts = subjects.get(&key)?.and_then(|v| {
+                    let v = v.value();
+                    let t = crate::model::Referrer::artifact_type_of(v.get(32..)?);
+                    Some((Digest::from_sha256(v.get(..32)?), t))
+                });
+                out.push(Some(facts));
+            }
+            Ok(out)
         })
         .await
     }

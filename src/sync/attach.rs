@@ -56,6 +56,11 @@ pub(super) struct Found {
     pub discovered: bool,
     /// What the repository has could not be read, or its tags not listed: keep it all.
     pub keep_all: bool,
+    /// The manifests the tags publish, as discovery saw them (moved tags' old manifests
+    /// too); exact when no tag moved.
+    pub published: BTreeSet<Digest>,
+    /// Some tag moved (then what is published is known only once the moves are settled).
+    pub moved: bool,
 }
 
 impl Found {
@@ -150,13 +155,17 @@ pub(super) async fn discover(
                 roots.push(digest);
                 roots.extend(old.get(tag));
                 fresh.extend(manifests);
+                found.moved = true;
             }
             Ok(Resolution::Skipped(_)) => {}
             Err(_) => roots.extend(old.get(tag)),
         }
     }
     let published = match published_manifests(ctx, roots, fresh).await {
-        Ok(p) => p,
+        Ok(p) => {
+            found.published = p.clone();
+            p
+        }
         Err(e) => {
             found.errors.push(format!("reading manifests: {e}"));
             found.untagged_incomplete = true;
@@ -213,7 +222,8 @@ pub(super) async fn discover(
             .buffer_unordered(ctx.settings.concurrency)
             .collect()
             .await;
-        let mut next = Vec::new();
+        let mut tags = Vec::new();
+        let mut untagged = Vec::new();
         for (subject, c) in lists {
             if let Some(e) = &c.error {
                 found.errors.push(format!("referrers of {subject}: {e}"));
@@ -222,46 +232,80 @@ pub(super) async fn discover(
             for scheme in
                 c.tags.into_iter().filter(|s| ctx.settings.wants_artifact(s.artifact_type()))
             {
-                let tag = AttachmentTag { subject: subject.clone(), scheme }.tag();
-                let r = {
-                    let _permit = ctx.lookups.acquire().await;
-                    super::resolve_tag(ctx, repo, &tag, old.get(&tag)).await
-                };
-                match &r {
-                    Ok(Resolution::Unchanged(d)) | Ok(Resolution::Changed { digest: d, .. })
-                        if seen.insert(d.clone()) =>
-                    {
-                        next.push(d.clone())
-                    }
-                    _ => {}
-                }
-                found.tags.push((tag, r));
+                tags.push(AttachmentTag { subject: subject.clone(), scheme }.tag());
             }
             for (digest, listed_type) in c.untagged {
-                if !seen.insert(digest.clone()) {
-                    continue;
+                let wanted =
+                    listed_type.is_none() || ctx.settings.wants_artifact(listed_type.as_deref());
+                if wanted && seen.insert(digest.clone()) {
+                    untagged.push((digest, subject.clone()));
                 }
-                if listed_type.is_some() && !ctx.settings.wants_artifact(listed_type.as_deref()) {
-                    continue;
+            }
+        }
+        // What the store knows of the referrers, in one read; the rest is fetched.
+        let digests = untagged.iter().map(|(d, _)| d.clone()).collect();
+        let known = match ctx.store.referrer_facts(digests).await {
+            Ok(k) => k,
+            Err(e) => {
+                found.errors.push(format!("reading referrers: {e}"));
+                found.untagged_incomplete = true;
+                break;
+            }
+        };
+        let resolved_tags: Vec<_> = stream::iter(tags)
+            .map(|tag| async move {
+                let _permit = ctx.lookups.acquire().await;
+                let r = super::resolve_tag(ctx, repo, &tag, old.get(&tag)).await;
+                (tag, r)
+            })
+            .buffered(ctx.settings.concurrency)
+            .collect()
+            .await;
+        let fetched: Vec<_> = stream::iter(untagged.into_iter().zip(known))
+            .map(|((digest, subject), known)| async move {
+                let r = match known {
+                    Some(facts) => check_referrer(ctx, &digest, &subject, facts, Vec::new()),
+                    None => {
+                        let _permit = ctx.lookups.acquire().await;
+                        match super::resolve_digest(ctx, repo, &digest).await {
+                            Ok(ms) => {
+                                let top = ms.iter().find(|m| m.digest == digest);
+                                let facts = top
+                                    .and_then(|m| Referrer::of(&m.bytes, &m.media_type))
+                                    .map(|r| (r.subject, r.artifact_type));
+                                check_referrer(ctx, &digest, &subject, facts, ms)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                (digest, subject, r)
+            })
+            .buffered(ctx.settings.concurrency)
+            .collect()
+            .await;
+        let mut next = Vec::new();
+        for (tag, r) in resolved_tags {
+            match &r {
+                Ok(Resolution::Unchanged(d)) | Ok(Resolution::Changed { digest: d, .. })
+                    if seen.insert(d.clone()) =>
+                {
+                    next.push(d.clone())
                 }
-                let r = {
-                    let _permit = ctx.lookups.acquire().await;
-                    super::resolve_digest(ctx, repo, &digest).await
-                };
-                let r = match r {
-                    Ok(ms) => check_referrer(ctx, &digest, &subject, ms).await,
-                    Err(e) => Err(e),
-                };
-                match r {
-                    Ok(None) => {}
-                    Ok(Some(ms)) => {
-                        next.push(digest.clone());
-                        found.untagged.push((digest, subject.clone(), Ok(ms)));
-                    }
-                    Err(e) => {
-                        found.untagged_incomplete = true;
-                        found.untagged.push((digest, subject.clone(), Err(e)));
-                    }
+                _ => {}
+            }
+            found.tags.push((tag, r));
+        }
+        for (digest, subject, r) in fetched {
+            match r {
+                Ok(None) => {}
+                Ok(Some(ms)) => {
+                    next.push(digest.clone());
+                    found.untagged.push((digest, subject, Ok(ms)));
+                }
+                Err(e) => {
+                    found.untagged_incomplete = true;
+                    found.untagged.push((digest, subject, Err(e)));
                 }
             }
         }
@@ -273,19 +317,15 @@ pub(super) async fn discover(
 }
 
 /// A referrer must name `subject` (whatever the listing said); one of an unwanted artifact
-/// type is left out (`None`). Its facts come from the bytes just fetched, or from the store.
-async fn check_referrer(
+/// type is left out (`None`). `facts`: what it names and its artifact type, from the store or
+/// from the bytes just fetched (`None`: it names no subject).
+fn check_referrer(
     ctx: &SyncCtx,
     digest: &Digest,
     subject: &Digest,
+    facts: Option<(Digest, Option<String>)>,
     manifests: Vec<NewManifest>,
 ) -> Result<Option<Vec<NewManifest>>, TagError> {
-    let facts = match manifests.iter().find(|m| &m.digest == digest) {
-        Some(top) => {
-            Referrer::of(&top.bytes, &top.media_type).map(|r| (r.subject, r.artifact_type))
-        }
-        None => ctx.store.referrer_of(digest).await?,
-    };
     match facts {
         Some((s, t)) if &s == subject => {
             Ok(ctx.settings.wants_artifact(t.as_deref()).then_some(manifests))

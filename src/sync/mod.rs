@@ -753,7 +753,10 @@ async fn fetch_repo(ctx: &SyncCtx, repo: &RepoName, r: ResolvedRepo) -> RepoOutc
     settle_tags(ctx, repo, &mut out, resolved, &fetched).await;
     // What the tags publish now decides what of the attachments found is published: none of
     // a manifest a tag did not move to (refused, or a blob missing).
-    if found.discovered {
+    if found.discovered && !found.moved {
+        let published = std::mem::take(&mut found.published);
+        found.keep_attached_to(published);
+    } else if found.discovered {
         let roots = out
             .tags
             .iter()
