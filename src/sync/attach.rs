@@ -248,7 +248,7 @@ pub(super) async fn discover(
             Ok(k) => k,
             Err(e) => {
                 found.errors.push(format!("reading referrers: {e}"));
-                found.untagged_incomplete = true;
+                found.keep_all = true;
                 break;
             }
         };

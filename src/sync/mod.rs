@@ -693,7 +693,9 @@ async fn resolve_repo(ctx: &SyncCtx, repo: &RepoName, old: &BTreeMap<Tag, Digest
     };
     let wanted_set: HashSet<&Tag> =
         wanted.iter().chain(found.tags.iter().map(|(t, _)| t)).collect();
-    out.tags.retain(|t, _| wanted_set.contains(t));
+    // Where attachments could not be looked at, the attachment tags stay as they were.
+    let keep = |t: &Tag| found.keep_all && AttachmentTag::parse(t.as_str()).is_some();
+    out.tags.retain(|t, _| wanted_set.contains(t) || keep(t));
     ResolvedRepo { started, outcome: out, resolved, found }
 }
 
