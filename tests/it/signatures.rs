@@ -194,10 +194,19 @@ async fn a_lookaside_serving_garbage_or_huge_files_changes_nothing() {
     let pool = wharf.tree().join("blobs/sha256").join(&sha256(&good)[7..]);
     std::fs::remove_file(&pool).unwrap();
     std::fs::write(&pool, vec![0u8; good.len()]).unwrap();
+    // Meanwhile the signatures API leaves the damaged file out, never a 5xx.
+    assert_eq!(
+        signatures_of(&wharf, "signed", &signed).await,
+        serde_json::json!({ "signatures": [] })
+    );
     let reply = wharf.control(Request::Verify { repair: true }).await;
     let Reply::Verified(report) = reply else { panic!("{reply:?}") };
     assert_eq!(report.repaired, vec![sha256(&good)], "{report:?}");
     assert_eq!(std::fs::read(wharf.tree().join("sigstore").join(&rel)).unwrap(), good);
+    assert_eq!(
+        signatures_of(&wharf, "signed", &signed).await["signatures"].as_array().unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
