@@ -17,6 +17,7 @@ use wharf::clock::SystemClock;
 use wharf::config::{self, CliOverrides, Config};
 use wharf::control::{Reply, Request};
 use wharf::model::MirrorPatch;
+use wharf::model::registry_view::{self, Server};
 use wharf::sync::ProgressSnapshot;
 use wharf::{control, demo};
 
@@ -144,6 +145,22 @@ enum MirrorCommand {
     List,
     /// One mirror with its recent crawls.
     Show { name: String },
+    /// Print the web server configuration that serves a copy of the tree as a read-only
+    /// registry (the static registry view), with the rsync commands that keep it consistent.
+    RegistryConfig {
+        /// nginx, apache or caddy.
+        #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Server>()))]
+        server: Server,
+        /// Where the copy of the tree is (the rsync destination).
+        #[arg(long, default_value = "/srv/wharf/")]
+        root: String,
+        /// The address the server listens on: `host:port` or a port.
+        #[arg(long, default_value = "80")]
+        listen: String,
+        /// `all`, or architectures like `amd64,arm64` (what the rsync commands copy).
+        #[arg(long, default_value = "all")]
+        content: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -190,6 +207,10 @@ struct MirrorFields {
     /// Owning user id.
     #[arg(long)]
     owner: Option<u64>,
+    /// Where the mirror's web server answers the registry pull API from its copy of the
+    /// tree: `http(s)://host[:port]/` ("" clears). See `wharf mirror registry-config`.
+    #[arg(long)]
+    registry_url: Option<String>,
 }
 
 impl MirrorFields {
@@ -208,6 +229,7 @@ impl MirrorFields {
             reason: self.reason.clone(),
             content: self.content.clone(),
             owner: self.owner,
+            registry_url: self.registry_url.clone(),
         }
     }
 }
@@ -392,6 +414,19 @@ async fn run(cli: Cli, set_filter: wharf::app::LogFilterSetter) -> anyhow::Resul
             MirrorCommand::Remove { name, .. } => Request::MirrorRemove { name: name.clone() },
             MirrorCommand::List => Request::MirrorList,
             MirrorCommand::Show { name, .. } => Request::MirrorShow { name: name.clone() },
+            MirrorCommand::RegistryConfig { server, root, listen, content } => {
+                let content: wharf::model::ContentSet =
+                    content.parse().map_err(|e| anyhow::anyhow!("--content: {e}"))?;
+                // The rsync source is the configured one when there is a configuration.
+                let source = load_config(&cli)
+                    .map(|c| c.rsync_url)
+                    .unwrap_or_else(|_| "rsync://<wharf>/wharf/".to_owned());
+                let root = if root.ends_with('/') { root.clone() } else { format!("{root}/") };
+                let rsync = wharf::model::rsync_commands(&source, &content, &root);
+                let site = registry_view::ViewSite { root: &root, listen, rsync: &rsync };
+                print!("{}", registry_view::server_config(*server, &site));
+                return Ok(ExitCode::SUCCESS);
+            }
         },
         Command::User(u) => match u {
             UserCommand::Add { name, role, .. } => Request::UserAdd {

@@ -311,6 +311,7 @@ mod tests {
             checks: 3,
             downloads: 1,
             error: None,
+            registry: None,
         };
         Crawled {
             before,

@@ -103,6 +103,8 @@ pub struct MirrorForm {
     netblocks: String,
     #[serde(default)]
     content: String,
+    #[serde(default)]
+    registry_url: String,
     private: Option<String>,
     /// Operators only: the owning user's name.
     #[serde(default)]
@@ -126,6 +128,7 @@ impl MirrorForm {
             asns: m.asns.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
             netblocks: join(m.netblocks.iter().map(|n| n.to_string()).collect()),
             content: m.content.to_string(),
+            registry_url: m.registry_url.clone().unwrap_or_default(),
             private: m.private.then(|| "on".into()),
             owner: String::new(),
         }
@@ -182,6 +185,7 @@ impl MirrorForm {
             bandwidth,
             private: Some(self.private.is_some()),
             content: Some(if content.is_empty() { "all".into() } else { content.to_owned() }),
+            registry_url: Some(self.registry_url.trim().to_owned()),
             ..MirrorPatch::default()
         };
         // Each field on its own, so every error lands next to its field.
@@ -190,7 +194,7 @@ impl MirrorForm {
             m.urls = vec!["http://probe.invalid/".into()];
             m
         };
-        let single: [(&str, MirrorPatch); 7] = [
+        let single: [(&str, MirrorPatch); 8] = [
             ("urls", MirrorPatch { urls: patch.urls.clone(), ..Default::default() }),
             ("bandwidth", MirrorPatch { bandwidth: patch.bandwidth, ..Default::default() }),
             ("asns", MirrorPatch { asns: patch.asns.clone(), ..Default::default() }),
@@ -198,6 +202,10 @@ impl MirrorForm {
             ("continent", MirrorPatch { continent: patch.continent.clone(), ..Default::default() }),
             ("netblocks", MirrorPatch { netblocks: patch.netblocks.clone(), ..Default::default() }),
             ("content", MirrorPatch { content: patch.content.clone(), ..Default::default() }),
+            (
+                "registry_url",
+                MirrorPatch { registry_url: patch.registry_url.clone(), ..Default::default() },
+            ),
         ];
         for (field, p) in single {
             if let Err(e) = p.apply(&mut probe()) {
@@ -335,11 +343,28 @@ pub struct DetailPage {
     continent: String,
     facts: Vec<(&'static str, String)>,
     rsync: Vec<String>,
+    /// (server, configuration) for serving the mirror's copy as a registry.
+    registry_configs: Vec<(&'static str, String)>,
     form: MirrorForm,
     errors: FieldErrors,
     crawls: Vec<CrawlRow>,
     /// Redirects per hour and bytes per day (SVG).
     traffic: Vec<String>,
+}
+
+/// The web server configurations that serve `m`'s copy of the tree (at [`RSYNC_DEST`]) as
+/// a registry, listening on its registry URL's port (80 when it has none).
+fn registry_configs(rsync_url: &str, m: &Mirror) -> Vec<(&'static str, String)> {
+    use crate::model::registry_view::{Server, ViewSite, server_config};
+    let port = m
+        .registry_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok()?.port_or_known_default())
+        .unwrap_or(80)
+        .to_string();
+    let rsync = rsync_commands(rsync_url, &m.content, RSYNC_DEST);
+    let site = ViewSite { root: RSYNC_DEST, listen: &port, rsync: &rsync };
+    Server::ALL.into_iter().map(|s| (s.as_str(), server_config(s, &site))).collect()
 }
 
 /// Days of traffic the mirror page charts.
@@ -420,6 +445,14 @@ async fn detail_page(
         ("Failed crawls in a row", h.consecutive_failures.to_string()),
         ("Last error", h.last_error.clone().unwrap_or_default()),
     ];
+    if let Some(url) = &m.mirror.registry_url {
+        let state = match (h.registry_generation, &h.registry_error) {
+            (Some(g), _) => format!("{url}: verified at generation {g}; offered to clients"),
+            (None, Some(e)) => format!("{url}: not verified: {e}"),
+            (None, None) => format!("{url}: not checked yet"),
+        };
+        facts.push(("Registry view", state));
+    }
     if let Some(e) = bad_url {
         facts.push((
             "Excluded",
@@ -436,6 +469,7 @@ async fn detail_page(
         urls: m.mirror.urls.clone(),
         continent: m.continent.clone().unwrap_or_default(),
         facts,
+        registry_configs: registry_configs(&state.rsync_url, &m.mirror),
         rsync: rsync_commands(&state.rsync_url, &m.mirror.content, RSYNC_DEST),
         form: form.unwrap_or_else(|| {
             let mut f = MirrorForm::of(&m.mirror);

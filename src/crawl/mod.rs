@@ -23,6 +23,7 @@ use crate::model::{ContentSet, CrawlResult, Digest, Generation, MirrorHealth, Mi
 use crate::store::{BlobFacts, ContentSource, PoolFacts, Store, StoreError};
 
 mod net;
+mod registry;
 
 /// HEAD requests in flight per mirror.
 const CHECKS_IN_FLIGHT: usize = 4;
@@ -131,10 +132,21 @@ pub async fn run_once(ctx: &CrawlCtx) -> Result<CrawlReport, CrawlError> {
                     let t0 = Instant::now();
                     let budget = ctx.settings.mirror_timeout.min(left);
                     let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64));
-                    let outcome =
-                        tokio::time::timeout(budget, crawl_mirror(ctx, facts, &m, &mut rng)).await;
-                    let outcome = outcome
-                        .unwrap_or_else(|_| Verdict::failed(format!("no answer within {budget:?}")));
+                    let checked = tokio::time::timeout(budget, async {
+                        let verdict = crawl_mirror(ctx, facts.clone(), &m, &mut rng).await;
+                        let registry = match (&m.mirror.registry_url, &verdict.error) {
+                            (Some(url), None) => Some(
+                                registry::check(ctx, &facts, &m, verdict.claimed, url, &mut rng)
+                                    .await,
+                            ),
+                            _ => None,
+                        };
+                        (verdict, registry)
+                    })
+                    .await;
+                    let (outcome, registry) = checked.unwrap_or_else(|_| {
+                        (Verdict::failed(format!("no answer within {budget:?}")), None)
+                    });
                     let result = CrawlResult {
                         mirror: m.mirror.name.clone(),
                         at: started,
@@ -144,6 +156,7 @@ pub async fn run_once(ctx: &CrawlCtx) -> Result<CrawlReport, CrawlError> {
                         checks: outcome.checks,
                         downloads: outcome.downloads,
                         error: outcome.error,
+                        registry,
                     };
                     let health = next_health(m.health.clone(), &result, ctx.settings.max_failures);
                     Some((m, result, health))
@@ -198,6 +211,11 @@ pub async fn run_once(ctx: &CrawlCtx) -> Result<CrawlReport, CrawlError> {
 pub fn next_health(prev: MirrorHealth, result: &CrawlResult, max_failures: u32) -> MirrorHealth {
     let mut h = prev;
     h.last_crawl = Some(result.at);
+    (h.registry_generation, h.registry_error) = match &result.registry {
+        Some(Ok(())) => (result.credited, None),
+        Some(Err(e)) => (None, Some(e.clone())),
+        None => (None, None),
+    };
     match &result.error {
         None => {
             h.generation = result.credited;

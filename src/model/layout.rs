@@ -33,4 +33,7 @@ pub struct RepoLayout {
     pub signatures: Vec<(Digest, Vec<Digest>)>,
     /// Everything the tags, the untagged manifests and the signatures reach.
     pub content: Vec<Digest>,
+    /// The manifests among `content`, with their media types (the registry view serves
+    /// each by digest with its content type).
+    pub manifests: Vec<(Digest, String)>,
 }

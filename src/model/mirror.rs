@@ -47,6 +47,7 @@ pub enum MirrorEditField {
     Bandwidth,
     Asns,
     Netblocks,
+    RegistryUrl,
     /// What only operators change (approval, owner, continent).
     Other,
 }
@@ -60,6 +61,7 @@ impl MirrorEditField {
             MirrorEditField::Bandwidth => "bandwidth",
             MirrorEditField::Asns => "asns",
             MirrorEditField::Netblocks => "netblocks",
+            MirrorEditField::RegistryUrl => "registry_url",
             MirrorEditField::Other => "continent",
         }
     }
@@ -163,6 +165,26 @@ pub fn parse_base_url(s: &str) -> Result<String, MirrorError> {
     Ok(out)
 }
 
+/// A registry view's URL: a base URL (see [`parse_base_url`]) at the root of its host,
+/// because clients address a registry by host and find the API at `/v2/`.
+pub fn parse_registry_url(s: &str) -> Result<String, MirrorError> {
+    let url = parse_base_url(s)?;
+    let path = url::Url::parse(&url).map(|u| u.path().to_owned()).unwrap_or_default();
+    if path != "/" {
+        return Err(MirrorError(format!(
+            "invalid registry URL {url:?}: a registry answers at its host's root (`/v2/`), so \
+             use scheme://host[:port]/ without a path"
+        )));
+    }
+    Ok(url)
+}
+
+/// The host (and port, when not the scheme's default) clients name a registry by.
+pub fn registry_host(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(format!("{}{}", u.host_str()?, u.port().map(|p| format!(":{p}")).unwrap_or_default()))
+}
+
 /// A netblock as Wharf keeps it: truncated to its prefix, and an IPv4-mapped IPv6 block
 /// (`::ffff:a.b.c.d/n`, n >= 96) turned into the IPv4 block it means (client addresses are
 /// canonicalised the same way, so a mapped block could never match anything).
@@ -185,7 +207,9 @@ pub fn parse_netblock(s: &str) -> Result<ipnet::IpNet, MirrorError> {
 /// URL of the tree root, ending in `/`) into `dest`.
 pub fn rsync_commands(source: &str, content: &ContentSet, dest: &str) -> Vec<String> {
     match content {
-        ContentSet::All => vec![format!("rsync -aH --delete --delay-updates {source} {dest}")],
+        ContentSet::All => {
+            vec![format!("rsync -aH --delay-updates --delete-delay {source} {dest}")]
+        }
         ContentSet::Arches(arches) => {
             let lists: Vec<String> =
                 arches.iter().map(|a| format!("{source}content-sets/{a}.txt")).collect();
@@ -228,6 +252,9 @@ pub struct Mirror {
     /// Why the operator disabled it.
     pub disabled_reason: Option<String>,
     pub content: ContentSet,
+    /// Where the mirror's web server answers the registry pull API itself (its static
+    /// registry view): `scheme://host[:port]/`. `None`: it serves the tree only.
+    pub registry_url: Option<String>,
 }
 
 impl Mirror {
@@ -247,6 +274,7 @@ impl Mirror {
             active: true,
             disabled_reason: None,
             content: ContentSet::All,
+            registry_url: None,
         }
     }
 
@@ -308,6 +336,11 @@ pub struct MirrorHealth {
     pub consecutive_failures: u32,
     /// Set by the crawler after too many failures, cleared by a successful crawl.
     pub auto_disabled: Option<String>,
+    /// The generation at which its registry view (`registry_url`) last passed the crawler's
+    /// client-like checks; `None`: not a verified registry mirror.
+    pub registry_generation: Option<Generation>,
+    /// Why its registry view did not pass the last crawl.
+    pub registry_error: Option<String>,
 }
 
 /// One crawl of one mirror.
@@ -323,6 +356,9 @@ pub struct CrawlResult {
     pub checks: u32,
     pub downloads: u32,
     pub error: Option<String>,
+    /// The registry view's check: `None` when the mirror declares no `registry_url` or the
+    /// tree check failed; `Some(Ok)` verified; `Some(Err(why))`.
+    pub registry: Option<Result<(), String>>,
 }
 
 /// Where a mirror stands, as shown to people: the first that applies wins.
@@ -413,6 +449,8 @@ pub struct MirrorPatch {
     /// `all` or `amd64,arm64`.
     pub content: Option<String>,
     pub owner: Option<u64>,
+    /// The registry view's URL; `""` clears.
+    pub registry_url: Option<String>,
 }
 
 /// The widest netblocks a mirror admin may claim; operators may claim any.
@@ -509,6 +547,7 @@ pub fn check_admin_totals(
 pub fn needs_reapproval(before: &Mirror, after: &Mirror) -> bool {
     before.enabled
         && (before.urls != after.urls
+            || before.registry_url != after.registry_url
             || before.netblocks != after.netblocks
             || before.asns != after.asns
             || before.country != after.country
@@ -564,6 +603,9 @@ impl MirrorPatch {
         let mut next = m.clone();
         if let Some(urls) = &self.urls {
             next.urls = urls.iter().map(|u| parse_base_url(u)).collect::<Result<_, _>>()?;
+        }
+        if let Some(u) = &self.registry_url {
+            next.registry_url = (!u.is_empty()).then(|| parse_registry_url(u)).transpose()?;
         }
         if let Some(c) = &self.country {
             next.country = (!c.is_empty()).then(|| c.to_ascii_uppercase());

@@ -9,6 +9,7 @@ mod layout;
 mod manifest;
 mod mirror;
 mod names;
+pub mod registry_view;
 mod run;
 pub mod signature;
 mod units;
@@ -24,7 +25,8 @@ pub use manifest::{
 pub use mirror::{
     ContentSet, CrawlResult, MAX_BANDWIDTH, MAX_URL_LEN, Mirror, MirrorEditField, MirrorError,
     MirrorHealth, MirrorName, MirrorPatch, MirrorState, MirrorStatus, check_admin_totals,
-    needs_reapproval, parse_base_url, parse_netblock, rsync_commands,
+    needs_reapproval, parse_base_url, parse_netblock, parse_registry_url, registry_host,
+    rsync_commands,
 };
 pub use names::{Digest, NameError, Reference, RepoName, Tag};
 pub use run::{RepoReport, RunOutcome, SyncRun};

@@ -357,9 +357,13 @@ impl Store {
             let (untagged, signatures) = (txn.open_table(UNTAGGED)?, txn.open_table(SIGNATURES)?);
             let mut out = Vec::new();
             for (repo, tags) in by_repo {
-                let mut digests = Vec::new();
+                let (mut digests, mut kinds) = (Vec::new(), Vec::new());
                 for row in content.range(repo_keys(repo.as_str()))? {
-                    digests.push(Digest::from_sha256(row?.0.value().1));
+                    let digest = Digest::from_sha256(row?.0.value().1);
+                    if let Some(m) = manifests.get(&digest.raw())? {
+                        kinds.push((digest.clone(), StoredManifest::decode(m.value())?.media_type));
+                    }
+                    digests.push(digest);
                 }
                 let attached = attachments::read(&untagged, &signatures, &repo)?;
                 let mut entries = Vec::new();
@@ -382,6 +386,7 @@ impl Store {
                     untagged: entries,
                     signatures,
                     content: digests,
+                    manifests: kinds,
                 });
             }
             Ok(out)

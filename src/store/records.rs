@@ -334,6 +334,9 @@ pub(super) struct MirrorV1 {
     disabled_reason: Option<String>,
     /// `all` or `amd64,arm64`.
     content: String,
+    /// Added with registry mirrors: absent means none.
+    #[serde(default)]
+    registry_url: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -344,6 +347,11 @@ pub(super) struct HealthV1 {
     last_error: Option<String>,
     consecutive_failures: u32,
     auto_disabled: Option<String>,
+    /// Added with registry mirrors: absent means not verified.
+    #[serde(default)]
+    registry_generation: Option<Generation>,
+    #[serde(default)]
+    registry_error: Option<String>,
 }
 
 impl StoredMirror {
@@ -364,6 +372,7 @@ impl StoredMirror {
                 active: m.active,
                 disabled_reason: m.disabled_reason.clone(),
                 content: m.content.to_string(),
+                registry_url: m.registry_url.clone(),
             },
             health: HealthV1 {
                 generation: h.generation,
@@ -372,6 +381,8 @@ impl StoredMirror {
                 last_error: h.last_error.clone(),
                 consecutive_failures: h.consecutive_failures,
                 auto_disabled: h.auto_disabled.clone(),
+                registry_generation: h.registry_generation,
+                registry_error: h.registry_error.clone(),
             },
         }
     }
@@ -399,6 +410,7 @@ impl StoredMirror {
             active: m.active,
             disabled_reason: m.disabled_reason.clone(),
             content: m.content.parse().map_err(|_| bad("content set"))?,
+            registry_url: m.registry_url.clone(),
         };
         let health = MirrorHealth {
             generation: h.generation,
@@ -407,6 +419,8 @@ impl StoredMirror {
             last_error: h.last_error,
             consecutive_failures: h.consecutive_failures,
             auto_disabled: h.auto_disabled,
+            registry_generation: h.registry_generation,
+            registry_error: h.registry_error,
         };
         Ok((mirror, health))
     }
@@ -424,6 +438,9 @@ pub(super) enum StoredCrawl {
         checks: u32,
         downloads: u32,
         error: Option<String>,
+        /// Added with registry mirrors: absent means not checked.
+        #[serde(default)]
+        registry: Option<Result<(), String>>,
     },
 }
 
@@ -437,12 +454,32 @@ impl StoredCrawl {
             checks: c.checks,
             downloads: c.downloads,
             error: c.error.clone(),
+            registry: c.registry.clone(),
         }
     }
 
     pub(super) fn into_model(self, mirror: MirrorName) -> CrawlResult {
-        let StoredCrawl::V1 { at, duration_ms, claimed, credited, checks, downloads, error } = self;
-        CrawlResult { mirror, at, duration_ms, claimed, credited, checks, downloads, error }
+        let StoredCrawl::V1 {
+            at,
+            duration_ms,
+            claimed,
+            credited,
+            checks,
+            downloads,
+            error,
+            registry,
+        } = self;
+        CrawlResult {
+            mirror,
+            at,
+            duration_ms,
+            claimed,
+            credited,
+            checks,
+            downloads,
+            error,
+            registry,
+        }
     }
 }
 

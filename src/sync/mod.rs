@@ -25,6 +25,7 @@ use futures_util::{StreamExt, stream};
 
 use crate::clock::Clock;
 use crate::config::{Config, SyncSettings, UpstreamConfig};
+use crate::model::registry_view;
 use crate::model::{
     AttachmentTag, BlobRef, Digest, ManifestError, ManifestShape, RepoName, RepoReport, RunOutcome,
     SyncRun, Tag, media_type, platform_of_config,
@@ -380,24 +381,6 @@ pub async fn publish(
         }
     };
     let mut errors = Vec::new();
-    // The content-set lists name every layout: rewritten when content changed, from the
-    // facts the server keeps when they are current, else from the store (dropped before the
-    // layouts are read).
-    if rewrite_sets {
-        let facts = current_facts(ctx, generation).await?;
-        let signatures = ctx.store.all_signatures().await?;
-        errors.extend(
-            blocking(Box::new(move |tree| {
-                let mut repos: Vec<&RepoName> = facts.repo_names().collect();
-                repos.sort();
-                let written = tree.write_content_sets(&content_set_arches(&facts), |arch, out| {
-                    write_content_set(&facts, &repos, &signatures, arch, out)
-                });
-                written.err().map(|e| format!("content sets: {e}")).into_iter().collect()
-            }))
-            .await?,
-        );
-    }
     // Layouts a batch of repositories at a time: a full sync publishes every one, and
     // holding all their layouts at once would cost memory in proportion to the catalog.
     let mut kept: HashSet<RepoName> = HashSet::new();
@@ -417,6 +400,24 @@ pub async fn publish(
                     tree.publish_layout(l).err().map(|e| format!("layout of {}: {e}", l.repo))
                 });
                 failed.collect()
+            }))
+            .await?,
+        );
+    }
+    // The content-set lists name every layout's files (the registry view's as they are on
+    // disk): rewritten when content changed, after the layouts and before the marker, from
+    // the facts the server keeps when they are current, else from the store.
+    if rewrite_sets {
+        let facts = current_facts(ctx, generation).await?;
+        let signatures = ctx.store.all_signatures().await?;
+        errors.extend(
+            blocking(Box::new(move |tree| {
+                let mut repos: Vec<&RepoName> = facts.repo_names().collect();
+                repos.sort();
+                let written = tree.write_content_sets(&content_set_arches(&facts), |arch, out| {
+                    write_content_set(tree, &facts, &repos, &signatures, arch, out)
+                });
+                written.err().map(|e| format!("content sets: {e}")).into_iter().collect()
             }))
             .await?,
         );
@@ -489,8 +490,10 @@ fn content_set_arches(facts: &PoolFacts) -> Vec<String> {
 /// Write the content set of `arch`: the tree paths a mirror carrying only it needs, one a
 /// line: the pool files and layout links of its blobs and of everything every set carries
 /// (indexes, platform-less images, referrers, signatures), each layout's `oci-layout` and
-/// `index.json`, the lookaside store's signatures, and the marker, last.
+/// `index.json`, the registry view's files of the manifests it carries, the lookaside
+/// store's signatures, and the marker, last.
 fn write_content_set(
+    tree: &MirrorTree,
     facts: &PoolFacts,
     repos: &[&RepoName],
     signatures: &[(RepoName, Digest, usize)],
@@ -504,10 +507,16 @@ fn write_content_set(
     for repo in repos {
         writeln!(out, "repositories/{repo}/oci-layout")?;
         writeln!(out, "repositories/{repo}/index.json")?;
+        let mut carried = HashSet::new();
         for (d, _) in facts.repo_content(repo).filter(|(_, b)| facts.in_set(b, arch)) {
             writeln!(out, "repositories/{repo}/blobs/sha256/{}", d.hex())?;
+            carried.insert(d);
+        }
+        for f in tree.view_files(repo, |d| carried.contains(d)).map_err(std::io::Error::other)? {
+            writeln!(out, "{f}")?;
         }
     }
+    writeln!(out, "{}/{}", registry_view::VIEW_DIR, registry_view::PING_FILE)?;
     for (repo, manifest, n) in signatures {
         for i in 1..=*n {
             let path = crate::model::LookasidePath {

@@ -7,6 +7,8 @@
 //! <tree>/repositories/<repo>/blobs/sha256/<hex>   hardlinks into the pool
 //! <tree>/sigstore/<repo>@sha256=<hex>/signature-<n>  simple-signing signatures (a lookaside
 //!                                             store), hardlinks into the pool
+//! <tree>/v2/...                               the static registry view (`view.rs`):
+//!                                             manifests by tag and digest, tags lists
 //! <tree>/wharf-generation.json                the generation marker, written last
 //! ```
 //!
@@ -14,6 +16,7 @@
 //! name; it is written to a temp file outside the tree (same filesystem), fsynced and renamed.
 //! Imports `model` only.
 
+mod view;
 mod writer;
 
 use std::collections::HashSet;
@@ -92,7 +95,9 @@ impl MirrorTree {
         for e in std::fs::read_dir(tmp).map_err(io_err(tmp.display()))?.flatten() {
             let _ = std::fs::remove_file(e.path());
         }
-        Ok(MirrorTree { root: root.to_owned(), tmp: tmp.to_owned() })
+        let tree = MirrorTree { root: root.to_owned(), tmp: tmp.to_owned() };
+        tree.write_ping()?;
+        Ok(tree)
     }
 
     /// A file beside the temp dir that exists while a sync runs: found at start, it says a
@@ -248,6 +253,7 @@ impl MirrorTree {
                 .map_err(io_err(format!("linking {}", link.display())))?;
             changed = true;
         }
+        changed |= self.publish_view(layout)?;
         let index = index_json(layout);
         if std::fs::read(dir.join("index.json")).ok().as_deref() != Some(index.as_slice()) {
             self.write_atomically(&dir.join("index.json"), &index)?;
@@ -284,19 +290,7 @@ impl MirrorTree {
             let dir = self.signature_dir(repo, manifest);
             public_dirs(&self.root, dir.strip_prefix(&self.root).unwrap_or(&dir))?;
             for (i, sig) in sigs.iter().enumerate() {
-                let pool = self.pool_path(sig);
-                let link = dir.join(format!("signature-{}", i + 1));
-                let pool_ino =
-                    std::fs::metadata(&pool).map_err(io_err(format!("pool file {sig}")))?.ino();
-                if std::fs::metadata(&link).is_ok_and(|m| m.ino() == pool_ino) {
-                    continue;
-                }
-                let tmp = self.tmp.join(format!("signature-{}-{}", sig.hex(), i + 1));
-                let _ = std::fs::remove_file(&tmp);
-                std::fs::hard_link(&pool, &tmp)
-                    .map_err(io_err(format!("linking {}", tmp.display())))?;
-                std::fs::rename(&tmp, &link).map_err(io_err(link.display()))?;
-                changed = true;
+                changed |= self.link_into(sig, &dir.join(format!("signature-{}", i + 1)))?;
             }
             for e in std::fs::read_dir(&dir).map_err(io_err(dir.display()))?.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
@@ -311,6 +305,22 @@ impl MirrorTree {
             }
         }
         Ok(changed)
+    }
+
+    /// Make `link` a hardlink of `digest`'s pool file, put in place by a rename (a reader
+    /// sees the old file or the new one). Returns whether it changed.
+    fn link_into(&self, digest: &Digest, link: &Path) -> Result<bool, TreeError> {
+        let pool = self.pool_path(digest);
+        let pool_ino =
+            std::fs::metadata(&pool).map_err(io_err(format!("pool file {digest}")))?.ino();
+        if std::fs::symlink_metadata(link).is_ok_and(|m| m.ino() == pool_ino) {
+            return Ok(false);
+        }
+        let tmp = self.tmp.join(format!("link-{}", digest.hex()));
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::hard_link(&pool, &tmp).map_err(io_err(format!("linking {}", tmp.display())))?;
+        std::fs::rename(&tmp, link).map_err(io_err(link.display()))?;
+        Ok(true)
     }
 
     /// Remove the signature directories of these (repository, manifest) pairs, and the
@@ -373,6 +383,7 @@ impl MirrorTree {
             self.remove_layout_dir(&dir)?;
             removed += 1;
         }
+        self.remove_other_views(keep)?;
         Ok(removed)
     }
 
@@ -381,6 +392,7 @@ impl MirrorTree {
         let mut removed = 0;
         for repo in repos {
             let dir = self.layout_dir(repo);
+            self.remove_view(repo)?;
             if dir.join("oci-layout").is_file() {
                 self.remove_layout_dir(&dir)?;
                 removed += 1;
@@ -578,7 +590,15 @@ mod tests {
         };
         let untagged =
             vec![UntaggedEntry { digest: d, media_type: entry.media_type.clone(), size: 1 }];
-        RepoLayout { repo: repo.parse().unwrap(), tags: vec![entry], untagged, signatures, content }
+        let manifests = vec![(entry.digest.clone(), entry.media_type.clone())];
+        RepoLayout {
+            repo: repo.parse().unwrap(),
+            tags: vec![entry],
+            untagged,
+            signatures,
+            content,
+            manifests,
+        }
     }
 
     #[test]

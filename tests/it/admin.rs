@@ -583,7 +583,9 @@ async fn a_mirror_admin_registers_and_edits_a_mirror_and_an_operator_approves_it
     assert_eq!(status, 200);
     assert!(page.contains("Pending") && page.contains("Saved."), "{page}");
     assert!(
-        page.contains("rsync -aH --delete --delay-updates rsync://127.0.0.1/wharf/ /srv/wharf/"),
+        page.contains(
+            "rsync -aH --delay-updates --delete-delay rsync://127.0.0.1/wharf/ /srv/wharf/"
+        ),
         "the rsync command for the whole tree: {page}"
     );
     assert!(!page.contains("id=\"approve\""), "mirror admins do not approve");

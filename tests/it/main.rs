@@ -18,6 +18,7 @@ mod properties;
 mod public;
 mod pull;
 mod referrers;
+mod registry_mirrors;
 mod signatures;
 mod signing_harness;
 mod sync;

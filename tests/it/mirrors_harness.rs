@@ -83,20 +83,27 @@ impl Nginx {
     /// An nginx with `http_extra` in its `http {}` block (e.g. a `log_format`) and this
     /// `server {}` body.
     pub async fn launch_http(http_extra: &str, server_body: &str, port: Option<u16>) -> Nginx {
+        let port = port.unwrap_or_else(free_port);
+        let server = format!("server {{\n    listen 127.0.0.1:{port};\n    {server_body}\n  }}");
+        Nginx::launch_conf(&format!("{http_extra}\n  {server}"), port).await
+    }
+
+    /// An nginx with this `http {}` body (which must listen on `port`), as an admin's
+    /// configuration would be.
+    pub async fn launch_conf(http_body: &str, port: u16) -> Nginx {
         let bin = require("nginx");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for sub in ["tmp", "logs"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
-        let port = port.unwrap_or_else(free_port);
         let user = if nix_is_root() { "user root;\n" } else { "" };
         let conf = format!(
             "{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
              worker_shutdown_timeout 2s;\nevents {{ worker_connections 256; }}\n\
              http {{\n  access_log {d}/logs/access.log;\n  client_body_temp_path {d}/tmp/body;\n  \
              proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  \
-             scgi_temp_path {d}/tmp/scgi;\n  {http_extra}\n  server {{\n    listen 127.0.0.1:{port};\n    {server_body}\n  }}\n}}\n",
+             scgi_temp_path {d}/tmp/scgi;\n  {http_body}\n}}\n",
             d = d.display(),
         );
         std::fs::write(d.join("nginx.conf"), conf).unwrap();
@@ -181,4 +188,98 @@ pub fn write_city_db(path: &Path, entries: &[(&str, &str)]) -> PathBuf {
 pub fn write_asn_db(path: &Path, entries: &[(&str, u32)]) -> PathBuf {
     wharf::demo::geoip::write_asn_db(path, &nets(entries)).unwrap();
     path.to_owned()
+}
+
+/// An Apache httpd (Debian's `apache2`) with this configuration after a minimal base (the
+/// modules a generated registry configuration needs), listening on `port`.
+pub struct Apache {
+    pub dir: tempfile::TempDir,
+    child: tokio::process::Child,
+}
+
+impl Apache {
+    pub async fn launch(site: &str, port: u16) -> Apache {
+        let bin = ["/usr/sbin/apache2", "/usr/sbin/httpd"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| require("apache2"));
+        let modules = ["/usr/lib/apache2/modules", "/usr/lib64/httpd/modules"]
+            .into_iter()
+            .find(|p| Path::new(p).is_dir())
+            .expect("Apache modules (apt-get install apache2)");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let load: String = ["mpm_event", "authz_core", "mime", "rewrite", "headers", "log_config"]
+            .iter()
+            .filter(|m| Path::new(&format!("{modules}/mod_{m}.so")).is_file())
+            .map(|m| format!("LoadModule {m}_module {modules}/mod_{m}.so\n"))
+            .collect();
+        let (user, group) = if nix_is_root() { ("www-data", "www-data") } else { ("", "") };
+        let user =
+            if user.is_empty() { String::new() } else { format!("User {user}\nGroup {group}\n") };
+        let conf = format!(
+            "ServerRoot {d}\nDefaultRuntimeDir {d}\nPidFile {d}/httpd.pid\nServerName localhost\n{load}{user}\
+             TypesConfig /dev/null\nErrorLog {d}/error.log\nLogFormat \"%h %l %u %t \\\"%r\\\" %>s %b\" common\n\
+             CustomLog {d}/access.log common\n{site}\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("httpd.conf"), conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-f")
+            .arg(d.join("httpd.conf"))
+            .arg("-DFOREGROUND")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("stderr.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let a = Apache { dir, child };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return a;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "apache did not start: {} {}",
+            std::fs::read_to_string(a.dir.path().join("stderr.log")).unwrap_or_default(),
+            std::fs::read_to_string(a.dir.path().join("error.log")).unwrap_or_default()
+        );
+    }
+
+    /// Request lines of the access log.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for Apache {
+    /// SIGTERM to the master (it stops its children), then wait.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        for _ in 0..200 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+}
+
+/// Copy Wharf's tree to `dest` with real rsync and the flags the mirror admins' commands use.
+pub async fn rsync_tree(tree: &Path, dest: &Path, extra: &[&str]) {
+    std::fs::create_dir_all(dest).unwrap();
+    run(Command::new(require("rsync"))
+        .args(["-aH", "--delay-updates", "--delete-delay"])
+        .args(extra)
+        .arg(format!("{}/", tree.display()))
+        .arg(format!("{}/", dest.display())))
+    .await;
 }

@@ -85,13 +85,13 @@ async fn podman_pulls_and_runs() {
 }
 
 /// A private containerd with its own root, state and socket.
-struct Containerd {
+pub struct Containerd {
     _child: tokio::process::Child,
     dir: tempfile::TempDir,
 }
 
 impl Containerd {
-    async fn start() -> Containerd {
+    pub async fn start() -> Containerd {
         let bin = require("containerd");
         require("ctr");
         let dir = tempfile::tempdir().unwrap();
@@ -122,7 +122,7 @@ impl Containerd {
         );
     }
 
-    fn ctr(&self) -> tokio::process::Command {
+    pub fn ctr(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(require("ctr"));
         c.arg("-a").arg(self.dir.path().join("containerd.sock"));
         c

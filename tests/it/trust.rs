@@ -122,6 +122,7 @@ async fn a_bad_stored_mirror_record_never_fails_a_pull() {
         checks: 1,
         downloads: 0,
         error: None,
+        registry: None,
     };
     let health = MirrorHealth { generation: Some(generation), ..MirrorHealth::default() };
     store.record_crawl(m, result, health).await.unwrap();
