@@ -9,5 +9,6 @@ mod select;
 pub use counters::{RedirectCounters, TIERS};
 pub use lookup::{ClientGeo, GeoDb};
 pub use select::{
-    BlobLookup, Candidate, Exclusion, Explanation, Pick, Selector, Snapshot, Tier, client_ip,
+    BlobLookup, Candidate, Exclusion, Explanation, Pick, RegistryMirror, Selector, Snapshot, Tier,
+    client_ip,
 };

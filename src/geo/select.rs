@@ -77,6 +77,8 @@ struct MirrorEntry {
     private: bool,
     generation: Option<Generation>,
     content: ContentSet,
+    /// Its registry view's URL, while the crawler has verified it.
+    registry: Option<String>,
     /// Operator, admin and crawler state, decided once per snapshot.
     state: Result<(), Exclusion>,
     /// Shown to anonymous clients (`/explain`): approved, enabled and not private.
@@ -92,6 +94,15 @@ pub struct Candidate {
     pub prefix: u8,
     pub weight: u32,
     pub country: Option<String>,
+    pub url: String,
+}
+
+/// A verified registry mirror offered to a client, with the tier it falls in.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryMirror {
+    pub mirror: MirrorName,
+    pub tier: Tier,
+    /// `scheme://host[:port]/`.
     pub url: String,
 }
 
@@ -217,7 +228,15 @@ impl MirrorEntry {
         };
         let public = !m.private
             && !matches!(state, Err(Exclusion::Disabled { .. } | Exclusion::BadRecord { .. }));
+        let registry = s.health.registry_generation.and(m.registry_url.as_deref()).and_then(|u| {
+            crate::model::parse_registry_url(u)
+                .inspect_err(
+                    |e| tracing::warn!(mirror = %m.name, error = %e, "registry URL not offered"),
+                )
+                .ok()
+        });
         MirrorEntry {
+            registry,
             public,
             http: m.url_for(false).map(str::to_owned),
             https: m.url_for(true).map(str::to_owned),
@@ -519,6 +538,41 @@ impl Snapshot {
             }
         }
         Pick { url: self.fallback_url(digest), mirror: None, tier: None }
+    }
+
+    /// The verified registry mirrors that may serve this client, nearest tier first (for
+    /// netblocks the longest prefix), within a tier by bandwidth: what `/client-config`
+    /// lists before Wharf. `arch`: the client's architecture, which partial mirrors must
+    /// carry; `None` admits only mirrors carrying everything.
+    pub fn registry_mirrors(
+        &self,
+        ip: IpAddr,
+        geo: &ClientGeo,
+        arch: Option<&str>,
+    ) -> Vec<RegistryMirror> {
+        let mut out: Vec<(Tier, u8, u32, RegistryMirror)> = Vec::new();
+        for m in &self.mirrors.entries {
+            let Some(url) = m.registry.as_deref() else { continue };
+            let carries = match arch {
+                Some(a) => m.content.contains_arch(a),
+                None => m.content == ContentSet::All,
+            };
+            if m.state.is_err() || m.generation.is_none() || !carries {
+                continue;
+            }
+            let Ok((tier, prefix)) = Self::tier_of(m, ip, geo) else { continue };
+            let entry = RegistryMirror { mirror: m.name.clone(), tier, url: url.to_owned() };
+            out.push((tier, prefix, m.weight, entry));
+        }
+        out.sort_by(|a, b| {
+            (a.0, std::cmp::Reverse(a.1), std::cmp::Reverse(a.2), &a.3.mirror).cmp(&(
+                b.0,
+                std::cmp::Reverse(b.1),
+                std::cmp::Reverse(b.2),
+                &b.3.mirror,
+            ))
+        });
+        out.into_iter().map(|(.., m)| m).collect()
     }
 
     /// Every qualifying mirror, nearest tier first (for metalink and mirrorlist).

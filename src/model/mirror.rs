@@ -208,7 +208,9 @@ pub fn parse_netblock(s: &str) -> Result<ipnet::IpNet, MirrorError> {
 pub fn rsync_commands(source: &str, content: &ContentSet, dest: &str) -> Vec<String> {
     match content {
         ContentSet::All => {
-            vec![format!("rsync -aH --delay-updates --delete-delay {source} {dest}")]
+            vec![format!(
+                "rsync -aH --modify-window=-1 --delay-updates --delete-delay {source} {dest}"
+            )]
         }
         ContentSet::Arches(arches) => {
             let lists: Vec<String> =
@@ -218,7 +220,7 @@ pub fn rsync_commands(source: &str, content: &ContentSet, dest: &str) -> Vec<Str
                 format!("rsync -a {} /tmp/wharf-lists/", lists.join(" ")),
                 "cat /tmp/wharf-lists/*.txt | sort -u > /tmp/wharf-files.txt".to_owned(),
                 format!(
-                    "rsync -aH --delay-updates --files-from=/tmp/wharf-files.txt {source} {dest}"
+                    "rsync -aH --modify-window=-1 --delay-updates --files-from=/tmp/wharf-files.txt {source} {dest}"
                 ),
             ]
         }

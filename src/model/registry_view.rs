@@ -107,7 +107,10 @@ pub fn server_config(server: Server, site: &ViewSite) -> String {
     let _ = writeln!(
         out,
         "# (--delay-updates puts new files in place at the end, blobs before the \
-         manifests naming them; --delete-delay removes old ones only after that.)"
+         manifests naming them; --delete-delay removes old ones only after that;\n\
+         # --modify-window=-1 compares modification times to the nanosecond, so a tag moved \
+         twice within a second is still copied.)\n\
+         # Serving https: add your server's TLS settings (certificate and key) to this site."
     );
     match server {
         Server::Nginx => nginx(&mut out, site),
@@ -210,6 +213,7 @@ fn apache(out: &mut String, site: &ViewSite) {
         out,
         r#"# Apache httpd 2.4 with mod_rewrite, mod_headers and mod_mime
 # (Debian: a2enmod rewrite headers; Fedora/RHEL: loaded by default).
+# Drop the Listen line if ports.conf (httpd.conf) listens there already.
 Listen {listen}
 <VirtualHost {vhost}>
     DocumentRoot {root}
@@ -246,44 +250,72 @@ Listen {listen}
 }
 
 fn caddy(out: &mut String, site: &ViewSite) {
-    let mut kinds = String::new();
+    // Caddy sorts a site's directives by its own order (headers before rewrites); inside
+    // `route` they run as written, so each content type is set after the file was found.
+    let mut types = String::new();
     for (ext, mt) in KINDS {
-        let _ = write!(kinds, "    @{ext} path *.{ext}\n    header @{ext} Content-Type {mt}\n");
+        let _ = write!(types, "            header @{ext} Content-Type {mt}\n");
     }
+    let matchers: String =
+        KINDS.iter().map(|(ext, _)| format!("    @{ext} path *.{ext}\n")).collect();
+    let address = if site.listen.contains(':') {
+        format!("http://{}", site.listen)
+    } else {
+        format!("http://:{}", site.listen)
+    };
     let _ = write!(
         out,
         r#"# A Caddyfile site (Caddy 2).
-http://{listen} {{
+{address} {{
     root * {root}
     header /v2* Docker-Distribution-API-Version registry/2.0
-    redir /v2 /v2/ 301
-    rewrite /v2/ /v2/{ping}
+{matchers}    @ping path /v2/
     @tags path_regexp tags ^/v2/(.+)/tags/list$
-    rewrite @tags /v2/{{re.tags.1}}/{tags}
     @digest path_regexp digest ^/v2/(.+)/manifests/({digest_re})$
-    handle @digest {{
-        header Docker-Content-Digest {{re.digest.2}}
-        header Cache-Control "{immutable}"
-        try_files {by_digest_caddy}
-    }}
     @tag path_regexp tag ^/v2/(.+)/manifests/({tag_re})$
-    handle @tag {{
-        header Cache-Control "public, max-age={tag_age}"
-        try_files {by_tag_caddy}
-    }}
     @blob path_regexp blob ^/v2/.+/blobs/sha256:([a-f0-9]{{64}})$
+    redir /v2 /v2/ 301
+    handle @ping {{
+        rewrite * /v2/{ping}
+        header Content-Type application/json
+        file_server
+    }}
+    handle @tags {{
+        rewrite * /v2/{{re.tags.1}}/{tags}
+        header Content-Type application/json
+        header Cache-Control "public, max-age={tag_age}"
+        file_server
+    }}
+    handle @digest {{
+        route {{
+            try_files {by_digest}
+            header Docker-Content-Digest {{re.digest.2}}
+            header Cache-Control "{immutable}"
+{types}            file_server
+        }}
+    }}
+    handle @tag {{
+        route {{
+            try_files {by_tag}
+            header Cache-Control "public, max-age={tag_age}"
+{types}            file_server
+        }}
+    }}
     handle @blob {{
+        rewrite * /blobs/sha256/{{re.blob.1}}
         header Docker-Content-Digest sha256:{{re.blob.1}}
         header Cache-Control "{immutable}"
         header Content-Type application/octet-stream
-        rewrite * /blobs/sha256/{{re.blob.1}}
+        file_server
     }}
-    header /v2/{ping} Content-Type application/json
-    header */{tags} Content-Type application/json
-{kinds}    file_server
+    handle /v2/* {{
+        respond 404
+    }}
+    handle {{
+        file_server
+    }}
 }}
 "#,
-        listen = site.listen,
         root = site.root,
         ping = PING_FILE,
         tags = TAGS_FILE,
@@ -291,8 +323,8 @@ http://{listen} {{
         tag_re = TAG_RE,
         immutable = IMMUTABLE,
         tag_age = TAG_MAX_AGE,
-        by_digest_caddy = manifest_files("", "{re.digest.1}", "{re.digest.2}"),
-        by_tag_caddy = manifest_files("", "{re.tag.1}", "{re.tag.2}"),
+        by_digest = manifest_files("", "{re.digest.1}", "{re.digest.2}"),
+        by_tag = manifest_files("", "{re.tag.1}", "{re.tag.2}"),
     );
 }
 

@@ -5,6 +5,7 @@
 
 mod attachments;
 mod cache;
+mod client_config;
 mod errors;
 mod mirrors;
 mod negotiate;
@@ -160,6 +161,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, tree_dir: &Path) {
         .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
         .route("/readyz", web::get().to(readyz))
         .route("/explain", web::get().to(mirrors::explain))
+        .route("/client-config/registries.conf", web::get().to(client_config::registries_conf))
+        .route("/client-config/hosts.toml", web::get().to(client_config::hosts_toml))
         .service(web::scope("/metalink").default_service(web::to(mirrors::metalink)))
         .service(web::scope("/mirrorlist").default_service(web::to(mirrors::mirrorlist)))
         .service(

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::metrics::{Collector, counters};
 
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 12] = [
     "base",
     "catalog",
     "tags",
@@ -16,6 +16,7 @@ const KINDS: [&str; 11] = [
     "tree",
     "metrics",
     "public",
+    "client_config",
     "other",
 ];
 const METHODS: [&str; 3] = ["GET", "HEAD", "other"];
@@ -62,6 +63,8 @@ pub fn kind_of(path: &str) -> usize {
         "signatures"
     } else if path.starts_with("/tree/") {
         "tree"
+    } else if path.starts_with("/client-config/") {
+        "client_config"
     } else if path == "/metrics" {
         "metrics"
     } else if path == "/mirrors" || path.starts_with("/api/") || path.starts_with("/assets/") {

@@ -584,7 +584,7 @@ async fn a_mirror_admin_registers_and_edits_a_mirror_and_an_operator_approves_it
     assert!(page.contains("Pending") && page.contains("Saved."), "{page}");
     assert!(
         page.contains(
-            "rsync -aH --delay-updates --delete-delay rsync://127.0.0.1/wharf/ /srv/wharf/"
+            "rsync -aH --modify-window=-1 --delay-updates --delete-delay rsync://127.0.0.1/wharf/ /srv/wharf/"
         ),
         "the rsync command for the whole tree: {page}"
     );
@@ -610,6 +610,27 @@ async fn a_mirror_admin_registers_and_edits_a_mirror_and_an_operator_approves_it
     let d = mirror_detail(&wharf, "ann-fast").await.unwrap();
     assert_eq!(d.status.mirror.content.to_string(), "arm64");
     assert_eq!(d.status.mirror.netblocks.len(), 1);
+
+    // A registry URL: one with a path is refused next to its field; one at a host's root is
+    // kept, and the page shows the server configurations that serve the copy as a registry.
+    let mut reg = form("ann-fast", "10.1.0.0/16", "1000");
+    reg[7].1 = "arm64".into();
+    reg.push(("registry_url", "https://ann.example/wharf/".into()));
+    let (status, _, page) = ann.post_owned("/admin/mirrors/ann-fast", reg.clone()).await;
+    assert_eq!(status, 422);
+    assert!(
+        page.contains("id=\"registry_url-error\"") && page.contains("without a path"),
+        "{page}"
+    );
+    reg.last_mut().unwrap().1 = "https://registry.ann.example/".into();
+    assert_eq!(ann.post_owned("/admin/mirrors/ann-fast", reg).await.0, 303);
+    let d = mirror_detail(&wharf, "ann-fast").await.unwrap();
+    assert_eq!(d.status.mirror.registry_url.as_deref(), Some("https://registry.ann.example/"));
+    let (_, _, page) = ann.get("/admin/mirrors/ann-fast").await;
+    for id in ["registry-config-nginx", "registry-config-apache", "registry-config-caddy"] {
+        assert!(page.contains(id), "{id}: {page}");
+    }
+    assert!(page.contains("listen 443;") && page.contains("not checked yet"), "{page}");
 
     // ben cannot see or change it, not even by its name.
     let (mut ben, ben_csrf) = logged_in(&wharf, "ben").await;

@@ -18,7 +18,7 @@ use wharf::config::{self, CliOverrides, Config};
 use wharf::model::SyncRun;
 
 pub const INSTALL_HINT: &str = "run ./test.sh: it installs docker-registry skopeo podman \
-     containerd runc busybox-static jq apache2-utils nginx apache2 rsync chromium chromium-driver gnupg openssl python3-aiosmtpd (apt-get) before running the tests";
+     containerd runc busybox-static jq apache2-utils nginx apache2 caddy rsync chromium chromium-driver gnupg openssl python3-aiosmtpd (apt-get) before running the tests";
 
 /// The path of a required program, or a panic that says how to install it.
 pub fn require(tool: &str) -> PathBuf {

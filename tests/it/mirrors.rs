@@ -551,6 +551,22 @@ async fn mirror_endpoints_and_commands_reject_bad_input() {
             "netblock",
         ),
         (
+            bad(MirrorPatch {
+                urls: url("http://x/"),
+                registry_url: Some("http://x/wharf/".into()),
+                ..Default::default()
+            }),
+            "a registry answers at its host's root",
+        ),
+        (
+            bad(MirrorPatch {
+                urls: url("http://x/"),
+                registry_url: Some("ftp://x/".into()),
+                ..Default::default()
+            }),
+            "http",
+        ),
+        (
             Request::MirrorAdd { name: "Bad Name".into(), patch: MirrorPatch::default() },
             "mirror name",
         ),
@@ -640,7 +656,7 @@ async fn an_arm64_only_mirror_synced_with_files_from_gets_only_arm64_blobs() {
     let root = public_tempdir();
     let dest = root.path().join("arm");
     run(tokio::process::Command::new(require("rsync"))
-        .args(["-aH", "--delay-updates", "--files-from"])
+        .args(["-aH", "--modify-window=-1", "--delay-updates", "--files-from"])
         .arg(wharf.tree().join("content-sets/arm64.txt"))
         .arg(format!("{}/", wharf.tree().display()))
         .arg(&dest))

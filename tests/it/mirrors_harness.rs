@@ -273,13 +273,72 @@ impl Drop for Apache {
     }
 }
 
-/// Copy Wharf's tree to `dest` with real rsync and the flags the mirror admins' commands use.
+/// Copy Wharf's tree to `dest` with real rsync and the flags of the commands Wharf gives
+/// mirror admins (`model::rsync_commands`: for everything, or with `--files-from` in `extra`
+/// for a content set).
 pub async fn rsync_tree(tree: &Path, dest: &Path, extra: &[&str]) {
     std::fs::create_dir_all(dest).unwrap();
-    run(Command::new(require("rsync"))
-        .args(["-aH", "--delay-updates", "--delete-delay"])
-        .args(extra)
-        .arg(format!("{}/", tree.display()))
-        .arg(format!("{}/", dest.display())))
-    .await;
+    let (src, to) = (format!("{}/", tree.display()), format!("{}/", dest.display()));
+    let content = if extra.contains(&"--files-from") {
+        "arm64".parse().unwrap()
+    } else {
+        wharf::model::ContentSet::All
+    };
+    let documented = wharf::model::rsync_commands(&src, &content, &to).pop().unwrap();
+    let flags: Vec<&str> = documented
+        .split_whitespace()
+        .filter(|w| w.starts_with('-') && !w.starts_with("--files-from"))
+        .collect();
+    run(Command::new(require("rsync")).args(flags).args(extra).arg(&src).arg(&to)).await;
+}
+
+/// A Caddy 2 serving this Caddyfile site (admin endpoint and automatic HTTPS off), listening
+/// on `port`.
+pub struct Caddy {
+    pub dir: tempfile::TempDir,
+    child: tokio::process::Child,
+}
+
+impl Caddy {
+    pub async fn launch(site: &str, port: u16) -> Caddy {
+        let bin = require("caddy");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let conf = format!("{{\n    admin off\n    auto_https off\n}}\n{site}");
+        std::fs::write(d.join("Caddyfile"), conf).unwrap();
+        let child = Command::new(bin)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(d.join("Caddyfile"))
+            .env("HOME", d)
+            .env("XDG_DATA_HOME", d.join("data"))
+            .env("XDG_CONFIG_HOME", d.join("config"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("stderr.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let c = Caddy { dir, child };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "caddy did not start: {}",
+            std::fs::read_to_string(c.dir.path().join("stderr.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        for _ in 0..200 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
 }

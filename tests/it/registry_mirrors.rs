@@ -13,7 +13,7 @@ use crate::pull::{Containerd, sha256_hex};
 
 /// The configuration `wharf mirror registry-config` prints for `root` and `port`.
 fn generated(server: Server, root: &Path, port: u16) -> String {
-    let rsync = ["rsync -aH --delay-updates --delete-delay SRC DEST".to_owned()];
+    let rsync = ["rsync -aH --modify-window=-1 --delay-updates --delete-delay SRC DEST".to_owned()];
     let root = format!("{}/", root.display());
     let listen = format!("127.0.0.1:{port}");
     registry_view::server_config(server, &ViewSite { root: &root, listen: &listen, rsync: &rsync })
@@ -158,6 +158,17 @@ async fn apache_serves_a_copy_of_the_tree_as_a_registry_without_wharf() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn caddy_serves_a_copy_of_the_tree_as_a_registry_without_wharf() {
+    let (reg, wharf) = synced_pair().await;
+    let copy = public_tempdir();
+    rsync_tree(wharf.tree(), copy.path(), &[]).await;
+    wharf.stop().await;
+    let port = free_port();
+    let _caddy = Caddy::launch(&generated(Server::Caddy, copy.path(), port), port).await;
+    pulls_everything(&reg, &format!("127.0.0.1:{port}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_arm64_content_set_mirror_pulls_arm64_and_refuses_amd64_cleanly() {
     let (reg, wharf) = synced_pair().await;
     let copy = public_tempdir();
@@ -197,4 +208,256 @@ async fn an_arm64_content_set_mirror_pulls_arm64_and_refuses_amd64_cleanly() {
     let config: serde_json::Value = serde_json::from_str(&single_raw).unwrap();
     let hex = config["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:");
     assert!(!copy.path().join("blobs/sha256").join(hex).exists());
+}
+
+/// Crawl settings that check every blob, with short timeouts.
+const THOROUGH: &str = "[crawl]\nrequest_timeout = \"2s\"\nmirror_timeout = \"4s\"\nnew_blobs = 1000\nrandom_blobs = 1000\ndownloads = 1000\nmax_failures = 3\n";
+
+/// An nginx serving a copy of `tree` as tree and registry view, on one port.
+async fn registry_mirror(
+    tree: &Path,
+    config: impl Fn(String) -> String,
+) -> (Nginx, tempfile::TempDir) {
+    let copy = public_tempdir();
+    rsync_tree(tree, copy.path(), &[]).await;
+    let port = free_port();
+    let nginx =
+        Nginx::launch_conf(&config(generated(Server::Nginx, copy.path(), port)), port).await;
+    (nginx, copy)
+}
+
+async fn add_registry_mirror(wharf: &Wharf, name: &str, nginx: &Nginx, country: &str) {
+    use wharf::control::{Reply, Request};
+    let patch = wharf::model::MirrorPatch {
+        urls: Some(vec![nginx.url("")]),
+        registry_url: Some(nginx.url("")),
+        country: Some(country.into()),
+        ..Default::default()
+    };
+    let reply = wharf.control(Request::MirrorAdd { name: name.into(), patch }).await;
+    assert!(matches!(reply, Reply::Mirror(_)), "{reply:?}");
+}
+
+fn registry_result(report: &wharf::crawl::CrawlReport, name: &str) -> Option<Result<(), String>> {
+    let r = report.results.iter().find(|r| r.mirror.as_str() == name).expect("crawled");
+    assert!(r.error.is_none(), "{name}'s tree passes: {r:?}");
+    r.registry.clone()
+}
+
+/// The line numbers of each needle in `text` (panics when one is missing).
+fn position(text: &str, needle: &str) -> usize {
+    text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_mirrors_are_checked_like_clients_and_offered_nearest_first_with_wharf_last() {
+    // Loopback clients are in Germany.
+    let geo = public_tempdir();
+    write_city_db(&geo.path().join("city.mmdb"), &[("127.0.0.0/8", "DE")]);
+    let reg = Registry::start().await;
+    reg.push_standard().await;
+    let mut setup = Setup::new(&reg.url());
+    setup.extra =
+        format!("{THOROUGH}[geoip]\ndatabase = \"{}\"\n", geo.path().join("city.mmdb").display());
+    let wharf = Wharf::launch(setup).await;
+    assert_eq!(wharf.sync().await.outcome, wharf::model::RunOutcome::Ok);
+
+    let (de, _de_copy) = registry_mirror(wharf.tree(), |c| c).await;
+    let (us, _us_copy) = registry_mirror(wharf.tree(), |c| c).await;
+    // A mirror whose tags name other bytes than Wharf's (every tag, so any sample finds it)...
+    let (wrong_tag, wrong_copy) = registry_mirror(wharf.tree(), |c| c).await;
+    for repo in ["multi", "single", "docker/multi", "docker/single"] {
+        let dir = wrong_copy.path().join("v2").join(repo).join("_manifests");
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("v1.") {
+                let mut bytes = std::fs::read(e.path()).unwrap();
+                bytes.extend_from_slice(b"\n");
+                std::fs::remove_file(e.path()).unwrap();
+                std::fs::write(e.path(), bytes).unwrap();
+            }
+        }
+    }
+    // ...and one whose server sends manifests without their media types.
+    let strip_types = |c: String| {
+        c.lines()
+            .map(|l| if l.trim_start().starts_with("types {") { "        types { }" } else { l })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (wrong_type, _wt_copy) = registry_mirror(wharf.tree(), strip_types).await;
+    add_registry_mirror(&wharf, "de", &de, "DE").await;
+    add_registry_mirror(&wharf, "us", &us, "US").await;
+    add_registry_mirror(&wharf, "wrongtag", &wrong_tag, "DE").await;
+    add_registry_mirror(&wharf, "wrongtype", &wrong_type, "DE").await;
+    let report = wharf.crawl().await;
+    assert_eq!(registry_result(&report, "de"), Some(Ok(())), "{report:#?}");
+    assert_eq!(registry_result(&report, "us"), Some(Ok(())));
+    let e = registry_result(&report, "wrongtag").unwrap().unwrap_err();
+    assert!(e.contains("serves sha256:") && e.contains("says"), "{e}");
+    let e = registry_result(&report, "wrongtype").unwrap().unwrap_err();
+    assert!(e.contains("Content-Type is not application/vnd"), "{e}");
+    // The mirrors' pages say so.
+    let shown =
+        wharf.control(wharf::control::Request::MirrorShow { name: "wrongtag".into() }).await;
+    assert!(format!("{shown:?}").contains("registry_error: Some("), "{shown:?}");
+
+    // The client configuration: DE first, US next, Wharf last; the unverified ones never.
+    let conf = wharf.get("/client-config/registries.conf").await;
+    assert_eq!(conf.status(), 200);
+    let conf = conf.text().await.unwrap();
+    let host = |n: &Nginx| format!("location = \"127.0.0.1:{}\"", n.port);
+    assert!(position(&conf, &host(&de)) < position(&conf, &host(&us)), "{conf}");
+    assert!(
+        position(&conf, &format!("prefix = \"{}\"", wharf.host())) < position(&conf, &host(&de))
+    );
+    for bad in [&wrong_tag, &wrong_type] {
+        assert!(!conf.contains(&host(bad)), "{conf}");
+    }
+    let digest_only = wharf.get("/client-config/registries.conf?pull=digest-only").await;
+    assert!(digest_only.text().await.unwrap().contains("pull-from-mirror = \"digest-only\""));
+    let hosts = wharf.get("/client-config/hosts.toml").await.text().await.unwrap();
+    assert!(hosts.contains(&format!("server = \"http://{}\"", wharf.host())), "{hosts}");
+    assert!(
+        position(&hosts, &format!("[host.\"{}\"]", de.url("").trim_end_matches('/')))
+            < position(&hosts, &format!("[host.\"{}\"]", us.url("").trim_end_matches('/'))),
+        "{hosts}"
+    );
+    toml::from_str::<toml::Table>(&hosts).expect("hosts.toml is TOML");
+    toml::from_str::<toml::Table>(&conf).expect("registries.conf is TOML");
+    for bad in ["?arch=ARM%20", "?pull=sometimes"] {
+        let r = wharf.get(&format!("/client-config/registries.conf{bad}")).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+
+    // podman configured with it pulls from the DE mirror, manifest and blobs...
+    let conf_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(conf_file.path(), &conf).unwrap();
+    let pull = |root: &Path| {
+        let mut c = podman(root);
+        c.env("CONTAINERS_REGISTRIES_CONF", conf_file.path())
+            .arg("pull")
+            .arg(format!("{}/multi:v1", wharf.host()));
+        c
+    };
+    let wharf_manifests = || wharf.requests("manifest", "GET", "200");
+    let before = wharf_manifests().await;
+    let root = tempfile::tempdir().unwrap();
+    run(&mut pull(root.path())).await;
+    let got = de.requests();
+    assert!(got.iter().any(|r| r.starts_with("GET /v2/multi/manifests/v1 ")), "{got:?}");
+    assert!(got.iter().any(|r| r.starts_with("GET /v2/multi/blobs/sha256:")), "{got:?}");
+    assert_eq!(wharf_manifests().await, before, "Wharf served no manifest");
+    // ...from the next one when it is stopped, and from Wharf when none is left.
+    drop(de);
+    let root = tempfile::tempdir().unwrap();
+    run(&mut pull(root.path())).await;
+    assert!(us.requests().iter().any(|r| r.starts_with("GET /v2/multi/manifests/v1 ")));
+    drop(us);
+    let root = tempfile::tempdir().unwrap();
+    run(&mut pull(root.path())).await;
+    assert!(wharf_manifests().await > before, "Wharf served the last pull");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_rsynced_while_clients_pull_never_serves_a_manifest_whose_blobs_it_lacks() {
+    let (reg, wharf) = synced_pair().await;
+    let copy = public_tempdir();
+    rsync_tree(wharf.tree(), copy.path(), &[]).await;
+    let port = free_port();
+    let _nginx = Nginx::launch_conf(&generated(Server::Nginx, copy.path(), port), port).await;
+    // A new generation: single:v1 moves to an image with a new layer.
+    reg.push("single2:v2", "single:v1", &[]).await;
+    let run2 = wharf.sync().await;
+    assert_eq!(run2.outcome, wharf::model::RunOutcome::Ok, "{run2:#?}");
+    let new_digest =
+        format!("sha256:{}", sha256_hex(upstream_raw(&reg, "single:v1").await.as_bytes()));
+    // The new manifest has the old one's size; give it the old one's mtime second too (two
+    // publications within a second): only nanoseconds tell them apart, and the documented
+    // rsync must still see the change (rsync's default compares whole seconds).
+    let tag_file = "v2/single/_manifests/v1.oci-manifest";
+    let old = std::fs::metadata(copy.path().join(tag_file)).unwrap();
+    let new = wharf.tree().join("blobs/sha256").join(&new_digest[7..]);
+    assert_eq!(std::fs::metadata(&new).unwrap().len(), old.len(), "same-size manifests");
+    let old_mtime = old.modified().unwrap();
+    let nudge = if old_mtime.duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() > 0 {
+        -1i64
+    } else {
+        1
+    };
+    let same_second = if nudge < 0 {
+        old_mtime - std::time::Duration::from_nanos(1)
+    } else {
+        old_mtime + std::time::Duration::from_nanos(1)
+    };
+    std::fs::File::options().write(true).open(&new).unwrap().set_modified(same_second).unwrap();
+
+    // The documented rsync, slowed down, while a client pulls the tag over and over.
+    let tree = wharf.tree().to_owned();
+    let dest = copy.path().to_owned();
+    let rsync = tokio::spawn(async move { rsync_tree(&tree, &dest, &["--bwlimit=300"]).await });
+    let http = http();
+    let base = format!("http://127.0.0.1:{port}/v2/single");
+    let (mut pulls, mut saw_new) = (0, false);
+    while !rsync.is_finished() || !saw_new {
+        let done = rsync.is_finished();
+        let resp = http
+            .get(format!("{base}/manifests/v1"))
+            .header("Accept", wharf::model::media_type::OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let bytes = resp.bytes().await.unwrap();
+        saw_new |= format!("sha256:{}", sha256_hex(&bytes)) == new_digest;
+        let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let blobs = m["layers"].as_array().unwrap().iter().chain([&m["config"]]);
+        for b in blobs {
+            let d = b["digest"].as_str().unwrap();
+            let head = http.head(format!("{base}/blobs/{d}")).send().await.unwrap();
+            assert_eq!(head.status(), 200, "the copy served a manifest without its blob {d}");
+        }
+        pulls += 1;
+        if done && !saw_new {
+            let f = tag_file;
+            panic!(
+                "the rsync finished and the copy still serves the old manifest: {} vs {new_digest}; tree {:?} copy {:?}",
+                sha256_hex(&bytes),
+                sha256_hex(&std::fs::read(wharf.tree().join(f)).unwrap_or_default()),
+                sha256_hex(&std::fs::read(copy.path().join(f)).unwrap_or_default()),
+            );
+        }
+    }
+    rsync.await.unwrap();
+    assert!(pulls > 1, "the client pulled while rsync ran");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_prints_each_server_s_configuration_and_refuses_bad_input() {
+    let wharf_bin = || {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_wharf"));
+        c.args(["--config", "/nonexistent/wharf.toml", "mirror", "registry-config"]);
+        c
+    };
+    for (server, needle) in [
+        ("nginx", "server {"),
+        ("apache", "<VirtualHost 127.0.0.1:8080>"),
+        ("caddy", "http://127.0.0.1:8080 {"),
+    ] {
+        let out = run(wharf_bin()
+            .args(["--server", server, "--root", "/srv/w", "--listen", "127.0.0.1:8080"])
+            .args(["--content", "arm64"]))
+        .await;
+        assert!(out.contains(needle), "{server}: {out}");
+        assert!(out.contains("/srv/w/"), "{server}: {out}");
+        assert!(out.contains("content-sets/arm64.txt"), "{server}: the content set's rsync: {out}");
+        assert!(out.contains("--modify-window=-1 --delay-updates"), "{server}: {out}");
+    }
+    for (args, needle) in [
+        (vec!["--server", "iis"], "unknown server"),
+        (vec!["--server", "nginx", "--content", "ARM!"], "--content"),
+    ] {
+        let err = run_failing(wharf_bin().args(&args)).await;
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
 }
