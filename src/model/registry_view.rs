@@ -254,7 +254,7 @@ fn caddy(out: &mut String, site: &ViewSite) {
     // `route` they run as written, so each content type is set after the file was found.
     let mut types = String::new();
     for (ext, mt) in KINDS {
-        let _ = write!(types, "            header @{ext} Content-Type {mt}\n");
+        let _ = writeln!(types, "            header @{ext} Content-Type {mt}");
     }
     let matchers: String =
         KINDS.iter().map(|(ext, _)| format!("    @{ext} path *.{ext}\n")).collect();
