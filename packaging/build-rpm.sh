@@ -16,7 +16,7 @@ top="$target/rpm"
 rm -rf "$top"
 mkdir -p "$top/SOURCES"
 cp "$target/release/wharf" packaging/wharf.service packaging/wharf.toml packaging/wharf.sysusers \
-  README.md docs/operators.md docs/mirror-admins.md docs/signatures.md LICENSE "$top/SOURCES/"
+  README.md docs/operators.md docs/mirror-admins.md docs/signatures.md docs/registry-mirrors.md LICENSE "$top/SOURCES/"
 rpmbuild -bb --quiet \
   --define "_topdir $top" \
   --define "wharf_version $version" \

@@ -11,7 +11,7 @@ fail() { echo "check-rpm.sh: $*" >&2; exit 1; }
 files=$(rpm -qlp "$rpm")
 for f in /usr/bin/wharf /usr/lib/systemd/system/wharf.service /etc/wharf/wharf.toml \
   /usr/lib/sysusers.d/wharf.conf /var/lib/wharf /usr/share/doc/wharf/operators.md \
-  /usr/share/doc/wharf/mirror-admins.md /usr/share/doc/wharf/signatures.md \
+  /usr/share/doc/wharf/mirror-admins.md /usr/share/doc/wharf/signatures.md /usr/share/doc/wharf/registry-mirrors.md \
   /usr/share/licenses/wharf/LICENSE; do
   grep -qx "$f" <<<"$files" || fail "$f is not in the package: $files"
 done
