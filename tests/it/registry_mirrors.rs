@@ -348,12 +348,31 @@ async fn registry_mirrors_are_checked_like_clients_and_offered_nearest_first_wit
     assert!(got.iter().any(|r| r.starts_with("GET /v2/multi/manifests/v1 ")), "{got:?}");
     assert!(got.iter().any(|r| r.starts_with("GET /v2/multi/blobs/sha256:")), "{got:?}");
     assert_eq!(wharf_manifests().await, before, "Wharf served no manifest");
+    // containerd with the hosts.toml resolves and fetches from the DE mirror too.
+    let hosts_dir = tempfile::tempdir().unwrap();
+    let dir = hosts_dir.path().join(wharf.host());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hosts.toml"), &hosts).unwrap();
+    let ctrd = Containerd::start().await;
+    let de_before = de.requests().len();
+    run(ctrd
+        .ctr()
+        .args(["images", "pull", "--hosts-dir"])
+        .arg(hosts_dir.path())
+        .arg(format!("{}/docker/multi:v1", wharf.host())))
+    .await;
+    let got = de.requests()[de_before..].to_vec();
+    assert!(got.iter().any(|r| r.contains(" /v2/docker/multi/manifests/v1")), "{got:?}");
+    assert!(got.iter().any(|r| r.starts_with("GET /v2/docker/multi/blobs/sha256:")), "{got:?}");
+    assert_eq!(wharf_manifests().await, before, "Wharf served no manifest to containerd");
     // ...from the next one when it is stopped, and from Wharf when none is left.
     drop(de);
     let root = tempfile::tempdir().unwrap();
     run(&mut pull(root.path())).await;
     assert!(us.requests().iter().any(|r| r.starts_with("GET /v2/multi/manifests/v1 ")));
     drop(us);
+    // Wharf's own blob redirects stop going to the stopped mirrors at the next crawl.
+    wharf.crawl().await;
     let root = tempfile::tempdir().unwrap();
     run(&mut pull(root.path())).await;
     assert!(wharf_manifests().await > before, "Wharf served the last pull");
