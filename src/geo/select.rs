@@ -564,14 +564,10 @@ impl Snapshot {
             let entry = RegistryMirror { mirror: m.name.clone(), tier, url: url.to_owned() };
             out.push((tier, prefix, m.weight, entry));
         }
-        out.sort_by(|a, b| {
-            (a.0, std::cmp::Reverse(a.1), std::cmp::Reverse(a.2), &a.3.mirror).cmp(&(
-                b.0,
-                std::cmp::Reverse(b.1),
-                std::cmp::Reverse(b.2),
-                &b.3.mirror,
-            ))
-        });
+        let key = |(tier, prefix, weight, m): &(Tier, u8, u32, RegistryMirror)| {
+            (*tier, std::cmp::Reverse(*prefix), std::cmp::Reverse(*weight), m.mirror.clone())
+        };
+        out.sort_by_key(key);
         out.into_iter().map(|(.., m)| m).collect()
     }
 
@@ -743,6 +739,55 @@ mod tests {
         patch.apply(&mut m).unwrap();
         let health = MirrorHealth { generation, ..MirrorHealth::default() };
         MirrorStatus { continent: m.continent().map(str::to_owned), mirror: m, health }
+    }
+
+    #[test]
+    fn registry_mirrors_come_nearest_first_verified_only_and_for_the_client_s_architecture() {
+        let registry = |name: &str, patch: MirrorPatch, verified: bool| {
+            let patch =
+                MirrorPatch { registry_url: Some(format!("https://reg.{name}.example/")), ..patch };
+            let mut m = mirror(name, patch, Some(3));
+            m.health.registry_generation = verified.then_some(3);
+            m
+        };
+        let at = |c: &str| MirrorPatch { country: Some(c.into()), ..MirrorPatch::default() };
+        let mirrors = vec![
+            registry("us-big", MirrorPatch { bandwidth: Some(9000), ..at("US") }, true),
+            registry("us-small", MirrorPatch { bandwidth: Some(10), ..at("US") }, true),
+            registry("de", at("DE"), true),
+            registry(
+                "lan",
+                MirrorPatch {
+                    netblocks: Some(vec!["192.0.2.0/24".into()]),
+                    private: Some(true),
+                    ..at("FR")
+                },
+                true,
+            ),
+            registry("unverified", at("DE"), false),
+            registry("arm", MirrorPatch { content: Some("arm64".into()), ..at("DE") }, true),
+            registry("away", MirrorPatch { active: Some(false), ..at("DE") }, true),
+        ];
+        let snap = snapshot(mirrors, &[]);
+        let geo = ClientGeo { country: Some("DE"), continent: Some("EU"), asn: None };
+        let names = |ip: &str, arch: Option<&str>| -> Vec<String> {
+            let ip = ip.parse().unwrap();
+            snap.registry_mirrors(ip, &geo, arch)
+                .into_iter()
+                .map(|m| m.mirror.to_string())
+                .collect()
+        };
+        assert_eq!(names("192.0.2.7", None), ["lan", "de", "us-big", "us-small"]);
+        assert_eq!(
+            names("198.51.100.1", None),
+            ["de", "us-big", "us-small"],
+            "private: its net only"
+        );
+        assert_eq!(names("198.51.100.1", Some("arm64")), ["arm", "de", "us-big", "us-small"]);
+        assert_eq!(
+            snap.registry_mirrors("198.51.100.1".parse().unwrap(), &geo, None)[0].url,
+            "https://reg.de.example/"
+        );
     }
 
     fn snapshot(mirrors: Vec<MirrorStatus>, blobs: &[(&Digest, u64, Option<&str>)]) -> Snapshot {
