@@ -49,6 +49,14 @@ pub fn mirror_url(data: &[u8]) {
         assert!(parsed.username().is_empty() && parsed.password().is_none());
         assert!(parsed.query().is_none() && parsed.fragment().is_none());
     }
+    if let Ok(u) = crate::model::parse_registry_url(s) {
+        // A registry URL is a base URL at a host's root, and its host names it in a TOML
+        // string (`/client-config`) without escaping.
+        assert_eq!(parse_base_url(&u).as_ref(), Ok(&u), "{s:?}");
+        assert_eq!(url::Url::parse(&u).map(|p| p.path().to_owned()).ok().as_deref(), Some("/"));
+        let host = crate::model::registry_host(&u).expect("a host");
+        assert!(!host.contains(['"', '\\', '/']) && host.bytes().all(|b| b.is_ascii_graphic()));
+    }
     if let Ok(n) = parse_netblock(s) {
         assert_eq!(parse_netblock(&n.to_string()).ok(), Some(n));
         if let ipnet::IpNet::V6(v6) = n {

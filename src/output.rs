@@ -178,6 +178,9 @@ fn show(d: &MirrorDetail) {
     );
     println!("  bandwidth:  {} Mbit/s{}", m.bandwidth, if m.private { ", private" } else { "" });
     println!("  content:    {}", m.content);
+    if let Some(url) = &m.registry_url {
+        println!("  registry:   {url} ({})", h.registry_state());
+    }
     if let Some(r) = &m.disabled_reason {
         println!("  disabled:   {r}");
     }

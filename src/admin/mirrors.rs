@@ -446,12 +446,7 @@ async fn detail_page(
         ("Last error", h.last_error.clone().unwrap_or_default()),
     ];
     if let Some(url) = &m.mirror.registry_url {
-        let state = match (h.registry_generation, &h.registry_error) {
-            (Some(g), _) => format!("{url}: verified at generation {g}; offered to clients"),
-            (None, Some(e)) => format!("{url}: not verified: {e}"),
-            (None, None) => format!("{url}: not checked yet"),
-        };
-        facts.push(("Registry view", state));
+        facts.push(("Registry view", format!("{url}: {}", h.registry_state())));
     }
     if let Some(e) = bad_url {
         facts.push((

@@ -340,6 +340,8 @@ impl Network {
              (the same digest for a client in the US: na-us)\n  \
              curl -s -o /dev/null -w '%{{redirect_url}}\\n' -H 'X-Forwarded-For: 2001:db8::7' http://{host}/v2/{m}/blobs/{shared}\n      \
              (Japan: asia-jp is a generation behind, but holds this blob of generation 1)\n  \
+             curl -s -H 'X-Forwarded-For: 192.0.2.10' http://{host}/client-config/registries.conf\n      \
+             (the client configuration: verified registry mirrors near the client, then Wharf)\n  \
              podman run --rm --tls-verify=false {host}/{m}:{mt}\n  \
              podman run --rm --tls-verify=false --arch arm64 {host}/{m}:{mt}   (needs qemu-user-static)\n  \
              open http://{host}/ (the public registry page), http://{host}/mirrors (the mirror status),\n      \

@@ -345,6 +345,17 @@ pub struct MirrorHealth {
     pub registry_error: Option<String>,
 }
 
+impl MirrorHealth {
+    /// Where the registry view stands, in words (the admin UI and the CLI show it).
+    pub fn registry_state(&self) -> String {
+        match (self.registry_generation, &self.registry_error) {
+            (Some(g), _) => format!("verified at generation {g}; offered to clients"),
+            (None, Some(e)) => format!("not verified: {e}"),
+            (None, None) => "not checked yet".into(),
+        }
+    }
+}
+
 /// One crawl of one mirror.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrawlResult {

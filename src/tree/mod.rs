@@ -602,6 +602,51 @@ mod tests {
     }
 
     #[test]
+    fn the_registry_view_names_each_manifest_by_tag_and_digest_and_goes_with_its_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        let tree = MirrorTree::open(&root, &dir.path().join("tmp")).unwrap();
+        assert_eq!(std::fs::read(root.join("v2/_ping.json")).unwrap(), b"{}");
+        let l = layout(&tree, "lib/app", &[]);
+        let d = l.tags[0].digest.clone();
+        tree.publish_layout(&l).unwrap();
+        let view = root.join("v2/lib/app/_manifests");
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        let pool = ino(&tree.pool_path(&d));
+        assert_eq!(ino(&view.join("v1.oci-manifest")), pool, "a tag is a hardlink of its manifest");
+        assert_eq!(ino(&view.join(format!("{d}.oci-manifest"))), pool);
+        let list: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("v2/lib/app/_tags.json")).unwrap())
+                .unwrap();
+        assert_eq!(list, serde_json::json!({"name": "lib/app", "tags": ["v1"]}));
+        // A content set's list names what it carries: both names of a carried manifest.
+        let repo: RepoName = "lib/app".parse().unwrap();
+        let mut all = tree.view_files(&repo, |_| true).unwrap();
+        all.sort();
+        assert_eq!(
+            all,
+            [
+                format!("v2/lib/app/_manifests/{d}.oci-manifest"),
+                "v2/lib/app/_manifests/v1.oci-manifest".to_owned(),
+                "v2/lib/app/_tags.json".to_owned(),
+            ]
+        );
+        assert_eq!(tree.view_files(&repo, |_| false).unwrap(), ["v2/lib/app/_tags.json"]);
+        // The tag moves to another kind of manifest: the old name goes.
+        let mut moved = l.clone();
+        moved.tags[0].media_type = crate::model::media_type::OCI_INDEX.into();
+        tree.publish_layout(&moved).unwrap();
+        assert!(view.join("v1.oci-index").exists() && !view.join("v1.oci-manifest").exists());
+        // The repository goes: its view goes with its layout, and the empty parents.
+        tree.remove_layouts(std::slice::from_ref(&repo)).unwrap();
+        assert!(!root.join("v2/lib").exists());
+        // A full republish removes views of repositories it does not keep.
+        tree.publish_layout(&l).unwrap();
+        tree.remove_other_layouts(&HashSet::new()).unwrap();
+        assert!(!root.join("v2/lib").exists() && root.join("v2/_ping.json").exists());
+    }
+
+    #[test]
     fn signatures_are_linked_where_a_lookaside_store_has_them_and_removed_when_they_go() {
         let dir = tempfile::tempdir().unwrap();
         let tree = MirrorTree::open(&dir.path().join("tree"), &dir.path().join("tmp")).unwrap();
