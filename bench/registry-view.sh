@@ -66,20 +66,8 @@ write_paths_lua "$W/tags.lua" "$W/tags"
 
 start_wharf "$WP"
 NP=$(free_port)
-mkdir -p "$W/ngx/logs" "$W/ngx/tmp"
-user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
-cat > "$W/ngx/nginx.conf" <<NGX
-$user_line
-daemon off; worker_processes 1; pid $W/ngx/nginx.pid; error_log $W/ngx/logs/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $W/ngx/tmp/b; proxy_temp_path $W/ngx/tmp/p; fastcgi_temp_path $W/ngx/tmp/f;
-  uwsgi_temp_path $W/ngx/tmp/u; scgi_temp_path $W/ngx/tmp/s;
-$(wharf_cli mirror registry-config --server nginx --root "$TREE/" --listen "127.0.0.1:$NP")
-}
-NGX
-nginx -c "$W/ngx/nginx.conf" -p "$W/ngx" &
+# One nginx worker (lib.sh's start_nginx), the generated server block as its extra block.
+start_nginx "$(free_port)" "$(wharf_cli mirror registry-config --server nginx --root "$TREE/" --listen "127.0.0.1:$NP")"
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$NP/v2/" && break; sleep 0.1; done
 first=$(head -1 "$W/tags")
 a=$(curl -fs -H "Accept: $ACCEPT" "$B$first" | sha256sum)

@@ -49,18 +49,29 @@ fn asked(req: &HttpRequest) -> Result<Asked, RegistryError> {
     Ok(Asked { arch, digest_only })
 }
 
-/// The mirrors for this request's client, and Wharf's host and scheme.
-fn mirrors(
-    req: &HttpRequest,
-    state: &RegistryState,
-    asked: &Asked,
-) -> Result<(Vec<RegistryMirror>, String, String), RegistryError> {
+/// What a configuration is written from: the request's options, the mirrors for its
+/// client, Wharf's host, and the comment both files start with.
+struct Prepared {
+    asked: Asked,
+    mirrors: Vec<RegistryMirror>,
+    host: String,
+    out: String,
+}
+
+fn prepare(req: &HttpRequest, state: &RegistryState) -> Result<Prepared, RegistryError> {
+    let asked = asked(req)?;
     let snapshot = state.snapshot()?;
     let client = Client::of(req);
     let geo = state.geo.lookup(client.ip);
     let mirrors = snapshot.registry_mirrors(client.ip, &geo, asked.arch.as_deref());
     let host = crate::model::registry_host(&state.public_url).unwrap_or_default();
-    Ok((mirrors, host, client.ip.to_string()))
+    let out = format!(
+        "# Wharf {host}: the registry mirrors nearest {ip} first, then Wharf itself.\n\
+         # Pulling by tag from a mirror trusts it for the tag's digest: pull by digest, add\n\
+         # ?pull=digest-only (tags resolved by Wharf), or require signatures in policy.json.\n",
+        ip = client.ip
+    );
+    Ok(Prepared { asked, mirrors, host, out })
 }
 
 /// A TOML string literal.
@@ -86,15 +97,10 @@ pub async fn registries_conf(
     req: HttpRequest,
     state: web::Data<RegistryState>,
 ) -> Result<HttpResponse, RegistryError> {
-    let asked = asked(&req)?;
-    let (mirrors, host, ip) = mirrors(&req, &state, &asked)?;
-    let mut out = String::new();
+    let Prepared { asked, mirrors, host, mut out } = prepare(&req, &state)?;
     let _ = writeln!(
         out,
-        "# Wharf {host}: the registry mirrors nearest {ip} first, then Wharf itself.\n\
-         # Pulling by tag from a mirror trusts it for the tag's digest; pull by digest, add\n\
-         # ?pull=digest-only, or require signatures in policy.json to trust only Wharf.\n\
-         # Install: curl -fsS '{url}/client-config/registries.conf' \\\n\
+        "# Install: curl -fsS '{url}/client-config/registries.conf' \\\n\
          #   -o /etc/containers/registries.conf.d/50-wharf.conf",
         url = state.public_url
     );
@@ -122,15 +128,10 @@ pub async fn hosts_toml(
     req: HttpRequest,
     state: web::Data<RegistryState>,
 ) -> Result<HttpResponse, RegistryError> {
-    let asked = asked(&req)?;
-    let (mirrors, host, ip) = mirrors(&req, &state, &asked)?;
-    let mut out = String::new();
+    let Prepared { asked, mirrors, host, mut out } = prepare(&req, &state)?;
     let _ = writeln!(
         out,
-        "# Wharf {host}: the registry mirrors nearest {ip} first, then Wharf itself (server).\n\
-         # Resolving a tag on a mirror trusts it for the tag's digest; ?pull=digest-only\n\
-         # leaves tags to Wharf.\n\
-         # Install: mkdir -p '/etc/containerd/certs.d/{host}' && curl -fsS \\\n\
+        "# Install: mkdir -p '/etc/containerd/certs.d/{host}' && curl -fsS \\\n\
          #   '{url}/client-config/hosts.toml' -o '/etc/containerd/certs.d/{host}/hosts.toml'",
         url = state.public_url
     );

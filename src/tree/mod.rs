@@ -332,10 +332,7 @@ impl MirrorTree {
             if dir.is_dir() {
                 remove_dir_files(&dir)?;
             }
-            let mut d = dir.parent().unwrap_or(&base);
-            while d != base && d.starts_with(&base) && std::fs::remove_dir(d).is_ok() {
-                d = d.parent().unwrap_or(&base);
-            }
+            remove_empty_dirs(dir.parent().unwrap_or(&base), &base);
         }
         Ok(())
     }
@@ -417,10 +414,7 @@ impl MirrorTree {
         // a nested repository (`a/b` under `a`) keeps its parent.
         let _ = std::fs::remove_dir(&blobs);
         let _ = std::fs::remove_dir(dir.join("blobs"));
-        let mut d = dir;
-        while d != base && std::fs::remove_dir(d).is_ok() {
-            d = d.parent().unwrap_or(&base);
-        }
+        remove_empty_dirs(dir, &base);
         Ok(())
     }
 
@@ -513,6 +507,14 @@ fn find_layouts(base: &Path) -> Result<Vec<PathBuf>, TreeError> {
         }
     }
     Ok(out)
+}
+
+/// Remove `dir` and its parents while they are empty, up to (not including) `base`.
+fn remove_empty_dirs(dir: &Path, base: &Path) {
+    let mut d = dir;
+    while d != base && d.starts_with(base) && std::fs::remove_dir(d).is_ok() {
+        d = d.parent().unwrap_or(base);
+    }
 }
 
 /// Remove a directory of files (a signature directory) and the directory.

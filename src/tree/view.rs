@@ -79,11 +79,7 @@ impl MirrorTree {
             super::remove_dir_files(&manifests)?;
         }
         let _ = std::fs::remove_file(dir.join(TAGS_FILE));
-        let base = self.root.join(VIEW_DIR);
-        let mut d = dir.as_path();
-        while d != base && d.starts_with(&base) && std::fs::remove_dir(d).is_ok() {
-            d = d.parent().unwrap_or(&base);
-        }
+        super::remove_empty_dirs(&dir, &self.root.join(VIEW_DIR));
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use crate::harness::*;
 use crate::mirrors_harness::*;
 
 /// Crawl settings that check every blob and download each one, with short timeouts.
-const THOROUGH: &str = "[crawl]\nrequest_timeout = \"2s\"\nmirror_timeout = \"4s\"\nnew_blobs = 1000\nrandom_blobs = 1000\ndownloads = 1000\nmax_failures = 2\n";
+pub const THOROUGH: &str = "[crawl]\nrequest_timeout = \"2s\"\nmirror_timeout = \"4s\"\nnew_blobs = 1000\nrandom_blobs = 1000\ndownloads = 1000\nmax_failures = 2\n";
 
 async fn add_mirror(wharf: &Wharf, name: &str, url: &str, patch: MirrorPatch) {
     let patch = MirrorPatch { urls: Some(vec![url.to_owned()]), ..patch };

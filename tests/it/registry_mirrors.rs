@@ -8,6 +8,7 @@ use std::path::Path;
 use wharf::model::registry_view::{self, Server, ViewSite};
 
 use crate::harness::*;
+use crate::mirrors::THOROUGH;
 use crate::mirrors_harness::*;
 use crate::pull::{Containerd, sha256_hex};
 
@@ -209,9 +210,6 @@ async fn an_arm64_content_set_mirror_pulls_arm64_and_refuses_amd64_cleanly() {
     let hex = config["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:");
     assert!(!copy.path().join("blobs/sha256").join(hex).exists());
 }
-
-/// Crawl settings that check every blob, with short timeouts.
-const THOROUGH: &str = "[crawl]\nrequest_timeout = \"2s\"\nmirror_timeout = \"4s\"\nnew_blobs = 1000\nrandom_blobs = 1000\ndownloads = 1000\nmax_failures = 3\n";
 
 /// An nginx serving a copy of `tree` as tree and registry view, on one port.
 async fn registry_mirror(
