@@ -47,7 +47,6 @@ pub enum MirrorEditField {
     Bandwidth,
     Asns,
     Netblocks,
-    RegistryUrl,
     /// What only operators change (approval, owner, continent).
     Other,
 }
@@ -61,7 +60,6 @@ impl MirrorEditField {
             MirrorEditField::Bandwidth => "bandwidth",
             MirrorEditField::Asns => "asns",
             MirrorEditField::Netblocks => "netblocks",
-            MirrorEditField::RegistryUrl => "registry_url",
             MirrorEditField::Other => "continent",
         }
     }
