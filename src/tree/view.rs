@@ -3,7 +3,7 @@
 //! the pool, so the view costs directory entries, not bytes; blobs are served from the pool.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 
 use crate::model::registry_view::{self, MANIFESTS_DIR, PING_FILE, TAGS_FILE, VIEW_DIR};
@@ -137,7 +137,8 @@ impl MirrorTree {
         for e in rd {
             let e = e.map_err(io_err(dir.display()))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let ino = e.metadata().map_err(io_err(e.path().display()))?.ino();
+            // The directory entry's inode number: no stat per file.
+            let ino = e.ino();
             let digest = name.rsplit_once('.').and_then(|(d, _)| d.parse::<Digest>().ok());
             match digest {
                 Some(d) => {
