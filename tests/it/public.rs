@@ -126,6 +126,8 @@ async fn the_mirror_status_lists_public_mirrors_and_keeps_the_rest_to_itself() {
         format!("/explain?name=demo/app&digest={layer}&ip=10.9.1.1"),
         format!("/mirrorlist/demo/app/blobs/{layer}"),
         format!("/metalink/demo/app/blobs/{layer}"),
+        "/client-config/registries.conf".into(),
+        "/client-config/hosts.toml?arch=arm64&pull=digest-only".into(),
         "/r/nosuch/repo".into(),
     ];
     for route in &routes {
